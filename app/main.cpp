@@ -1,0 +1,27 @@
+// kvscope: desktop lab for KV-cache quantization. `kvscope` alone opens the GUI on the built-in demo.
+#include <cstdio>
+
+#include "app/cli.h"
+#include "core/util/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvscope " KVSCOPE_VERSION " - a lab for KV-cache quantization of LLMs"};
+  app.set_version_flag("--version", std::string("kvscope ") + KVSCOPE_VERSION);
+  app.require_subcommand(0, 1);
+  kvscope::cli::register_all(app);
+  try {
+    app.parse(argc, argv);
+    if (app.get_subcommands().empty()) {
+      return kvscope::cli::run_gui_demo();  // no subcommand: the GUI on its built-in demo
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const kvscope::Error& e) {
+    std::fprintf(stderr, "kvscope: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvscope: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

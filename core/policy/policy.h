@@ -1,0 +1,92 @@
+#pragma once
+// Policy v1: which method quantizes each (layer, kind, KV head) of a dump, and with which knobs.
+// JSON form (every field optional except "method"; see assets/presets/*.json):
+// {
+//   "name": "kivi-2", "description": "...",
+//   "method": "fp16" | "uniform" | "kivi" | "kvmix",
+//   "k": {"bits": 2, "axis": "token"|"channel"|"head", "group_size": 32, "symmetric": false,
+//         "zero_point": "float"|"integer", "clip_ratio": 1.0, "clip_search": false,
+//         "scale_dtype": "f16"|"f32"|"bf16", "inverse_scale": false, "fp16": false},
+//   "v": { ...same... },
+//   "residual": 128,          // most recent tokens kept in fp16 (KIVI streaming rule for "kivi")
+//   "sink_tokens": 0,         // first tokens kept in fp16
+//   "outlier_heads": {"rule": "none"|"list"|"mse_over_median"|"mse_share"|"count",
+//                     "heads": [[layer, head], ...], "ratio": 5.0, "share": 0.9, "count": 6},
+//   "overrides": [{"layers": [0, 1], "heads": [0], "kind": "k"|"v"|"kv", ...TensorQuant fields}]
+// }
+// Validation errors name the JSON path: "policy.json: $.k.bits: must be an integer in 1..8".
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/tensor/dtype.h"
+
+namespace kvscope {
+
+enum class Method { FP16, Uniform, Kivi, Kvmix };
+enum class Axis { Token, Channel, Head };  // groups along a token's channels / a channel's tokens / whole head
+
+// How one K or V head matrix [tokens, head_dim] is quantized.
+struct TensorQuant {
+  bool full_precision = false;  // keep fp16, no quantization
+  int bits = 4;                 // 1..8 (symmetric needs >= 2)
+  Axis axis = Axis::Token;
+  int group_size = 0;           // elements per group along the axis; 0 = the whole axis
+  bool symmetric = false;
+  bool integer_zero_point = false;  // asymmetric with an integer zero point (PyTorch style) instead of float min
+  double clip_ratio = 1.0;      // alpha in (0, 1]
+  bool clip_search = false;     // per-group MSE search over alpha in {1, 1-step, ..., clip_min}
+  double clip_min = 0.5;
+  double clip_step = 0.01;
+  DType scale_dtype = DType::F16;  // how scales / float zero points are stored (F16, BF16, F32)
+  bool inverse_scale = false;   // kvmix: q = rint(x * (qmax/amax)), x^ = q / inv
+};
+
+struct OutlierSelect {
+  enum class Rule { None, List, MseOverMedian, MseShare, Count };
+  Rule rule = Rule::None;
+  std::vector<std::pair<int, int>> heads;  // (layer, kv head) for Rule::List
+  double ratio = 5.0;   // MseOverMedian: strat1 K MSE >= ratio * median over all K heads
+  double share = 0.9;   // MseShare: smallest top set holding >= share of summed K MSE
+  int count = 0;        // Count: the top `count` K heads by strat1 MSE
+};
+
+struct PolicyOverride {
+  std::vector<int> layers;  // empty = all layers
+  std::vector<int> heads;   // empty = all KV heads
+  bool k = true, v = true;  // which kinds it applies to
+  TensorQuant quant;        // the base K or V settings with the override's fields applied
+  std::string json;         // the override as written (for round trips)
+};
+
+struct Policy {
+  std::string name;
+  std::string description;
+  Method method = Method::FP16;
+  TensorQuant k, v;
+  int residual = 0;
+  int sink_tokens = 0;
+  OutlierSelect outliers;   // K heads kept in fp16
+  std::vector<PolicyOverride> overrides;
+};
+
+std::string method_name(Method m);
+
+// Parses and validates; errors are Error("<where>: $.path: problem").
+Policy parse_policy(const nlohmann::json& j, const std::string& where);
+Policy load_policy_file(const std::string& path);
+nlohmann::json policy_to_json(const Policy& p);
+std::string canonical_policy_json(const Policy& p);  // sorted keys, no whitespace: hashed by the run store
+
+struct PresetInfo {
+  std::string name;
+  std::string description;
+};
+std::vector<PresetInfo> list_presets();
+Policy load_preset(const std::string& name);  // Error listing the known presets when unknown
+std::string presets_dir();                    // $KVSCOPE_ASSETS or the source tree's assets/presets
+
+}  // namespace kvscope

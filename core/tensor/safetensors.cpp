@@ -1,0 +1,197 @@
+#include "core/tensor/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "core/util/error.h"
+
+namespace kvscope {
+
+using json = nlohmann::json;
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_ && map_size_) munmap(map_, map_size_);
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = path;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, "cannot open: {}", std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, "not a regular file");
+  }
+  uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  if (file_size < 8) {
+    ::close(fd);
+    fail(path, "truncated safetensors file: {} bytes, the 8-byte header length is missing", file_size);
+  }
+  void* m = mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) fail(path, "cannot memory-map: {}", std::strerror(errno));
+  f->map_ = m;
+  f->map_size_ = file_size;
+  const auto* base = static_cast<const unsigned char*>(m);
+
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
+  if (n > kMaxHeaderBytes) fail(path, "header length {} exceeds the {} byte limit (corrupt file?)", n, kMaxHeaderBytes);
+  if (n > file_size - 8) fail(path, "truncated: header length {} but only {} bytes follow", n, file_size - 8);
+  uint64_t data_size = file_size - 8 - n;
+  f->data_ = base + 8 + n;
+
+  json header;
+  try {
+    header = json::parse(base + 8, base + 8 + n);
+  } catch (const json::parse_error& e) {
+    fail(path, "header is not valid JSON ({})", e.what());
+  }
+  if (!header.is_object()) fail(path, "header is not a JSON object");
+
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) fail(path, "__metadata__ is not an object");
+      for (auto m2 = v.begin(); m2 != v.end(); ++m2) {
+        if (!m2.value().is_string()) fail(path, "__metadata__.{} is not a string", m2.key());
+        f->metadata_[m2.key()] = m2.value().get<std::string>();
+      }
+      continue;
+    }
+    if (!v.is_object()) fail(path, "tensor '{}': entry is not an object", name);
+    TensorInfo t;
+    t.name = name;
+    if (!v.contains("dtype") || !v["dtype"].is_string()) fail(path, "tensor '{}': missing dtype", name);
+    std::string dt = v["dtype"].get<std::string>();
+    if (!parse_dtype(dt, &t.dtype)) fail(path, "tensor '{}': unsupported dtype '{}'", name, dt);
+    if (!v.contains("shape") || !v["shape"].is_array()) fail(path, "tensor '{}': missing shape", name);
+    uint64_t numel = 1;
+    for (const auto& d : v["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) fail(path, "tensor '{}': shape has a non-integer or negative entry", name);
+      uint64_t du = d.get<uint64_t>();
+      if (du != 0 && numel > (uint64_t(1) << 62) / du) fail(path, "tensor '{}': shape overflows", name);
+      numel *= du;
+      t.shape.push_back(static_cast<int64_t>(du));
+    }
+    const json* off = v.contains("data_offsets") ? &v["data_offsets"] : nullptr;
+    if (!off || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+        !(*off)[1].is_number_unsigned())
+      fail(path, "tensor '{}': data_offsets must be two non-negative integers", name);
+    uint64_t b = (*off)[0].get<uint64_t>(), e = (*off)[1].get<uint64_t>();
+    if (b > e) fail(path, "tensor '{}': data_offsets [{}, {}] are reversed", name, b, e);
+    if (e > data_size) fail(path, "tensor '{}': data_offsets [{}, {}] run past the end of the file (data block is {} bytes; truncated?)", name, b, e, data_size);
+    t.begin = b;
+    t.nbytes = e - b;
+    if (numel * dtype_size(t.dtype) != t.nbytes)
+      fail(path, "tensor '{}': shape {} x {} needs {} bytes but data_offsets span {}", name, shape_str(t.shape),
+           dtype_name(t.dtype), numel * dtype_size(t.dtype), t.nbytes);
+    f->index_[name] = f->tensors_.size();
+    f->tensors_.push_back(std::move(t));
+  }
+  // Byte ranges must not overlap (a crafted file could alias two tensors).
+  std::vector<const TensorInfo*> by_begin;
+  for (auto& t : f->tensors_) by_begin.push_back(&t);
+  std::sort(by_begin.begin(), by_begin.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < by_begin.size(); ++i) {
+    auto* a = by_begin[i - 1];
+    auto* b = by_begin[i];
+    if (a->begin + a->nbytes > b->begin)
+      fail(path, "tensors '{}' and '{}' overlap in the data block", a->name, b->name);
+  }
+  return f;
+}
+
+const TensorInfo* SafetensorsFile::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+const TensorInfo& SafetensorsFile::get(const std::string& name) const {
+  const TensorInfo* t = find(name);
+  if (!t) fail(path_, "tensor '{}' is missing", name);
+  return *t;
+}
+
+std::vector<float> SafetensorsFile::read_f32(const std::string& name, const std::vector<int64_t>& expect_shape) const {
+  const TensorInfo& t = get(name);
+  if (!expect_shape.empty() && expect_shape != t.shape)
+    fail(path_, "tensor '{}' has shape {}, expected {}", name, shape_str(t.shape), shape_str(expect_shape));
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  convert_to_f32(t.dtype, data(t), out.size(), out.data());
+  return out;
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    uint64_t numel = 1;
+    for (auto d : t.shape) {
+      if (d < 0) fail(path, "tensor '{}': negative dimension", t.name);
+      numel *= static_cast<uint64_t>(d);
+    }
+    uint64_t nb = numel * dtype_size(t.dtype);
+    if (header.contains(t.name)) fail(path, "tensor '{}' written twice", t.name);
+    header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}, {"data_offsets", {offset, offset + nb}}};
+    offset += nb;
+  }
+  std::string h = header.dump();
+  while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // keep the data block 8-byte aligned
+
+  std::string tmp = path + ".tmp-" + std::to_string(getpid());
+  FILE* fp = std::fopen(tmp.c_str(), "wb");
+  if (!fp) fail(path, "cannot create '{}': {}", tmp, std::strerror(errno));
+  bool ok = true;
+  unsigned char len[8];
+  uint64_t n = h.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
+  ok = ok && std::fwrite(len, 1, 8, fp) == 8;
+  ok = ok && std::fwrite(h.data(), 1, h.size(), fp) == h.size();
+  for (const auto& t : tensors) {
+    size_t nb = static_cast<size_t>(header[t.name]["data_offsets"][1].get<uint64_t>() -
+                                    header[t.name]["data_offsets"][0].get<uint64_t>());
+    if (!ok) break;
+    ok = nb == 0 || std::fwrite(t.data, 1, nb, fp) == nb;
+  }
+  int saved_errno = errno;
+  ok = (std::fflush(fp) == 0) && ok;
+  if (ok && fsync(fileno(fp)) != 0) ok = false;
+  if (!ok) saved_errno = errno;
+  std::fclose(fp);
+  if (!ok) {
+    std::remove(tmp.c_str());
+    fail(path, "write failed: {}", std::strerror(saved_errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    saved_errno = errno;
+    std::remove(tmp.c_str());
+    fail(path, "cannot rename temporary file into place: {}", std::strerror(saved_errno));
+  }
+}
+
+}  // namespace kvscope
