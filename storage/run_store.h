@@ -32,12 +32,12 @@ struct ReplayMetric {
 
 // What the caller knows about a run beyond its report; rows here are written with the run.
 struct RunContext {
-  std::string dump_hash;  // hash_file() of the dump; empty = hashed from report.dump_path if it exists
-  std::string workload;   // replay/sweep workload ("" for a plain dump)
-  std::vector<std::string> tags;
-  std::string note;
-  std::vector<RdPoint> rd_points;
-  std::vector<ReplayMetric> replay_metrics;
+  std::string dump_hash{};  // hash_file() of the dump; empty = hashed from report.dump_path if it exists
+  std::string workload{};   // replay/sweep workload ("" for a plain dump)
+  std::vector<std::string> tags{};
+  std::string note{};
+  std::vector<RdPoint> rd_points{};
+  std::vector<ReplayMetric> replay_metrics{};
 };
 
 // A run as stored. For replay runs `report` carries only the identification fields.
@@ -65,11 +65,11 @@ struct RunListing {
 };
 
 struct RunFilter {
-  std::string model;   // substring of the model id
-  std::string method;  // exact
-  std::string tag;     // exact
-  std::string since;   // YYYY-MM-DD[THH:MM[:SS]], or relative: 30m, 12h, 7d
-  std::string status;  // exact; "" = any
+  std::string model{};   // substring of the model id
+  std::string method{};  // exact
+  std::string tag{};     // exact
+  std::string since{};   // YYYY-MM-DD[THH:MM[:SS]], or relative: 30m, 12h, 7d
+  std::string status{};  // exact; "" = any
   int64_t limit = 0;   // newest first; 0 = all
 };
 
