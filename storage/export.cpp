@@ -256,6 +256,80 @@ Table compare_table(const std::vector<StoredRun>& runs) {
   return t;
 }
 
+Table listing_table(const std::vector<RunListing>& runs) {
+  Table t{"runs",
+          {"run", "created", "status", "kind", "model", "method", "policy", "bits_per_element", "k_nmse", "v_nmse",
+           "attn_cos_mean", "wall_seconds", "tags", "note"},
+          {}};
+  auto finite = [](double v) { return std::isnan(v) ? Cell::empty() : Cell::number(v); };
+  for (const RunListing& l : runs) {
+    std::string note = l.note.substr(0, l.note.find('\n'));  // first line only
+    t.rows.push_back({Cell::whole(l.id), Cell::str(l.created_at), Cell::str(l.status), Cell::str(l.kind),
+                      Cell::str(l.model_id), Cell::str(l.method), Cell::str(l.policy_name), finite(l.bits_per_element),
+                      finite(l.k_nmse), finite(l.v_nmse), finite(l.attn_cos_mean), finite(l.wall_seconds),
+                      Cell::str(join(l.tags, " ")), Cell::str(std::move(note))});
+  }
+  return t;
+}
+
+std::string run_to_json(const StoredRun& run) {
+  using nlohmann::ordered_json;
+  auto num = [](double v) { return std::isfinite(v) ? ordered_json(v) : ordered_json(); };  // NaN/inf -> null
+  const QuantizeReport& r = run.report;
+  ordered_json heads = ordered_json::array(), attention = ordered_json::array(), rd = ordered_json::array(),
+               replay = ordered_json::array();
+  for (const HeadMetrics& m : r.per_head) {
+    heads.push_back({{"layer", m.layer}, {"head", m.head}, {"kind", std::string(1, m.kind)}, {"nmse", num(m.nmse)},
+                     {"cos", num(m.cos)}, {"mse", num(m.mse)}, {"max_abs", num(m.max_abs)}, {"bits", m.bits},
+                     {"elements", m.elements}, {"full_precision", m.full_precision}});
+  }
+  for (const AttentionMetrics& a : r.attention) {
+    attention.push_back({{"layer", a.layer}, {"head", a.head}, {"out_cos_mean", num(a.out_cos_mean)},
+                         {"out_cos_min", num(a.out_cos_min)}, {"out_nmse", num(a.out_nmse)},
+                         {"kl_mean", num(a.kl_mean)}, {"prob_cos_mean", num(a.prob_cos_mean)},
+                         {"logit_rmse", num(a.logit_rmse)}, {"logit_max_abs", num(a.logit_max_abs)}});
+  }
+  for (const RdPoint& p : run.rd_points) {
+    rd.push_back({{"method", p.method}, {"rate", num(p.rate)}, {"metric", p.metric}, {"value", num(p.value)}});
+  }
+  for (const ReplayMetric& m : run.replay_metrics) {
+    replay.push_back({{"slice", m.slice}, {"name", m.name}, {"value", num(m.value)}});
+  }
+  ordered_json policy;  // the stored canonical JSON, as an object
+  if (!r.policy_json.empty()) policy = ordered_json::parse(r.policy_json, nullptr, false);
+  if (policy.is_discarded()) policy = r.policy_json;
+  ordered_json doc = {
+      {"id", run.id}, {"uuid", run.uuid}, {"origin", run.origin}, {"created_at", run.created_at},
+      {"kvscope_version", run.kvscope_version}, {"kind", run.kind}, {"status", run.status},
+      {"model", r.model_id}, {"method", r.method}, {"policy_name", r.policy_name}, {"policy_hash", run.policy_hash},
+      {"policy", policy}, {"dump_path", r.dump_path}, {"dump_hash", run.dump_hash}, {"workload", run.workload},
+      {"shape", {{"layers", r.shape.layers}, {"kv_heads", r.shape.kv_heads}, {"q_heads", r.shape.q_heads},
+                 {"head_dim", r.shape.head_dim}, {"tokens", r.shape.tokens}}},
+      {"tags", run.tags}, {"note", run.note}, {"wall_seconds", num(r.wall_seconds)}};
+  if (run.kind == "quantize") {
+    doc["summary"] = {{"bits_per_element", num(r.bits_per_element)},
+                      {"k_bits_per_element", num(r.k_bits_per_element)},
+                      {"v_bits_per_element", num(r.v_bits_per_element)},
+                      {"bytes_per_token", num(r.bytes_per_token)},
+                      {"static_bytes", num(r.static_bytes)},
+                      {"fp16_bytes_per_token", num(r.fp16_bytes_per_token)},
+                      {"k_nmse", num(r.k_nmse)},
+                      {"v_nmse", num(r.v_nmse)},
+                      {"k_cos", num(r.k_cos)},
+                      {"v_cos", num(r.v_cos)},
+                      {"attn_cos_mean", num(r.attn_cos_mean)},
+                      {"attn_cos_min", num(r.attn_cos_min)},
+                      {"attn_nmse", num(r.attn_nmse)},
+                      {"attn_kl_mean", num(r.attn_kl_mean)},
+                      {"attn_queries", r.attn_queries}};
+  }
+  doc["per_head"] = std::move(heads);
+  doc["attention"] = std::move(attention);
+  doc["rd_points"] = std::move(rd);
+  doc["replay_metrics"] = std::move(replay);
+  return doc.dump(2) + "\n";
+}
+
 Table make_table(const std::string& name, const std::vector<StoredRun>& runs) {
   if (name == "summary") return summary_table(runs);
   if (name == "per-layer") return per_layer_table(runs);
@@ -332,6 +406,9 @@ std::string to_latex(const Table& t) {
           break;
         case '~': out += "\\textasciitilde{}"; break;
         case '^': out += "\\textasciicircum{}"; break;
+        case '|': out += "\\textbar{}"; break;  // OT1 text fonts would print these three as
+        case '<': out += "\\textless{}"; break;  // a dash and inverted punctuation
+        case '>': out += "\\textgreater{}"; break;
         case '\n': case '\r': out += ' '; break;
         default: out += c;
       }

@@ -39,6 +39,10 @@ Table per_layer_table(const std::vector<StoredRun>& runs);
 Table per_head_table(const std::vector<StoredRun>& runs);
 // One row per metric, the runs side by side, each run after the first with its delta to the first.
 Table compare_table(const std::vector<StoredRun>& runs);
+// One row per listed run (`kvscope runs list`, the GUI's runs table).
+Table listing_table(const std::vector<RunListing>& runs);
+// Everything stored about one run, for scripts (`kvscope runs show --json`).
+std::string run_to_json(const StoredRun& run);
 // By name ("summary" | "per-layer" | "per-head" | "compare"); Error listing the names otherwise.
 Table make_table(const std::string& name, const std::vector<StoredRun>& runs);
 
