@@ -17,7 +17,13 @@ std::string show_text(const StoredRun& run) {
   const QuantizeReport& r = run.report;
   std::string out;
   auto line = [&](const char* key, const std::string& value) {
-    if (!value.empty()) out += fmt::format("{:<16}{}\n", key, value);
+    if (value.empty()) return;
+    std::string indented;  // continuation lines of a multi-line note line up under the first
+    for (char c : value) {
+      indented += c;
+      if (c == '\n') indented.append(16, ' ');
+    }
+    out += fmt::format("{:<16}{}\n", key, indented);
   };
   line("run", std::to_string(run.id));
   line("created", run.created_at);

@@ -90,15 +90,17 @@ std::string exact(const Cell& c) {
   return "";
 }
 
-// A column is numeric (right-aligned) when its first non-empty cell is.
+// A column is numeric (right-aligned) when most of its non-empty cells are numbers (a compare
+// column holds a few text rows - model, method - above many numbers).
 std::vector<bool> numeric_columns(const Table& t) {
   std::vector<bool> out(t.header.size(), false);
   for (size_t c = 0; c < t.header.size(); ++c) {
+    int numbers = 0, texts = 0;
     for (const auto& row : t.rows) {
       if (row[c].kind == Cell::Kind::Empty) continue;
-      out[c] = row[c].numeric();
-      break;
+      (row[c].numeric() ? numbers : texts) += 1;
     }
+    out[c] = numbers > texts;
   }
   return out;
 }

@@ -97,7 +97,7 @@ TEST_CASE("kvscope export writes every format, to stdout or atomically to a file
   const std::string D = " --db " + q(db);
   Result r = kvscope_cli(tmp, "export --run 1,2 --format md --table compare" + D);
   REQUIRE(r.code == 0);
-  CHECK_THAT(r.out, StartsWith("| metric | run_1 | run_2 | delta_2 |\n| --- | --- | --- | ---: |\n"));
+  CHECK_THAT(r.out, StartsWith("| metric | run_1 | run_2 | delta_2 |\n| --- | ---: | ---: | ---: |\n"));
   CHECK_THAT(r.out, Contains("| method | uniform | kivi |  |"));
   CHECK_THAT(r.out, Contains("| bits_per_element | 2.25 | 2.25 | +0 |"));
 
