@@ -255,6 +255,22 @@ Table compare_table(const std::vector<StoredRun>& runs) {
   number_row("attn_nmse", attn(&QuantizeReport::attn_nmse));
   number_row("attn_kl_mean", attn(&QuantizeReport::attn_kl_mean));
   number_row("wall_seconds", [](const StoredRun& r) { return r.report.wall_seconds; });
+  // Replay metrics, one row per (slice, name) any run has, in order of first appearance.
+  std::vector<std::pair<std::string, std::string>> keys;
+  for (const StoredRun& r : runs) {
+    for (const ReplayMetric& m : r.replay_metrics) {
+      if (std::find(keys.begin(), keys.end(), std::pair(m.slice, m.name)) == keys.end()) keys.emplace_back(m.slice, m.name);
+    }
+  }
+  for (const auto& [slice, name] : keys) {
+    const std::string label = slice.empty() ? name : fmt::format("{} [{}]", name, slice);
+    number_row(label.c_str(), [&](const StoredRun& r) {
+      for (const ReplayMetric& m : r.replay_metrics) {
+        if (m.slice == slice && m.name == name) return m.value;
+      }
+      return kNaN;
+    });
+  }
   return t;
 }
 

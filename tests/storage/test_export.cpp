@@ -154,6 +154,8 @@ TEST_CASE("compare puts runs side by side with deltas against the first", "[stor
   CHECK(csv.find("\r\nbits_per_element,4.25,2.5,-1.75\r\n") != std::string::npos);
   CHECK(csv.find("\r\nk_nmse,0.01,0.04,0.03\r\n") != std::string::npos);
   CHECK(csv.find("\r\nattn_cos_mean,,0.98,\r\n") != std::string::npos);
+  b.replay_metrics = {{"", "greedy_match_ratio", 0.75}};
+  CHECK(to_csv(compare_table({a, b})).find("\r\ngreedy_match_ratio,,0.75,\r\n") != std::string::npos);
   const std::string md = to_markdown(compare_table({a, b}));
   CHECK(md.find("| bits_per_element | 4.25 | 2.5 | -1.75 |") != std::string::npos);
   CHECK(md.find("| k_nmse | 0.01 | 0.04 | +0.03 |") != std::string::npos);
