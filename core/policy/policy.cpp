@@ -265,7 +265,8 @@ Policy parse_policy(const json& j, const std::string& where) {
 
 TensorQuant apply_override(const TensorQuant& base, const PolicyOverride& o) {
   TensorQuant q = base;
-  Reader r(json::parse(o.json), "override", "$");
+  const json patch = json::parse(o.json);  // the Reader keeps a reference: must outlive it
+  Reader r(patch, "override", "$");
   read_tensor_quant(r, q);
   return q;
 }

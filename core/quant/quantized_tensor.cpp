@@ -71,20 +71,22 @@ Params params_from_range(float mn, float mx, const TensorQuant& q, Mode mode, in
 // the same code as after because the bounds are integers; it also maps NaN to the lowest code.
 template <Mode M>
 inline uint8_t encode(float x, float s, float z, float qmax, float* y) {
-  float v;
-  if constexpr (M == Mode::Sym) v = x / s;
-  else if constexpr (M == Mode::SymInverse) v = x * s;
-  else if constexpr (M == Mode::AsymFloat) v = (x - z) / s;
-  else v = x / s + z;
-  float lo = (M == Mode::Sym || M == Mode::SymInverse) ? -qmax : 0.0f;
+  // Integer zero point: round x/s first and add z after (rint(x/s + z) would round the sum).
+  float v, lo, hi;
+  if constexpr (M == Mode::Sym) v = x / s, lo = -qmax, hi = qmax;
+  else if constexpr (M == Mode::SymInverse) v = x * s, lo = -qmax, hi = qmax;
+  else if constexpr (M == Mode::AsymFloat) v = (x - z) / s, lo = 0, hi = qmax;
+  else v = x / s, lo = -z, hi = qmax - z;
   v = v > lo ? v : lo;
-  v = v < qmax ? v : qmax;
+  v = v < hi ? v : hi;
   float q = rint_small(v);
   if constexpr (M == Mode::Sym) *y = q * s;
   else if constexpr (M == Mode::SymInverse) *y = q / s;
   else if constexpr (M == Mode::AsymFloat) *y = q * s + z;
-  else *y = (q - z) * s;
-  return static_cast<uint8_t>(static_cast<int>(q - lo));
+  else *y = q * s;
+  if constexpr (M == Mode::Sym || M == Mode::SymInverse) return static_cast<uint8_t>(static_cast<int>(q + qmax));
+  else if constexpr (M == Mode::AsymFloat) return static_cast<uint8_t>(static_cast<int>(q));
+  else return static_cast<uint8_t>(static_cast<int>(q + z));
 }
 
 template <Mode M>
