@@ -113,7 +113,7 @@ KvDump make_synthetic_dump(const SynthOptions& o) {
     const int n_outlier_pairs = planted[idx] ? 2 : 1;
     const float outlier_gain = planted[idx] ? 40.0f : 2.5f;  // massive vs mild channel outliers
     for (int k = 0; k < n_outlier_pairs; ++k) {
-      int j = half - 1 - static_cast<int>(rng.uniform() * 6);  // slow-rotating pairs near D/2
+      int j = half - 1 - static_cast<int>(rng.uniform() * std::min(6, half));  // slow-rotating pairs near D/2
       mean[j] = outlier_gain * (rng.uniform() < 0.5 ? -1.0f : 1.0f);
       mean[j + half] = 0.5f * outlier_gain * (rng.uniform() < 0.5 ? -1.0f : 1.0f);
       sd[j] *= 2.0f;
