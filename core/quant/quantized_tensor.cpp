@@ -150,9 +150,18 @@ Params choose_params(const GroupView& g, float mn, float mx, const TensorQuant& 
 
 void range_of(const GroupView& g, float* mn, float* mx) {
   float a = INFINITY, b = -INFINITY;
-  for (int64_t i = 0; i < g.n; ++i) {
-    a = std::min(a, g[i]);
-    b = std::max(b, g[i]);
+  if (g.stride == 1) {
+    const float* p = g.p;
+#pragma omp simd reduction(min : a) reduction(max : b)
+    for (int64_t i = 0; i < g.n; ++i) {
+      a = std::min(a, p[i]);
+      b = std::max(b, p[i]);
+    }
+  } else {
+    for (int64_t i = 0; i < g.n; ++i) {
+      a = std::min(a, g[i]);
+      b = std::max(b, g[i]);
+    }
   }
   *mn = a;
   *mx = b;
@@ -290,14 +299,14 @@ template <Mode M>
 void dequantize_fast(const QuantizedTensor& t, float* out) {
   const int D = t.cols, g = t.group_len, rq = t.quantized_rows();
   const float qmax = static_cast<float>(qmax_of(t.spec));
-  std::vector<uint8_t> row_codes(D);
+  std::vector<uint8_t> codes(static_cast<size_t>(rq) * D);
+  unpack_codes(t.codes.data(), 0, codes.size(), t.spec.bits, codes.data());
   std::vector<float> sc(D), zc(D);
   float* oq = out + static_cast<size_t>(t.fp_head) * D;
   for (int r = 0; r < rq; ++r) {
     if (r == 0 || t.spec.axis == Axis::Token || (t.spec.axis == Axis::Channel && r % g == 0))
       column_params(t, r, sc.data(), zc.data());
-    unpack_codes(t.codes.data(), static_cast<size_t>(r) * D, D, t.spec.bits, row_codes.data());
-    decode_row<M>(row_codes.data(), sc.data(), zc.data(), D, qmax, oq + static_cast<size_t>(r) * D);
+    decode_row<M>(codes.data() + static_cast<size_t>(r) * D, sc.data(), zc.data(), D, qmax, oq + static_cast<size_t>(r) * D);
   }
 }
 
@@ -325,6 +334,29 @@ int resolved_group_len(const TensorQuant& spec, int quantized_rows, int cols) {
   return cols;
 }
 
+namespace {
+
+// Whole bytes of PER codes each (bits = 8 / PER): one output byte per iteration, vectorizes.
+template <int PER>
+void pack_whole(const uint8_t* codes, size_t nbytes, uint8_t* out) {
+  constexpr int B = 8 / PER;
+  for (size_t b = 0; b < nbytes; ++b) {
+    unsigned v = 0;
+    for (int k = 0; k < PER; ++k) v |= static_cast<unsigned>(codes[b * PER + k]) << (k * B);
+    out[b] = static_cast<uint8_t>(v);
+  }
+}
+
+template <int PER>
+void unpack_whole(const uint8_t* packed, size_t nbytes, uint8_t* out) {
+  constexpr int B = 8 / PER;
+  constexpr unsigned mask = (1u << B) - 1;
+  for (size_t b = 0; b < nbytes; ++b)
+    for (int k = 0; k < PER; ++k) out[b * PER + k] = static_cast<uint8_t>((packed[b] >> (k * B)) & mask);
+}
+
+}  // namespace
+
 void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out) {
   std::memset(out, 0, packed_bytes(n, bits));
   if (bits == 8) {
@@ -332,8 +364,11 @@ void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out) {
     return;
   }
   if (8 % bits == 0) {  // 1, 2, 4 bits: whole codes per byte
-    int per = 8 / bits;
-    for (size_t i = 0; i < n; ++i) out[i / per] |= static_cast<uint8_t>(codes[i] << ((i % per) * bits));
+    const size_t per = 8 / bits, full = n / per;
+    if (per == 2) pack_whole<2>(codes, full, out);
+    else if (per == 4) pack_whole<4>(codes, full, out);
+    else pack_whole<8>(codes, full, out);
+    for (size_t i = full * per; i < n; ++i) out[i / per] |= static_cast<uint8_t>(codes[i] << ((i % per) * bits));
     return;
   }
   uint64_t acc = 0;
@@ -358,8 +393,16 @@ void unpack_codes(const uint8_t* packed, size_t first, size_t n, int bits, uint8
   }
   const uint8_t mask = static_cast<uint8_t>((1u << bits) - 1);
   if (8 % bits == 0) {
-    int per = 8 / bits;
-    for (size_t i = 0; i < n; ++i) {
+    const size_t per = 8 / bits;
+    size_t i = 0;
+    if (first % per == 0) {  // byte-aligned run: whole bytes at a time
+      const size_t full = n / per;
+      if (per == 2) unpack_whole<2>(packed + first / per, full, out);
+      else if (per == 4) unpack_whole<4>(packed + first / per, full, out);
+      else unpack_whole<8>(packed + first / per, full, out);
+      i = full * per;
+    }
+    for (; i < n; ++i) {
       size_t j = first + i;
       out[i] = (packed[j / per] >> ((j % per) * bits)) & mask;
     }
@@ -409,8 +452,10 @@ void QuantizedTensor::dequantize(float* out) const {
 int QuantizedTensor::code_at(int row, int col) const {
   int r = row - fp_head;
   if (r < 0 || r >= quantized_rows()) throw Error("code_at: row is not quantized");
-  uint8_t c;
-  unpack_codes(codes.data(), static_cast<size_t>(r) * cols + col, 1, spec.bits, &c);
+  size_t bit = (static_cast<size_t>(r) * cols + col) * spec.bits;
+  unsigned v = codes[bit / 8] >> (bit % 8);
+  if (bit % 8 + spec.bits > 8) v |= static_cast<unsigned>(codes[bit / 8 + 1]) << (8 - bit % 8);
+  int c = static_cast<int>(v & ((1u << spec.bits) - 1));
   return spec.symmetric ? c - qmax_of(spec) : c;
 }
 
