@@ -1,6 +1,9 @@
 #pragma once
 // Hand-built QuantizeReports for the storage tests (no quantizer involved).
+#include <cmath>
 #include <string>
+
+#include <catch2/catch.hpp>
 
 #include "core/quant/report.h"
 
@@ -63,6 +66,56 @@ inline QuantizeReport make_report(int layers, int kv_heads, int seed, const std:
     }
   }
   return r;
+}
+
+// Same bits, or both NaN.
+inline bool same(double a, double b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
+
+inline void require_same_report(const QuantizeReport& a, const QuantizeReport& b) {
+  CHECK(a.method == b.method);
+  CHECK(a.policy_name == b.policy_name);
+  CHECK(a.policy_json == b.policy_json);
+  CHECK(a.dump_path == b.dump_path);
+  CHECK(a.model_id == b.model_id);
+  CHECK(a.shape.layers == b.shape.layers);
+  CHECK(a.shape.kv_heads == b.shape.kv_heads);
+  CHECK(a.shape.q_heads == b.shape.q_heads);
+  CHECK(a.shape.head_dim == b.shape.head_dim);
+  CHECK(a.shape.tokens == b.shape.tokens);
+  for (auto f : {&QuantizeReport::bits_per_element, &QuantizeReport::k_bits_per_element,
+                 &QuantizeReport::v_bits_per_element, &QuantizeReport::bytes_per_token, &QuantizeReport::static_bytes,
+                 &QuantizeReport::fp16_bytes_per_token, &QuantizeReport::k_nmse, &QuantizeReport::v_nmse,
+                 &QuantizeReport::k_cos, &QuantizeReport::v_cos, &QuantizeReport::attn_cos_mean,
+                 &QuantizeReport::attn_cos_min, &QuantizeReport::attn_nmse, &QuantizeReport::attn_kl_mean,
+                 &QuantizeReport::wall_seconds}) {
+    CHECK(same(a.*f, b.*f));
+  }
+  CHECK(a.attn_queries == b.attn_queries);
+  REQUIRE(a.per_head.size() == b.per_head.size());
+  for (size_t i = 0; i < a.per_head.size(); ++i) {
+    const HeadMetrics &x = a.per_head[i], &y = b.per_head[i];
+    CHECK(x.layer == y.layer);
+    CHECK(x.head == y.head);
+    CHECK(x.kind == y.kind);
+    CHECK(same(x.nmse, y.nmse));
+    CHECK(same(x.cos, y.cos));
+    CHECK(same(x.mse, y.mse));
+    CHECK(same(x.max_abs, y.max_abs));
+    CHECK(x.bits == y.bits);
+    CHECK(x.elements == y.elements);
+    CHECK(x.full_precision == y.full_precision);
+  }
+  REQUIRE(a.attention.size() == b.attention.size());
+  for (size_t i = 0; i < a.attention.size(); ++i) {
+    const AttentionMetrics &x = a.attention[i], &y = b.attention[i];
+    CHECK(x.layer == y.layer);
+    CHECK(x.head == y.head);
+    for (auto f : {&AttentionMetrics::out_cos_mean, &AttentionMetrics::out_cos_min, &AttentionMetrics::out_nmse,
+                   &AttentionMetrics::kl_mean, &AttentionMetrics::prob_cos_mean, &AttentionMetrics::logit_rmse,
+                   &AttentionMetrics::logit_max_abs}) {
+      CHECK(same(x.*f, y.*f));
+    }
+  }
 }
 
 }  // namespace kvscope::test
