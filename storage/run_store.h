@@ -3,6 +3,8 @@
 // user_version migrations; see storage/schema.cpp). A run and all its rows are written in one
 // transaction with status 'done', so a crash can lose a run but never leave half of one.
 // All errors are kvscope::Error naming the database file (and the SQL statement, if SQLite failed).
+// One RunStore is one connection: use it from one thread at a time (open one per thread; readers
+// in other threads or processes never block the writer, WAL).
 #include <cstdint>
 #include <functional>
 #include <memory>
