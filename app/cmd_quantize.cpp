@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli.h"
+#include "app/store_options.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
 #include "core/util/error.h"
@@ -102,6 +103,7 @@ void register_quantize(CLI::App& app) {
     std::string dump, preset, policy, queries = "256";
     bool json = false, no_attention = false;
     int threads = 0;
+    StoreOptions store;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--dump", a->dump, "KV dump (.safetensors)")->required();
@@ -113,6 +115,7 @@ void register_quantize(CLI::App& app) {
   cmd->add_flag("--no-attention", a->no_attention, "Skip attention metrics (dumps without Q)");
   cmd->add_flag("--json", a->json, "Print a JSON object instead of the table");
   cmd->add_option("--threads", a->threads, "Worker threads (default: all cores)");
+  add_store_options(cmd, a->store);  // --db, --no-store, --tag, --note
   cmd->callback([a] {
     if (a->preset.empty() && a->policy.empty()) throw Error("quantize: give --preset NAME or --policy FILE");
     if (a->threads > 0) set_worker_threads(a->threads);
@@ -144,6 +147,7 @@ void register_quantize(CLI::App& app) {
       throw Error(a->dump + ": " + e.what());
     }
     r.dump_path = a->dump;
+    maybe_store_quantize_run(a->store, r);
     if (a->json) fmt::print("{}\n", report_json(r).dump(1));
     else print_summary(r);
   });
