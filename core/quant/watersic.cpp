@@ -142,14 +142,19 @@ Prepared prepare(const double* w, int a, int n, const double* sigma, bool sort_c
       for (int k = 0; k < i; ++k) s -= p.L[size_t(i) * n + k] * x[size_t(k) * n + j];
       x[size_t(i) * n + j] = s / p.L[size_t(i) * n + i];
     }
+  // Row blocks keep the W and Y slices being combined in cache (n columns x 256 rows each).
   p.y0t.assign(size_t(n) * a, 0.0);
-  for (int j = 0; j < n; ++j) {
-    double* y = &p.y0t[size_t(j) * a];
-    for (int k = 0; k < n; ++k) {
-      const double m = x[size_t(j) * n + k];
-      if (m == 0) continue;
-      const double* wc = &p.wt[size_t(k) * a];
-      for (int r = 0; r < a; ++r) y[r] += m * wc[r];
+  constexpr int kBlock = 256;
+  for (int r0 = 0; r0 < a; r0 += kBlock) {
+    const int r1 = std::min(a, r0 + kBlock);
+    for (int j = 0; j < n; ++j) {
+      double* y = &p.y0t[size_t(j) * a];
+      for (int k = 0; k < n; ++k) {
+        const double m = x[size_t(j) * n + k];
+        if (m == 0) continue;
+        const double* wc = &p.wt[size_t(k) * a];
+        for (int r = r0; r < r1; ++r) y[r] += m * wc[r];
+      }
     }
   }
   return p;
@@ -212,6 +217,7 @@ void zsic_pass(const Prepared& p, const double* y0t, int rows, double c, bool lm
     const double* y = &work[size_t(i) * rows];
     double* z = &out.z[size_t(i) * rows];
     double zz = 0, zy = 0;
+#pragma omp simd reduction(+ : zz, zy)
     for (int r = 0; r < rows; ++r) {
       const double q = rint_d(y[r] / d);
       z[r] = q;
@@ -429,54 +435,56 @@ WaterSicState quantize_impl(const double* w, int a, int n, const double* sigma, 
   }
   double c = std::exp(0.5 * (lo + hi));
 
+  Pass best;  // the full-data pass at the chosen c (kept from the refinement, else run below)
   if (o.refine_on_all_rows) {
     // [lab] Re-search on all rows until the achieved full-data rate is within tolerance (the rate
     // is a step function of c, so this may be impossible; then keep the closest c). Aim at a fifth
     // of the tolerance: a few extra passes are cheap and keep rate curves smooth.
     const double target = o.target_rate, tol = o.rate_tolerance / 5;
-    double best_c = c, r = full_rate(c), best_err = std::fabs(r - target);
-    auto consider = [&](double cc, double rr) {
-      if (std::fabs(rr - target) < best_err) {
-        best_err = std::fabs(rr - target);
-        best_c = cc;
+    double best_c = c, best_err = std::numeric_limits<double>::infinity();
+    // Bracket in ln c: rate(e^l) > target >= rate(e^h), where known.
+    bool have_l = false, have_h = false;
+    double l = 0, h = 0;
+    auto probe = [&](double lc) {
+      const double r = full_rate(std::exp(lc));
+      if (std::fabs(r - target) < best_err) {
+        best_err = std::fabs(r - target);
+        best_c = std::exp(lc);
+        std::swap(best, pass);
       }
-    };
-    if (best_err > tol) {
-      double l = std::log(c), h = l;
-      constexpr double kMaxLog = 13.8, kMinLog = -27.6;  // c in [1e-12, 1e6]
-      if (r > target) {  // need a coarser step: walk up until the rate drops below the target
-        for (double step = std::log(2.0); h < kMaxLog; step *= 2) {
-          l = h;
-          h = std::min(kMaxLog, h + step);
-          const double rr = full_rate(std::exp(h));
-          consider(std::exp(h), rr);
-          if (rr <= target) break;
-        }
+      if (r > target) {
+        if (!have_l || lc > l) l = lc;
+        have_l = true;
       } else {
-        for (double step = std::log(2.0); l > kMinLog; step *= 2) {
-          h = l;
-          l = std::max(kMinLog, l - step);
-          const double rr = full_rate(std::exp(l));
-          consider(std::exp(l), rr);
-          if (rr > target) break;
-        }
+        if (!have_h || lc < h) h = lc;
+        have_h = true;
       }
-      for (int it = 0; it < kRefineIters && best_err > tol; ++it) {
-        const double mid = 0.5 * (l + h);
-        const double rr = full_rate(std::exp(mid));
-        consider(std::exp(mid), rr);
-        if (rr > target)
-          l = mid;
-        else
-          h = mid;
-      }
+      return r;
+    };
+    // Secant steps in ln c, starting from the high-resolution slope: one bit per doubling of c.
+    double lc = std::log(c), r = probe(lc), slope = -1 / std::log(2.0);
+    for (int it = 0; it < 4 && best_err > tol; ++it) {
+      double next = lc + (target - r) / slope;
+      if (have_l && have_h && !(next > l && next < h)) next = 0.5 * (l + h);
+      const double rn = probe(next);
+      if (rn != r && next != lc)
+        slope = std::clamp((rn - r) / (next - lc), -8 / std::log(2.0), -0.125 / std::log(2.0));
+      lc = next;
+      r = rn;
+    }
+    if (best_err > tol) {  // fall back to bracketing + bisection
+      constexpr double kMaxLog = 13.8, kMinLog = -27.6;  // c in [1e-12, 1e6]
+      for (double step = std::log(2.0); !have_h && l < kMaxLog; step *= 2) probe(std::min(kMaxLog, l + step));
+      for (double step = std::log(2.0); !have_l && h > kMinLog; step *= 2) probe(std::max(kMinLog, h - step));
+      for (int it = 0; it < kRefineIters && best_err > tol && have_l && have_h; ++it) probe(0.5 * (l + h));
     }
     c = best_c;
+  } else {
+    zsic_pass(p, p.y0t.data(), a, c, o.use_lmmse, o.fp16_side_info, work, best);
+    ++passes;
   }
 
-  zsic_pass(p, p.y0t.data(), a, c, o.use_lmmse, o.fp16_side_info, work, pass);
-  ++passes;
-  WaterSicState s = finish(p, pass, o, sort_columns, row_factor);
+  WaterSicState s = finish(p, best, o, sort_columns, row_factor);
   s.c = c;
   s.target_rate = o.target_rate;
   s.rate_met = std::fabs(s.rate - o.target_rate) <= o.rate_tolerance;
@@ -561,6 +569,7 @@ std::vector<double> key_importance(const double* k, int a, int n, const std::vec
       for (int r = first; r <= last; ++r) {
         const double* kr = k + size_t(r) * n;
         double dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int j = 0; j < n; ++j) dot += q[j] * kr[j];
         logit[r] = dot * scale;
         mx = std::max(mx, logit[r]);
