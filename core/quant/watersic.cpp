@@ -166,6 +166,7 @@ struct Pass {
   std::vector<double> alpha;  // [n] coding order
   std::vector<double> gamma;  // [n]
   std::vector<double> scale;  // [n] the α·γ the loop subtracted with (fp16 value when asked; 0 if z = 0)
+  bool scale_outside_fp16 = false;  // some α·γ over/underflowed fp16 (the unrounded value was used)
   double entropy = 0;
 };
 
@@ -210,6 +211,7 @@ void zsic_pass(const Prepared& p, const double* y0t, int rows, double c, bool lm
   out.alpha.resize(n);
   out.gamma.assign(n, 1.0);
   out.scale.resize(n);
+  out.scale_outside_fp16 = false;
   for (int i = n - 1; i >= 0; --i) {
     const double lii = p.L[size_t(i) * n + i];
     const double alpha = c / lii;
@@ -230,9 +232,12 @@ void zsic_pass(const Prepared& p, const double* y0t, int rows, double c, bool lm
     if (zz == 0) {
       s = 0;  // nothing to subtract or to reconstruct; avoids storing a huge unused step
     } else if (fp16_side) {
-      s = to_fp16(s);
-      if (!std::isfinite(s) || s == 0)
-        fail(kWhere, "column step {} does not fit in fp16 (turn fp16_side_info off)", gamma * alpha);
+      // Out of fp16 range happens at extreme probes of the search; only the final pass must fit.
+      const double h = to_fp16(s);
+      if (std::isfinite(h) && (h != 0 || s == 0))
+        s = h;
+      else
+        out.scale_outside_fp16 = true;
     }
     out.alpha[i] = alpha;
     out.gamma[i] = gamma;
@@ -356,10 +361,14 @@ WaterSicState to_state(const Prepared& p, const Pass& pass, bool keep_perm) {
 // Rescaler + row factors on top of the final pass; `row_factor` empty = all 1.
 WaterSicState finish(const Prepared& p, Pass& pass, const WaterSicOptions& o, bool keep_perm,
                      const std::vector<double>& row_factor) {
+  if (pass.scale_outside_fp16)
+    fail(kWhere, "a column step does not fit in fp16 (data scale out of fp16 range; turn fp16_side_info off)");
   std::vector<double> t;
   if (o.n_rescaler_iters > 0) {
     t = rescale(p, pass, o.n_rescaler_iters);
     for (int k = 0; k < p.n; ++k) {
+      const double* z = &pass.z[size_t(k) * p.a];
+      if (std::all_of(z, z + p.a, [](double v) { return v == 0; })) continue;  // stays 0
       double s = pass.alpha[k] * pass.gamma[k];
       if (o.fp16_side_info) s = to_fp16(s);
       pass.scale[k] = s;
@@ -473,7 +482,9 @@ WaterSicState quantize_impl(const double* w, int a, int n, const double* sigma, 
       r = rn;
     }
     if (best_err > tol) {  // fall back to bracketing + bisection
-      constexpr double kMaxLog = 13.8, kMinLog = -27.6;  // c in [1e-12, 1e6]
+      // Far beyond ModelOpt's [1e-6, 1e3]: c scales like |k|·sqrt(eig Σ)·2^-R, which leaves that
+      // bracket for large query norms or many query rows (walking out costs a few passes).
+      constexpr double kMaxLog = 69.0, kMinLog = -69.0;  // c in [1e-30, 1e30]
       for (double step = std::log(2.0); !have_h && l < kMaxLog; step *= 2) probe(std::min(kMaxLog, l + step));
       for (double step = std::log(2.0); !have_l && h > kMinLog; step *= 2) probe(std::max(kMinLog, h - step));
       for (int it = 0; it < kRefineIters && best_err > tol && have_l && have_h; ++it) probe(0.5 * (l + h));

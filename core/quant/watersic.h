@@ -89,7 +89,8 @@ std::vector<double> key_importance(const double* k, int a, int n, const std::vec
                                    int tokens, const WaterSicOptions& options);
 
 // One ZSIC pass at a fixed step c on all rows (no search): W [a, n] row-major, sigma [n, n].
-// Ignores target_rate, sample_frac, kl_aware; runs the rescaler if n_rescaler_iters > 0.
+// target_rate only sets the damping (§5.3); ignores sample_frac and kl_aware; runs the rescaler if
+// n_rescaler_iters > 0.
 WaterSicState zsic_fixed_step(const double* w, int a, int n, const double* sigma, double c,
                               const WaterSicOptions& options);
 

@@ -468,3 +468,51 @@ TEST_CASE("WaterSIC on a dump head: query-head grouping and bad input") {
                     Contains("non-finite"));
   CHECK_THROWS_AS(watersic_quantize_key_head(dump, 0, 2, WaterSicOptions{}), Error);
 }
+
+TEST_CASE("WaterSIC degenerate heads: zero keys, zero queries, dead columns, fp16 range") {
+  const int a = 256, n = 16, tq = 64;  // side info 16/a + 16/n = 1.0625 bit
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> g;
+  std::vector<double> k(size_t(a) * n);
+  std::vector<float> q(size_t(tq) * n);
+  for (auto& v : k) v = g(rng);
+  for (auto& v : q) v = static_cast<float>(g(rng));
+  WaterSicOptions o;
+
+  SECTION("all-zero keys: zero codes, zero reconstruction, the rate is the side info alone") {
+    std::vector<double> zero(k.size(), 0.0);
+    const WaterSicState s = watersic_quantize_keys(zero.data(), a, n, {q.data()}, tq, o);
+    CHECK(std::all_of(s.codes.begin(), s.codes.end(), [](int32_t v) { return v == 0; }));
+    CHECK(s.rate == Approx(16.0 / a + 16.0 / n));
+    CHECK_FALSE(s.rate_met);
+    for (double v : reconstruct(s)) CHECK(v == 0.0);
+  }
+  SECTION("all-zero queries: Σ = 0 takes the Cholesky retry and codes nothing") {
+    std::vector<float> zq(q.size(), 0.0f);
+    const WaterSicState s = watersic_quantize_keys(k.data(), a, n, {zq.data()}, tq, o);
+    CHECK(s.damping == Approx(1e-6));
+    for (double v : reconstruct(s)) CHECK(v == 0.0);
+  }
+  SECTION("a key channel that is zero everywhere, with the rescaler and fp16 side info") {
+    for (int r = 0; r < a; ++r) k[r * n + 3] = 0;
+    o.n_rescaler_iters = 2;
+    const WaterSicState s = watersic_quantize_keys(k.data(), a, n, {q.data()}, tq, o);
+    CHECK(s.column_scale[3] == 0.0);
+    for (int r = 0; r < a; ++r) CHECK(s.codes[r * n + 3] == 0);
+    CHECK(std::fabs(s.rate - 2.0) <= 0.05);
+  }
+  SECTION("keys far below fp16 range: a clear error with fp16 side info, fine without") {
+    for (auto& v : k) v *= 1e-12;
+    CHECK_THROWS_WITH(watersic_quantize_keys(k.data(), a, n, {q.data()}, tq, o), Contains("fp16"));
+    o.fp16_side_info = false;
+    const WaterSicState s = watersic_quantize_keys(k.data(), a, n, {q.data()}, tq, o);
+    CHECK(std::fabs(s.rate - 2.0) <= 0.05);
+  }
+  SECTION("keys far above the scale ModelOpt's bracket c <= 1e3 can reach: the refinement walks out") {
+    for (auto& v : k) v *= 1e4;  // column steps stay inside fp16 (c / L_jj does not grow with Σ)
+    for (auto& v : q) v *= 10;
+    const WaterSicState s = watersic_quantize_keys(k.data(), a, n, {q.data()}, tq, o);
+    CHECK(s.c > 1e3);
+    CHECK(std::fabs(s.rate - 2.0) <= 0.05);
+  }
+}
