@@ -178,6 +178,32 @@ TEST_CASE("WaterSIC reproduces ALGORITHMS.md §8 F (ZSIC at c = 2.0, LMMSE on)")
   }
 }
 
+TEST_CASE("ZSIC by hand on a 3x3 case: interference cancellation and the LMMSE gain") {
+  // Σ = [[4,2,0],[2,5,0],[0,0,1]] = L Lᵀ with L = [[2,0,0],[1,2,0],[0,0,1]] (damping δ = 1e-4·10/3
+  // moves the numbers by ~1e-4 only), so Y = W Σ L^{-T} ≈ W L, identity order, c = 1:
+  //  i = 2: y2 = w2 = [0.3, -1.2, 2.6]  -> z2 = [0, -1, 3], γ2 = zᵀy/zᵀz = 9.0/10 = 0.9; L[2][0..1] = 0.
+  //  i = 1: y1 = 2·w1 = [1.4, -0.8, 0.4] -> z1 = [1, -1, 0], γ1 = 2.2/2 = 1.1, α1 = 1/2.
+  //  i = 0: y0 = 2·w0 + w1 = [1.6, 1.8, -1.4], minus γ1·α1·L[1][0]·z1 = 0.55·z1 -> [1.05, 2.35, -1.4]
+  //         -> z0 = [1, 2, -1] (without the cancellation row 0 would round 1.6 to 2), γ0 = 7.15/6.
+  const std::vector<double> w = {0.45, 0.7, 0.3, 1.1, -0.4, -1.2, -0.8, 0.2, 2.6};
+  const std::vector<double> sigma = {4, 2, 0, 2, 5, 0, 0, 0, 1};
+  WaterSicOptions o = exact_options();
+  o.sort_columns = false;
+  const WaterSicState s = zsic_fixed_step(w.data(), 3, 3, sigma.data(), 1.0, o);
+  CHECK(s.codes == std::vector<int32_t>{1, 1, 0, 2, -1, -1, -1, 0, 3});
+  const double alpha[3] = {0.5, 0.5, 1.0}, gamma[3] = {7.15 / 6, 1.1, 0.9};
+  for (int j = 0; j < 3; ++j) {
+    CHECK(s.alpha[j] == Approx(alpha[j]).epsilon(1e-3));
+    CHECK(s.gamma[j] == Approx(gamma[j]).epsilon(1e-3));
+  }
+  CHECK(s.damping == Approx(1e-4 * 10 / 3.0).epsilon(1e-12));
+  // The same without LMMSE: γ = 1, y0 = [1.6, 1.8, -1.4] - 0.5·z1 -> [1.1, 2.3, -1.4], same codes.
+  o.use_lmmse = false;
+  const WaterSicState u = zsic_fixed_step(w.data(), 3, 3, sigma.data(), 1.0, o);
+  CHECK(u.codes == s.codes);
+  CHECK(u.gamma == std::vector<double>{1, 1, 1});
+}
+
 TEST_CASE("WaterSIC accounting: entropy, fixed width and bits follow the §5.6/§5.8 formulas") {
   const F2Data& d = f2_data();
   WaterSicOptions o;
