@@ -38,15 +38,8 @@ inline double rint_d(double v) {
 }
 
 void check_options(const WaterSicOptions& o) {
-  if (!(o.target_rate > 0) || !std::isfinite(o.target_rate))
-    fail(kWhere, "target_rate must be a positive number, got {}", o.target_rate);
-  if (!(o.sample_frac >= 0 && o.sample_frac <= 1))
-    fail(kWhere, "sample_frac must be in (0, 1] (0 = auto), got {}", o.sample_frac);
-  if (o.n_rescaler_iters < 0) fail(kWhere, "n_rescaler_iters must be >= 0, got {}", o.n_rescaler_iters);
-  if (!(o.rate_tolerance > 0)) fail(kWhere, "rate_tolerance must be > 0, got {}", o.rate_tolerance);
-  if (!(o.importance_clip >= 1) || !std::isfinite(o.importance_clip))
-    fail(kWhere, "importance_clip must be >= 1, got {}", o.importance_clip);
-  if (o.sequence_length < 0) fail(kWhere, "sequence_length must be >= 0, got {}", o.sequence_length);
+  const std::string problem = check_watersic_options(o);
+  if (!problem.empty()) fail(kWhere, "{}", problem);
 }
 
 void check_shape(int a, int n) {
@@ -506,6 +499,19 @@ WaterSicState quantize_impl(const double* w, int a, int n, const double* sigma, 
 }
 
 }  // namespace
+
+std::string check_watersic_options(const WaterSicOptions& o) {
+  if (!(o.target_rate > 0) || !std::isfinite(o.target_rate))
+    return fmt::format("target_rate must be a positive number, got {}", o.target_rate);
+  if (!(o.sample_frac >= 0 && o.sample_frac <= 1))
+    return fmt::format("sample_frac must be in (0, 1] (0 = auto), got {}", o.sample_frac);
+  if (o.n_rescaler_iters < 0) return fmt::format("n_rescaler_iters must be >= 0, got {}", o.n_rescaler_iters);
+  if (!(o.rate_tolerance > 0)) return fmt::format("rate_tolerance must be > 0, got {}", o.rate_tolerance);
+  if (!(o.importance_clip >= 1) || !std::isfinite(o.importance_clip))
+    return fmt::format("importance_clip must be >= 1, got {}", o.importance_clip);
+  if (o.sequence_length < 0) return fmt::format("sequence_length must be >= 0, got {}", o.sequence_length);
+  return {};
+}
 
 WaterSicOptions watersic_modelopt_options() {
   WaterSicOptions o;

@@ -8,6 +8,7 @@
 // so that ||(W - Ŵ)Qᵀ||² is small; c is searched so that the entropy rate of the codes hits the
 // target. Reconstruction: K̂[r, j] = row_scale[r] · Z[r, j] · column_scale[j]. All math in double.
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/dump/kv_dump.h"
@@ -42,6 +43,10 @@ struct WaterSicOptions {
 // ModelOpt `watersic_kv` behaviour: query head h only, unmasked importance, subsample search only,
 // float64 side info.
 WaterSicOptions watersic_modelopt_options();
+
+// Empty when valid, else the problem ("target_rate must be a positive number, got 0"). The
+// quantize functions throw Error("watersic: <problem>") for the same cases.
+std::string check_watersic_options(const WaterSicOptions& options);
 
 struct WaterSicState {
   int rows = 0, cols = 0;               // a, n
@@ -107,9 +112,9 @@ WaterSicState watersic_quantize_keys(const double* k, int a, int n, const std::v
 // Throws Error when the dump has no queries.
 WaterSicState watersic_quantize_key_head(const KvDump& dump, int layer, int kv_head, const WaterSicOptions& options);
 
-// §5.10 V fallback (ModelOpt leaves V unquantized): A = I, i.e. entropy-coded uniform rounding with
-// step c (no damping, no permutation), LMMSE per-column gains if use_lmmse, c searched to the
-// target rate like the keys.
+// §5.10 V fallback [reconstructed: ModelOpt leaves V unquantized]: A = I, i.e. entropy-coded
+// uniform rounding with step c (no damping, no permutation), LMMSE per-column gains if use_lmmse,
+// c searched to the target rate like the keys; the same state and accounting.
 WaterSicState watersic_quantize_values(const double* v, int a, int n, const WaterSicOptions& options);
 
 }  // namespace kvscope

@@ -493,6 +493,18 @@ TEST_CASE("WaterSIC on a dump head: query-head grouping and bad input") {
   CHECK_THROWS_WITH(watersic_quantize_keys(nan_k.data(), 256, 16, {dump.q(0, 2)}, 256, WaterSicOptions{}),
                     Contains("non-finite"));
   CHECK_THROWS_AS(watersic_quantize_key_head(dump, 0, 2, WaterSicOptions{}), Error);
+
+  CHECK(check_watersic_options(WaterSicOptions{}).empty());
+  CHECK(check_watersic_options(watersic_modelopt_options()).empty());
+  bad = WaterSicOptions{};
+  bad.importance_clip = 0.5;
+  CHECK_THAT(check_watersic_options(bad), Contains("importance_clip"));
+  bad = WaterSicOptions{};
+  bad.n_rescaler_iters = -1;
+  CHECK_THAT(check_watersic_options(bad), Contains("n_rescaler_iters"));
+  bad = WaterSicOptions{};
+  bad.target_rate = std::nan("");
+  CHECK_THAT(check_watersic_options(bad), Contains("target_rate"));
 }
 
 TEST_CASE("WaterSIC degenerate heads: zero keys, zero queries, dead columns, fp16 range") {
