@@ -43,6 +43,8 @@ nlohmann::json report_json(const QuantizeReport& r) {
           {"bytes_per_token", r.bytes_per_token},
           {"fp16_bytes_per_token", r.fp16_bytes_per_token},
           {"static_bytes", r.static_bytes},
+          {"fixed_width_bits_per_element", r.fixed_width_bits_per_element},
+          {"calibration_seconds", r.calibration_seconds},
           {"k_nmse", r.k_nmse},
           {"v_nmse", r.v_nmse},
           {"k_cos", r.k_cos},
@@ -88,6 +90,9 @@ void print_summary(const QuantizeReport& r) {
              r.bits_per_element, r.k_bits_per_element, r.v_bits_per_element, r.bytes_per_token, r.fp16_bytes_per_token,
              r.bytes_per_token > 0 ? r.fp16_bytes_per_token / r.bytes_per_token : 0.0);
   if (r.static_bytes > 0) fmt::print(" + {:.0f} bytes per cache", r.static_bytes);
+  if (r.fixed_width_bits_per_element > 0)
+    fmt::print("\n       entropy-coded rate; the same codes packed at fixed width: {:.4f} bits/element; calibration {:.2f} s",
+               r.fixed_width_bits_per_element, r.calibration_seconds);
   fmt::print("\n       K nmse {:.4e}, V nmse {:.4e}", r.k_nmse, r.v_nmse);
   if (r.attn_queries)
     fmt::print(", attention output cos mean {:.6f} min {:.6f}, nmse {:.4e}, KL {:.4e} nats ({} query positions)",
