@@ -3,7 +3,9 @@
 namespace kvscope::cli {
 
 void register_all(CLI::App& app) {
-  (void)app;  // subcommands are added here as they land
+  register_dump(app);
+  register_generate(app);
+  register_models(app);
 }
 
 int run_gui_demo() { return 0; }
