@@ -24,6 +24,23 @@ struct DumpOptions {
   bool no_q = false, no_pre_rope = false;
 };
 
+// At most `max` bytes of `s` as valid UTF-8 (dump metadata is JSON): cut at a character
+// boundary, invalid bytes replaced by U+FFFD.
+std::string utf8_prefix(const std::string& s, size_t max) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+    const std::string ch = ok ? s.substr(i, n) : std::string("\xef\xbf\xbd");
+    if (out.size() + ch.size() > max) break;
+    out += ch;
+    i += ok ? n : 1;
+  }
+  return out;
+}
+
 void run_dump(const DumpOptions& o) {
   if (o.text_file.empty() == o.prompt.empty()) fail("dump", "give exactly one of --text FILE or --prompt TEXT");
   if (o.tokens < 0) fail("--tokens", "must be >= 0, got {}", o.tokens);
@@ -42,6 +59,8 @@ void run_dump(const DumpOptions& o) {
   const std::string dir = resolve_model(o.model);
   auto tok = load_tokenizer(dir);
   auto model = Model::load(dir);
+  if (tok->vocab_size() > model->config().vocab_size)
+    fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), model->config().vocab_size);
   std::vector<int32_t> ids = tok->encode(text, /*add_bos=*/true);
   if (o.tokens > 0 && static_cast<int>(ids.size()) > o.tokens) ids.resize(o.tokens);
   const int max_pos = model->config().max_position_embeddings;
@@ -51,7 +70,7 @@ void run_dump(const DumpOptions& o) {
 
   CaptureOptions co;
   co.model_id = o.model;
-  co.prompt = o.text_file.empty() ? text : text.substr(0, 4096);
+  co.prompt = utf8_prefix(text, o.text_file.empty() ? std::string::npos : 4096);
   co.workload = o.text_file.empty() ? "prompt" : "text:" + std::filesystem::path(o.text_file).filename().string();
   co.with_q = !o.no_q;
   co.with_pre_rope = !o.no_pre_rope;

@@ -245,6 +245,11 @@ TEST_CASE("CLI: dump and generate on a real model", "[model][cli]") {
   // golden.json: layer 0, kv head 0, position 3, dim 3 = 12.80529 (stored as F16).
   CHECK(d.k(0, 0)[3 * 8 + 3] == Approx(12.80529).epsilon(1e-3));
 
+  // Invalid UTF-8 in the prompt still gives valid (JSON) metadata.
+  r = run_cli("dump --model " + shell_quote(dir) + " --prompt " + shell_quote("caf\xff!") + " --out " + shell_quote(out), tmp);
+  CHECK(r.rc == 0);
+  CHECK(load_dump(out).meta.prompt == "caf\xef\xbf\xbd!");
+
   const std::string txt = tmp.path("gen.txt");
   const std::string cmd = shell_quote(KVSCOPE_BIN) + " generate --model " + shell_quote(dir) +
                           " --prompt 'Once upon a time' --max-new 12 > " + shell_quote(txt);
