@@ -3,6 +3,9 @@
 namespace kvscope::cli {
 
 void register_all(CLI::App& app) {
+  register_synth(app);
+  register_quantize(app);
+  register_presets(app);
   register_dump(app);
   register_generate(app);
   register_models(app);
