@@ -11,6 +11,7 @@ namespace kvscope::detail {
 
 struct Symbol {
   uint32_t begin = 0, len = 0;
+  bool frozen = false;  // a user-defined piece: never merged with its neighbours
 };
 
 // `score(piece, &s)` returns true and sets s when `piece` may be produced by a merge.
@@ -19,6 +20,7 @@ std::vector<Symbol> score_merge(std::string_view text, const std::vector<Symbol>
   struct Node {
     uint32_t begin, len;
     int prev, next;
+    bool frozen;
   };
   struct Pair {
     float score;
@@ -31,12 +33,13 @@ std::vector<Symbol> score_merge(std::string_view text, const std::vector<Symbol>
   std::vector<Node> nodes(initial.size());
   for (size_t i = 0; i < initial.size(); ++i)
     nodes[i] = {initial[i].begin, initial[i].len, static_cast<int>(i) - 1,
-                i + 1 < initial.size() ? static_cast<int>(i) + 1 : -1};
+                i + 1 < initial.size() ? static_cast<int>(i) + 1 : -1, initial[i].frozen};
   std::priority_queue<Pair> queue;
   auto try_pair = [&](int left) {
     if (left < 0 || nodes[left].next < 0) return;
     const Node& a = nodes[left];
     const Node& b = nodes[a.next];
+    if (a.frozen || b.frozen) return;
     float s;
     if (score(text.substr(a.begin, a.len + b.len), &s)) queue.push({s, left, a.len, b.len});
   };

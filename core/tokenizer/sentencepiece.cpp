@@ -1,5 +1,6 @@
 // SentencePiece BPE (tokenizer.model) and llama2.c vocabularies: both are score-ordered BPE
 // over characters with byte fallback.
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -113,14 +114,40 @@ struct ScoredVocab {
 
   // Merges `s` (split at characters), then maps symbols to ids; unknown symbols go to bytes.
   void encode_into(std::string_view s, bool byte_fallback, std::vector<int32_t>& out,
-                   int byte_offset_if_no_byte_pieces = -1) const {
+                   int byte_offset_if_no_byte_pieces = -1, const std::vector<std::string>* user_defined = nullptr) const {
     auto score = [&](std::string_view piece, float* sc) {
       auto it = id_of.find(std::string(piece));
       if (it == id_of.end()) return false;
       *sc = pieces[it->second].score;
       return true;
     };
-    for (const Symbol& sym : detail::score_merge(s, detail::utf8_chars(s), score)) {
+    std::vector<Symbol> initial;
+    if (user_defined && !user_defined->empty()) {
+      // User-defined pieces are cut out whole (longest first) and frozen, as SentencePiece does.
+      uint32_t plain = 0;
+      for (uint32_t i = 0; i < s.size();) {
+        const std::string* hit = nullptr;
+        for (const auto& u : *user_defined)
+          if (s.compare(i, u.size(), u) == 0) {
+            hit = &u;
+            break;
+          }
+        if (!hit) {
+          ++i;
+          continue;
+        }
+        auto chars = detail::utf8_chars(s, plain, i);
+        initial.insert(initial.end(), chars.begin(), chars.end());
+        initial.push_back({i, static_cast<uint32_t>(hit->size()), true});
+        i += static_cast<uint32_t>(hit->size());
+        plain = i;
+      }
+      auto chars = detail::utf8_chars(s, plain);
+      initial.insert(initial.end(), chars.begin(), chars.end());
+    } else {
+      initial = detail::utf8_chars(s);
+    }
+    for (const Symbol& sym : detail::score_merge(s, initial, score)) {
       auto it = id_of.find(std::string(s.substr(sym.begin, sym.len)));
       if (it != id_of.end()) {
         out.push_back(it->second);
@@ -150,7 +177,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     if (add_bos && v_.bos >= 0) out.push_back(v_.bos);
     std::string norm = normalize(text);
     if (norm.empty()) return out;
-    v_.encode_into(norm, byte_fallback_, out);
+    v_.encode_into(norm, byte_fallback_, out, -1, &user_defined_);
     return out;
   }
 
@@ -272,10 +299,15 @@ class SentencePieceTokenizer final : public Tokenizer {
     const int n = static_cast<int>(v_.pieces.size());
     if (v_.unk >= n || v_.bos >= n || v_.eos >= n) fail(path_, "unk/bos/eos id outside the {} pieces", n);
     v_.index(false);
+    for (const auto& p : v_.pieces)
+      if (p.type == kUserDefined && !p.text.empty()) user_defined_.push_back(p.text);
+    std::stable_sort(user_defined_.begin(), user_defined_.end(),
+                     [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   }
 
   std::string path_;
   ScoredVocab v_;
+  std::vector<std::string> user_defined_;  // longest first
   bool byte_fallback_ = false;
   bool add_dummy_prefix_ = true;
   bool remove_extra_whitespaces_ = true;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -241,4 +242,78 @@ TEST_CASE("byte-level BPE rejects what it does not implement, naming the file", 
   CHECK_THROWS_WITH(load_hf_bpe_from_json(j.dump(), "m.json"), Catch::Contains("m.json") && Catch::Contains("merge"));
   j["model"]["type"] = "WordPiece";
   CHECK_THROWS_WITH(load_hf_bpe_from_json(j.dump(), "w.json"), Catch::Contains("w.json") && Catch::Contains("WordPiece"));
+}
+
+// ---- SentencePiece on a hand-written tokenizer.model ------------------------------------------
+namespace {
+
+std::string pb_varint(uint64_t v) {
+  std::string s;
+  do {
+    unsigned char b = v & 0x7f;
+    v >>= 7;
+    s.push_back(static_cast<char>(v ? b | 0x80 : b));
+  } while (v);
+  return s;
+}
+std::string pb_bytes(int field, const std::string& s) { return pb_varint(field << 3 | 2) + pb_varint(s.size()) + s; }
+std::string pb_int(int field, uint64_t v) { return pb_varint(field << 3) + pb_varint(v); }
+std::string pb_float(int field, float f) {
+  std::string s(4, '\0');
+  std::memcpy(s.data(), &f, 4);
+  return pb_varint(field << 3 | 5) + s;
+}
+std::string pb_piece(const std::string& text, float score, int type) {
+  return pb_bytes(1, pb_bytes(1, text) + pb_float(2, score) + pb_int(3, type));
+}
+
+// ModelProto: pieces (1), trainer_spec (2: model_type 3, byte_fallback 35, unk/bos/eos 40-42),
+// normalizer_spec (3: name 1, add_dummy_prefix 3, remove_extra_whitespaces 4).
+std::string tiny_spm(bool dummy_prefix, bool remove_extra_ws, int model_type = 2) {
+  std::string m = pb_piece("<unk>", 0, 2) + pb_piece("<s>", 0, 3) + pb_piece("</s>", 0, 3);
+  for (int b = 0; b < 256; ++b) m += pb_piece(fmt::format("<0x{:02X}>", b), 0, 6);  // ids 3..258
+  const std::string sp = "\xe2\x96\x81";
+  m += pb_piece(sp, -10, 1);         // 259
+  m += pb_piece("a", -10, 1);        // 260
+  m += pb_piece("b", -10, 1);        // 261
+  m += pb_piece("c", -10, 1);        // 262
+  m += pb_piece("ab", -1, 1);        // 263
+  m += pb_piece("bc", -0.7f, 1);     // 264
+  m += pb_piece(sp + "a", -3, 1);    // 265
+  m += pb_piece(sp + "ab", -0.5f, 1);  // 266
+  m += pb_piece("<sep>", 0, 4);      // 267 user-defined
+  m += pb_bytes(2, pb_int(3, model_type) + pb_int(35, 1) + pb_int(40, 0) + pb_int(41, 1) + pb_int(42, 2));
+  m += pb_bytes(3, pb_bytes(1, "identity") + pb_int(3, dummy_prefix) + pb_int(4, remove_extra_ws));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("SentencePiece on a hand-written model: score order, byte fallback, user-defined, flags",
+          "[tokenizer]") {
+  TempDir tmp;
+  const std::string path = tmp.path("tokenizer.model");
+  std::ofstream(path, std::ios::binary) << tiny_spm(true, true);
+  auto tok = load_sentencepiece(path);
+  CHECK(tok->vocab_size() == 268);
+  // "▁abc": pairs ▁a (-3), ab (-1), bc (-0.7): bc merges first, then ▁a; "ab" never forms.
+  CHECK(tok->encode("abc") == std::vector<int32_t>{265, 264});
+  CHECK(tok->decode(std::vector<int32_t>{265, 264}) == "abc");
+  // Not in the vocabulary: UTF-8 bytes (é = C3 A9) as <0xNN> pieces.
+  CHECK(tok->encode("\xc3\xa9") == std::vector<int32_t>{259, 3 + 0xC3, 3 + 0xA9});
+  CHECK(tok->decode(tok->encode("\xc3\xa9")) == "\xc3\xa9");
+  // A user-defined piece is cut out whole and does not merge: ▁ a b <sep> b c -> bc, ab, ▁ab.
+  CHECK(tok->encode("ab<sep>bc") == std::vector<int32_t>{266, 267, 264});
+  // remove_extra_whitespaces: "  a  b " -> "a b" -> ▁a ▁ b.
+  CHECK(tok->encode("  a  b ") == std::vector<int32_t>{265, 259, 261});
+  CHECK(tok->encode("abc", true) == std::vector<int32_t>{1, 265, 264});
+
+  std::ofstream(path, std::ios::binary) << tiny_spm(false, false);
+  tok = load_sentencepiece(path);
+  CHECK(tok->encode("abc") == std::vector<int32_t>{260, 264});  // no dummy prefix: a bc
+  CHECK(tok->encode(" a") == std::vector<int32_t>{265});        // space kept as ▁
+  CHECK(tok->decode(tok->encode(" a  b")) == " a  b");
+
+  std::ofstream(path, std::ios::binary) << tiny_spm(true, true, /*UNIGRAM*/ 1);
+  CHECK_THROWS_WITH(load_sentencepiece(path), Catch::Contains(path) && Catch::Contains("only BPE"));
 }
