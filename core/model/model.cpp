@@ -78,6 +78,17 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
   return x * at::rsqrt(var + eps) * w;
 }
 
+// y = x W^T (+ b) for x [n, in], W [out, in]. One row goes through gemv: OpenBLAS 0.3.21 runs
+// an m = 1 sgemm through its packing path, which copies the whole weight matrix every call.
+at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+  if (x.size(0) == 1) {
+    at::Tensor y = at::mv(w, x[0]);
+    if (b.defined()) y.add_(b);
+    return y.unsqueeze(0);
+  }
+  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+}
+
 at::Tensor rotate_half(const at::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
@@ -255,7 +266,7 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, KvCache& cach
     if (cache.length(l) != start)
       fail(I.dir, "KV cache layer {} holds {} positions, layer 0 holds {}", l, cache.length(l), start);
     at::Tensor h = rms_norm(x, w.ln_attn, c.rms_norm_eps);
-    at::Tensor qkv = w.b_qkv.defined() ? at::linear(h, w.w_qkv, w.b_qkv) : at::linear(h, w.w_qkv);
+    at::Tensor qkv = project(h, w.w_qkv, w.b_qkv);
     at::Tensor q = qkv.narrow(1, 0, H * d).view({n, H, d}).transpose(0, 1);          // [H, n, d]
     at::Tensor k = qkv.narrow(1, H * d, Hkv * d).view({n, Hkv, d}).transpose(0, 1);  // [Hkv, n, d]
     at::Tensor v = qkv.narrow(1, (H + Hkv) * d, Hkv * d).view({n, Hkv, d}).transpose(0, 1).contiguous();
@@ -294,15 +305,15 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, KvCache& cach
     if (mask.defined()) scores = scores.view({Hkv, G, n, total}).add_(mask).view({Hkv, G * n, total});
     at::Tensor probs = at::softmax(scores, -1);
     at::Tensor attn = at::bmm(probs, V).view({H, n, d}).transpose(0, 1).reshape({n, H * d});
-    x = x + at::linear(attn, w.w_o);
+    x = x + project(attn, w.w_o);
 
     h = rms_norm(x, w.ln_mlp, c.rms_norm_eps);
-    at::Tensor gu = at::linear(h, w.w_gate_up);
+    at::Tensor gu = project(h, w.w_gate_up);
     const int64_t inter = c.intermediate_size;
-    x = x + at::linear(at::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter), w.w_down);
+    x = x + project(at::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter), w.w_down);
   }
   at::Tensor xs = opts.all_logits ? x : x.narrow(0, n - 1, 1);
-  at::Tensor logits = at::linear(rms_norm(xs, I.final_norm, c.rms_norm_eps), I.lm_head).contiguous();
+  at::Tensor logits = project(rms_norm(xs, I.final_norm, c.rms_norm_eps), I.lm_head).contiguous();
   const float* p = logits.data_ptr<float>();
   return std::vector<float>(p, p + logits.numel());
 }
