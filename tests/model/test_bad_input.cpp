@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "core/dump/kv_dump.h"
@@ -34,7 +35,7 @@ std::string load_error(const std::string& dir) {
 
 struct CliResult {
   int rc;
-  std::string err;
+  std::string err, out;
 };
 
 std::string shell_quote(const std::string& s) {
@@ -44,14 +45,32 @@ std::string shell_quote(const std::string& s) {
 }
 
 CliResult run_cli(const std::string& args, const TempDir& tmp) {
-  const std::string err_file = tmp.path("stderr.txt");
-  const std::string cmd = shell_quote(KVSCOPE_BIN) + " " + args + " >/dev/null 2>" + shell_quote(err_file);
+  const std::string err_file = tmp.path("stderr.txt"), out_file = tmp.path("stdout.txt");
+  const std::string cmd =
+      shell_quote(KVSCOPE_BIN) + " " + args + " >" + shell_quote(out_file) + " 2>" + shell_quote(err_file);
   const int status = std::system(cmd.c_str());
-  std::ifstream in(err_file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(err_file), slurp(out_file)};
 }
+
+// Sets an environment variable for one scope, restoring the old value even when a REQUIRE fails.
+struct EnvGuard {
+  std::string name;
+  std::optional<std::string> old;
+  EnvGuard(const std::string& n, const std::string& value) : name(n) {
+    if (const char* v = std::getenv(n.c_str())) old = v;
+    setenv(n.c_str(), value.c_str(), 1);
+  }
+  ~EnvGuard() {
+    if (old) setenv(name.c_str(), old->c_str(), 1);
+    else unsetenv(name.c_str());
+  }
+};
 
 }  // namespace
 
@@ -164,8 +183,8 @@ TEST_CASE("model discovery: folders, HF cache ids, KVSCOPE_MODEL_PATH", "[model]
   s.qk_norm = true;
   synth::write_model(local.string(), s);
 
-  setenv("HF_HOME", tmp.path("").c_str(), 1);
-  setenv("KVSCOPE_MODEL_PATH", (tmp.path("nonexistent") + ":" + (tmp.dir / "mine").string()).c_str(), 1);
+  EnvGuard hf("HF_HOME", tmp.path(""));
+  EnvGuard mp("KVSCOPE_MODEL_PATH", tmp.path("nonexistent") + ":" + (tmp.dir / "mine").string());
   CHECK(resolve_model("acme/tiny") == snap.string());
   CHECK(resolve_model("llama-x") == local.string());
   CHECK(resolve_model(local.string()) == local.string());
@@ -185,8 +204,9 @@ TEST_CASE("model discovery: folders, HF cache ids, KVSCOPE_MODEL_PATH", "[model]
   // Through the CLI.
   const auto r = run_cli("models", tmp);
   CHECK(r.rc == 0);
-  unsetenv("HF_HOME");
-  unsetenv("KVSCOPE_MODEL_PATH");
+  CHECK(r.err.empty());
+  CHECK_THAT(r.out, Catch::Contains("acme/tiny") && Catch::Contains("LlamaForCausalLM") &&
+                        Catch::Contains("llama-x") && Catch::Contains("Qwen3ForCausalLM") && Catch::Contains("4/2"));
 }
 
 TEST_CASE("CLI: bad input exits non-zero with the file named, writes nothing", "[model][bad][cli]") {
