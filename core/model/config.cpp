@@ -171,8 +171,10 @@ ModelConfig parse_config(const std::string& text, const std::string& where) {
 }
 
 ModelConfig load_config(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail(path, "does not exist");
   std::string file = path;
-  if (fs::is_directory(path)) file = (fs::path(path) / "config.json").string();
+  if (fs::is_directory(path, ec)) file = (fs::path(path) / "config.json").string();
   std::ifstream in(file, std::ios::binary);
   if (!in) fail(file, "cannot open (a model folder needs a Hugging Face config.json)");
   std::stringstream ss;
