@@ -4,14 +4,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "app/cli.h"
 #include "core/model/discovery.h"
 #include "core/model/kvsmooth_fold.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
+#include "core/util/file.h"
 
 namespace kvscope::cli {
 
@@ -39,13 +38,7 @@ void register_smooth(CLI::App& app) {
     if (!a->include.empty()) a->smooth.include = a->include;
     a->smooth.exclude = a->exclude;
     std::string text = a->prompt;
-    if (!a->text.empty()) {
-      std::ifstream in(a->text, std::ios::binary);
-      if (!in) fail(a->text, "cannot open the text file");
-      std::stringstream ss;
-      ss << in.rdbuf();
-      text = ss.str();
-    }
+    if (!a->text.empty()) text = read_file(a->text, "text file");
     const std::string dir = resolve_model(a->model);
     auto tok = load_tokenizer(dir);
     auto model = Model::load(dir);
