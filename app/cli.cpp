@@ -3,9 +3,7 @@
 namespace kvscope::cli {
 
 void register_all(CLI::App& app) {
-  (void)app;  // subcommands are added here as they land
+  register_gui(app);
 }
-
-int run_gui_demo() { return 0; }
 
 }  // namespace kvscope::cli

@@ -1,6 +1,8 @@
 #include "views/heatmap_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace kvscope::views {
 
@@ -40,6 +42,24 @@ CellRef hottest_cell(const Heatmap& h) {
       }
     }
   return best;
+}
+
+std::pair<int, int> bin_range(int bin, int bins, int n) {
+  return {static_cast<int>(int64_t(bin) * n / bins), static_cast<int>(int64_t(bin + 1) * n / bins)};
+}
+
+std::vector<double> bin_max(const std::vector<float>& values, int bins) {
+  int n = static_cast<int>(values.size());
+  if (bins <= 0 || n == 0) return {};
+  bins = std::min(bins, n);
+  std::vector<double> out(bins);
+  for (int b = 0; b < bins; ++b) {
+    auto [first, last] = bin_range(b, bins, n);
+    double m = values[first];
+    for (int i = first + 1; i < last; ++i) m = std::max<double>(m, values[i]);
+    out[b] = m;
+  }
+  return out;
 }
 
 }  // namespace kvscope::views

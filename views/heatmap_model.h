@@ -2,6 +2,7 @@
 // What the heatmap view draws: a plain grid of numbers, where each cell lands on screen, which
 // colour it gets, and which cell a mouse position falls in. No ImGui here.
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "views/colormap.h"
@@ -47,5 +48,10 @@ std::vector<Rgb> heatmap_colors(const Heatmap& h, const ValueScale& scale, Color
 
 // The cell with the largest finite value (what the outlier hunt is about), or invalid.
 CellRef hottest_cell(const Heatmap& h);
+
+// Shrinks a long series (e.g. 4096 per-token errors) to `bins` columns keeping each bin's
+// maximum, so a single bad token still shows. Bin i covers items bin_range(i, bins, n).
+std::vector<double> bin_max(const std::vector<float>& values, int bins);
+std::pair<int, int> bin_range(int bin, int bins, int n);  // [first, last)
 
 }  // namespace kvscope::views

@@ -8,6 +8,7 @@ namespace kvscope::views {
 const char* head_metric_name(HeadMetric m) {
   switch (m) {
     case HeadMetric::Nmse: return "NMSE";
+    case HeadMetric::Mse: return "MSE (absolute)";
     case HeadMetric::CosDistance: return "1 - cosine";
     case HeadMetric::AttnCosDistance: return "1 - attention output cosine";
     case HeadMetric::BitsPerElement: return "bits / element";
@@ -33,7 +34,10 @@ Heatmap head_heatmap(const QuantizeReport& r, HeadMetric m, char kind) {
   }
   for (const auto& hm : r.per_head) {
     if (hm.kind != kind || !inside(hm.layer, hm.head)) continue;
-    double v = m == HeadMetric::Nmse ? hm.nmse : m == HeadMetric::CosDistance ? 1.0 - hm.cos : hm.bits_per_element();
+    double v = m == HeadMetric::Nmse          ? hm.nmse
+             : m == HeadMetric::Mse           ? hm.mse
+             : m == HeadMetric::CosDistance   ? 1.0 - hm.cos
+                                              : hm.bits_per_element();
     h.values[static_cast<size_t>(hm.layer) * h.cols + hm.head] = v;
   }
   return h;

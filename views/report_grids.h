@@ -12,8 +12,10 @@ namespace kvscope::views {
 
 // Every metric is oriented so that hotter = worse, which is what the outlier hunt wants:
 // cosines are shown as the distance 1 - cos (and work on a log scale).
-enum class HeadMetric { Nmse, CosDistance, AttnCosDistance, BitsPerElement };
-inline constexpr HeadMetric kHeadMetrics[] = {HeadMetric::Nmse, HeadMetric::CosDistance,
+// MSE is the absolute error (kvmix's ranking statistic): it finds heads with huge magnitudes,
+// which NMSE (relative to the head's own energy) hides.
+enum class HeadMetric { Nmse, Mse, CosDistance, AttnCosDistance, BitsPerElement };
+inline constexpr HeadMetric kHeadMetrics[] = {HeadMetric::Nmse, HeadMetric::Mse, HeadMetric::CosDistance,
                                               HeadMetric::AttnCosDistance, HeadMetric::BitsPerElement};
 const char* head_metric_name(HeadMetric m);
 // Attention metrics belong to a (layer, KV head) pair, not to K or V separately.

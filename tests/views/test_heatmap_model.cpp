@@ -50,3 +50,11 @@ TEST_CASE("heatmap colours follow the scale; NaN is the missing colour; hottest 
   Heatmap empty;
   CHECK(!hottest_cell(empty).valid());
 }
+
+TEST_CASE("bin_max keeps the worst item of each bin") {
+  std::vector<float> v{1, 9, 2, 3, 4, 5, 0, 7, 8, 6};
+  CHECK(bin_max(v, 3) == std::vector<double>{9, 5, 8});  // bins [0,3) [3,6) [6,10)
+  CHECK(bin_range(2, 3, 10) == std::pair<int, int>{6, 10});
+  CHECK(bin_max(v, 50).size() == 10);  // never more bins than items
+  CHECK(bin_max({}, 4).empty());
+}

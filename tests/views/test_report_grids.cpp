@@ -22,6 +22,7 @@ QuantizeReport small_report() {
         m.kind = kind;
         m.nmse = (kind == 'k' ? 0.1 : 0.01) * (1 + l * 2 + h);
         m.cos = 1 - m.nmse / 2;
+        m.mse = 7.0 * (l + 1);
         m.bits = 100 * (1 + h);
         m.elements = 40;
         if (!(l == 1 && h == 0)) r.per_head.push_back(m);  // one head missing on purpose
@@ -50,6 +51,7 @@ TEST_CASE("head heatmap picks the metric of the requested kind") {
   CHECK(k.at(1, 1) == Approx(0.4));
   Heatmap v = head_heatmap(r, HeadMetric::CosDistance, 'v');
   CHECK(v.at(1, 1) == Approx(0.02));
+  CHECK(head_heatmap(r, HeadMetric::Mse, 'v').at(1, 1) == Approx(14.0));
   Heatmap b = head_heatmap(r, HeadMetric::BitsPerElement, 'k');
   CHECK(b.at(0, 1) == Approx(5.0));
   Heatmap a = head_heatmap(r, HeadMetric::AttnCosDistance, 'k');
