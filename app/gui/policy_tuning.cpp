@@ -9,9 +9,12 @@ namespace kvscope::gui {
 
 namespace {
 
+// The override as written says "fp16": true (read from its JSON, which is what round-trips).
 bool single_head_fp16(const PolicyOverride& o, int layer, int head, char kind) {
   bool kind_ok = kind == 'k' ? (o.k && !o.v) : (o.v && !o.k);
-  return kind_ok && o.quant.full_precision && o.layers == std::vector<int>{layer} && o.heads == std::vector<int>{head};
+  if (!kind_ok || o.layers != std::vector<int>{layer} || o.heads != std::vector<int>{head}) return false;
+  nlohmann::json j = nlohmann::json::parse(o.json, nullptr, false);
+  return j.is_object() && j.value("fp16", false) == true;
 }
 
 }  // namespace
@@ -41,8 +44,14 @@ void toggle_head_fp16(Policy& p, int layer, int head, char kind) {
     }
     overrides.push_back(nlohmann::json::parse(p.overrides[i].json));
   }
-  if (!removed)
-    overrides.push_back({{"layers", {layer}}, {"heads", {head}}, {"kind", std::string(1, kind)}, {"fp16", true}});
+  if (!removed) {
+    nlohmann::json o = nlohmann::json::object();
+    o["layers"] = nlohmann::json::array({layer});
+    o["heads"] = nlohmann::json::array({head});
+    o["kind"] = std::string(1, kind);
+    o["fp16"] = true;
+    overrides.push_back(o);
+  }
   j["overrides"] = overrides;
   p = parse_policy(j, "policy editor");
 }
