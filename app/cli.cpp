@@ -3,6 +3,9 @@
 namespace kvscope::cli {
 
 void register_all(CLI::App& app) {
+  register_synth(app);
+  register_quantize(app);
+  register_presets(app);
   register_gui(app);
 }
 

@@ -143,7 +143,7 @@ void save_dump(const std::string& path, const KvDump& d, DType dtype) {
   md["format"] = kDumpFormat;
   md["model_id"] = d.meta.model_id;
   md["config_digest"] = d.meta.config_digest;
-  md["token_ids"] = json(d.meta.token_ids).dump();
+  if (!d.meta.token_ids.empty()) md["token_ids"] = json(d.meta.token_ids).dump();
   md["prompt"] = d.meta.prompt;
   md["workload"] = d.meta.workload;
   md["dtype"] = std::string(dtype_name(dtype));

@@ -79,6 +79,8 @@ std::string method_name(Method m);
 Policy parse_policy(const nlohmann::json& j, const std::string& where);
 Policy load_policy_file(const std::string& path);
 nlohmann::json policy_to_json(const Policy& p);
+// K or V settings with an override's fields applied on top.
+TensorQuant apply_override(const TensorQuant& base, const PolicyOverride& o);
 std::string canonical_policy_json(const Policy& p);  // sorted keys, no whitespace: hashed by the run store
 
 struct PresetInfo {

@@ -1,0 +1,152 @@
+// kvscope quantize: quantize a dump under a preset or policy and report tensor and attention error.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "app/cli.h"
+#include "core/policy/policy.h"
+#include "core/quant/quantize_dump.h"
+#include "core/util/error.h"
+#include "core/util/parallel.h"
+
+namespace kvscope::cli {
+
+namespace {
+
+nlohmann::json report_json(const QuantizeReport& r) {
+  nlohmann::json per_head = nlohmann::json::array();
+  for (const auto& h : r.per_head)
+    per_head.push_back({{"layer", h.layer}, {"head", h.head}, {"kind", std::string(1, h.kind)}, {"nmse", h.nmse},
+                        {"cos", h.cos}, {"mse", h.mse}, {"max_abs", h.max_abs}, {"bits", h.bits_per_element()},
+                        {"fp16", h.full_precision}});
+  nlohmann::json attn = nlohmann::json::array();
+  for (const auto& a : r.attention)
+    attn.push_back({{"layer", a.layer}, {"head", a.head}, {"out_cos_mean", a.out_cos_mean}, {"out_cos_min", a.out_cos_min},
+                    {"out_nmse", a.out_nmse}, {"kl_mean", a.kl_mean}, {"prob_cos_mean", a.prob_cos_mean},
+                    {"logit_rmse", a.logit_rmse}});
+  return {{"method", r.method},
+          {"policy", r.policy_name},
+          {"dump", r.dump_path},
+          {"model", r.model_id},
+          {"layers", r.shape.layers},
+          {"kv_heads", r.shape.kv_heads},
+          {"q_heads", r.shape.q_heads},
+          {"head_dim", r.shape.head_dim},
+          {"tokens", r.shape.tokens},
+          {"bits_per_element", r.bits_per_element},
+          {"k_bits_per_element", r.k_bits_per_element},
+          {"v_bits_per_element", r.v_bits_per_element},
+          {"bytes_per_token", r.bytes_per_token},
+          {"fp16_bytes_per_token", r.fp16_bytes_per_token},
+          {"static_bytes", r.static_bytes},
+          {"k_nmse", r.k_nmse},
+          {"v_nmse", r.v_nmse},
+          {"k_cos", r.k_cos},
+          {"v_cos", r.v_cos},
+          {"attn_queries", r.attn_queries},
+          {"attn_cos_mean", r.attn_cos_mean},
+          {"attn_cos_min", r.attn_cos_min},
+          {"attn_nmse", r.attn_nmse},
+          {"attn_kl_mean", r.attn_kl_mean},
+          {"wall_seconds", r.wall_seconds},
+          {"per_head", per_head},
+          {"attention", attn}};
+}
+
+void print_summary(const QuantizeReport& r) {
+  fmt::print("{} ({}) on {}: {} layers x {} KV heads x {} tokens, head_dim {}\n", r.policy_name, r.method, r.dump_path,
+             r.shape.layers, r.shape.kv_heads, r.shape.tokens, r.shape.head_dim);
+  fmt::print("{:>5} {:>10} {:>10} {:>7} {:>7} {:>9} {:>9} {:>10}  {}\n", "layer", "K nmse", "V nmse", "K bits", "V bits",
+             "attn cos", "cos min", "attn KL", "fp16 K heads");
+  std::map<int, std::vector<const HeadMetrics*>> by_layer;
+  for (const auto& h : r.per_head) by_layer[h.layer].push_back(&h);
+  for (auto& [layer, hs] : by_layer) {
+    double ke = 0, kr = 0, ve = 0, vr = 0, kb = 0, vb = 0, kn = 0, vn = 0;
+    std::string fp;
+    for (auto* h : hs) {
+      double ref = h->nmse > 0 ? h->mse * h->elements / h->nmse : 0;  // sum x^2 back from nmse
+      (h->kind == 'k' ? ke : ve) += h->mse * h->elements;
+      (h->kind == 'k' ? kr : vr) += ref;
+      (h->kind == 'k' ? kb : vb) += double(h->bits);
+      (h->kind == 'k' ? kn : vn) += double(h->elements);
+      if (h->kind == 'k' && h->full_precision) fp += (fp.empty() ? "" : ",") + std::to_string(h->head);
+    }
+    double cos_sum = 0, cos_min = 1, kl = 0;
+    int n = 0;
+    for (const auto& a : r.attention)
+      if (a.layer == layer) cos_sum += a.out_cos_mean, cos_min = std::min(cos_min, a.out_cos_min), kl += a.kl_mean, ++n;
+    fmt::print("{:>5} {:>10.3e} {:>10.3e} {:>7.3f} {:>7.3f} ", layer, kr > 0 ? ke / kr : 0.0, vr > 0 ? ve / vr : 0.0,
+               kn ? kb / kn : 0.0, vn ? vb / vn : 0.0);
+    if (n) fmt::print("{:>9.6f} {:>9.6f} {:>10.3e}  {}\n", cos_sum / n, cos_min, kl / n, fp);
+    else fmt::print("{:>9} {:>9} {:>10}  {}\n", "-", "-", "-", fp);
+  }
+  fmt::print("total: {:.4f} bits/element (K {:.4f}, V {:.4f}), {:.1f} bytes/token (fp16 {:.0f}, {:.2f}x smaller)",
+             r.bits_per_element, r.k_bits_per_element, r.v_bits_per_element, r.bytes_per_token, r.fp16_bytes_per_token,
+             r.bytes_per_token > 0 ? r.fp16_bytes_per_token / r.bytes_per_token : 0.0);
+  if (r.static_bytes > 0) fmt::print(" + {:.0f} bytes per cache", r.static_bytes);
+  fmt::print("\n       K nmse {:.4e}, V nmse {:.4e}", r.k_nmse, r.v_nmse);
+  if (r.attn_queries)
+    fmt::print(", attention output cos mean {:.6f} min {:.6f}, nmse {:.4e}, KL {:.4e} nats ({} query positions)",
+               r.attn_cos_mean, r.attn_cos_min, r.attn_nmse, r.attn_kl_mean, r.attn_queries);
+  fmt::print("\n       {:.2f} s\n", r.wall_seconds);
+}
+
+}  // namespace
+
+void register_quantize(CLI::App& app) {
+  auto* cmd = app.add_subcommand("quantize", "Quantize a KV dump under a preset or policy and measure the error");
+  struct Args {
+    std::string dump, preset, policy, queries = "256";
+    bool json = false, no_attention = false;
+    int threads = 0;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--dump", a->dump, "KV dump (.safetensors)")->required();
+  auto* pre = cmd->add_option("--preset", a->preset, "Method preset (see `kvscope presets`)");
+  auto* pol = cmd->add_option("--policy", a->policy, "Policy JSON file");
+  pre->excludes(pol);
+  cmd->add_option("--attn-queries", a->queries, "Query positions sampled per head for attention metrics, or 'all'")
+      ->capture_default_str();
+  cmd->add_flag("--no-attention", a->no_attention, "Skip attention metrics (dumps without Q)");
+  cmd->add_flag("--json", a->json, "Print a JSON object instead of the table");
+  cmd->add_option("--threads", a->threads, "Worker threads (default: all cores)");
+  cmd->callback([a] {
+    if (a->preset.empty() && a->policy.empty()) throw Error("quantize: give --preset NAME or --policy FILE");
+    if (a->threads > 0) set_worker_threads(a->threads);
+    Policy policy = a->policy.empty() ? load_preset(a->preset) : load_policy_file(a->policy);
+    QuantizeOptions opts;
+    opts.attention = !a->no_attention;
+    if (a->queries == "all") opts.attn_queries = 0;
+    else {
+      try {
+        size_t pos = 0;
+        opts.attn_queries = std::stoi(a->queries, &pos);
+        if (pos != a->queries.size() || opts.attn_queries <= 0) throw std::invalid_argument("");
+      } catch (const std::exception&) {
+        throw Error("--attn-queries: '" + a->queries + "' is not a positive integer or 'all'");
+      }
+    }
+    DumpLoadOptions lo;
+    lo.require_q = opts.attention;
+    lo.load_pre_rope = false;
+    auto t_load = std::chrono::steady_clock::now();
+    KvDump dump = load_dump(a->dump, lo);
+    if (std::getenv("KVSCOPE_PROFILE"))
+      fmt::print(stderr, "load_dump: {:.3f} s\n",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
+    QuantizeReport r;
+    try {
+      r = quantize_dump(dump, policy, opts);
+    } catch (const Error& e) {
+      throw Error(a->dump + ": " + e.what());
+    }
+    r.dump_path = a->dump;
+    if (a->json) fmt::print("{}\n", report_json(r).dump(1));
+    else print_summary(r);
+  });
+}
+
+}  // namespace kvscope::cli

@@ -1,0 +1,358 @@
+#include "core/policy/policy.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/quant/quantized_tensor.h"
+#include "core/util/error.h"
+
+namespace kvscope {
+
+using json = nlohmann::json;
+
+std::string method_name(Method m) {
+  switch (m) {
+    case Method::FP16: return "fp16";
+    case Method::Uniform: return "uniform";
+    case Method::Kivi: return "kivi";
+    case Method::Kvmix: return "kvmix";
+  }
+  return "?";
+}
+
+namespace {
+
+// Reads fields of one JSON object, naming the JSON path in every error, and rejects unknown keys
+// (a typo like "group_szie" must not be silently ignored).
+class Reader {
+ public:
+  Reader(const json& j, std::string where, std::string path) : j_(j), where_(std::move(where)), path_(std::move(path)) {
+    if (!j_.is_object()) err("", "must be an object");
+  }
+  [[noreturn]] void err(const std::string& key, const std::string& problem) const {
+    throw Error(where_ + ": " + path_ + (key.empty() ? "" : "." + key) + ": " + problem);
+  }
+  bool has(const std::string& key) {
+    seen_.push_back(key);
+    return j_.contains(key);
+  }
+  const json& at(const std::string& key) const { return j_.at(key); }
+  std::string str(const std::string& key, const std::string& dflt) {
+    if (!has(key)) return dflt;
+    if (!j_[key].is_string()) err(key, "must be a string");
+    return j_[key].get<std::string>();
+  }
+  int integer(const std::string& key, int dflt, int lo, int hi) {
+    if (!has(key)) return dflt;
+    const json& v = j_[key];
+    if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+      err(key, fmt::format("must be an integer in {}..{}", lo, hi));
+    return v.get<int>();
+  }
+  double number(const std::string& key, double dflt, double lo, double hi, bool lo_open = false) {
+    if (!has(key)) return dflt;
+    const json& v = j_[key];
+    if (!v.is_number()) err(key, "must be a number");
+    double d = v.get<double>();
+    if (!(lo_open ? d > lo : d >= lo) || !(d <= hi)) err(key, fmt::format("must be in {}{}, {}]", lo_open ? "(" : "[", lo, hi));
+    return d;
+  }
+  bool boolean(const std::string& key, bool dflt) {
+    if (!has(key)) return dflt;
+    if (!j_[key].is_boolean()) err(key, "must be true or false");
+    return j_[key].get<bool>();
+  }
+  void reject_unknown(const std::vector<std::string>& also_allowed = {}) const {
+    for (auto it = j_.begin(); it != j_.end(); ++it) {
+      bool ok = std::find(seen_.begin(), seen_.end(), it.key()) != seen_.end() ||
+                std::find(also_allowed.begin(), also_allowed.end(), it.key()) != also_allowed.end();
+      if (!ok) err(it.key(), "unknown field");
+    }
+  }
+  const std::string& where() const { return where_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  const json& j_;
+  std::string where_, path_;
+  std::vector<std::string> seen_;
+};
+
+const char* axis_name(Axis a) {
+  switch (a) {
+    case Axis::Token: return "token";
+    case Axis::Channel: return "channel";
+    case Axis::Head: return "head";
+  }
+  return "?";
+}
+
+const char* dtype_key(DType t) { return t == DType::F32 ? "f32" : t == DType::BF16 ? "bf16" : "f16"; }
+
+const std::vector<std::string> kTensorQuantKeys = {"fp16", "bits", "axis", "group_size", "symmetric", "zero_point",
+                                                   "clip_ratio", "clip_search", "clip_min", "clip_step",
+                                                   "scale_dtype", "inverse_scale"};
+
+// Applies the fields present in `r` on top of `q` (so overrides only change what they name).
+void read_tensor_quant(Reader& r, TensorQuant& q) {
+  q.full_precision = r.boolean("fp16", q.full_precision);
+  q.bits = r.integer("bits", q.bits, 1, 8);
+  if (r.has("axis")) {
+    std::string a = r.str("axis", "");
+    if (a == "token") q.axis = Axis::Token;
+    else if (a == "channel") q.axis = Axis::Channel;
+    else if (a == "head") q.axis = Axis::Head;
+    else r.err("axis", "must be \"token\", \"channel\" or \"head\"");
+  }
+  q.group_size = r.integer("group_size", q.group_size, 0, 1 << 20);
+  q.symmetric = r.boolean("symmetric", q.symmetric);
+  if (r.has("zero_point")) {
+    std::string z = r.str("zero_point", "");
+    if (z == "float") q.integer_zero_point = false;
+    else if (z == "integer") q.integer_zero_point = true;
+    else r.err("zero_point", "must be \"float\" or \"integer\"");
+  }
+  q.clip_ratio = r.number("clip_ratio", q.clip_ratio, 0, 1, true);
+  q.clip_search = r.boolean("clip_search", q.clip_search);
+  q.clip_min = r.number("clip_min", q.clip_min, 0, 1, true);
+  q.clip_step = r.number("clip_step", q.clip_step, 0, 0.5, true);
+  if (r.has("scale_dtype")) {
+    std::string s = r.str("scale_dtype", "");
+    if (s == "f16") q.scale_dtype = DType::F16;
+    else if (s == "bf16") q.scale_dtype = DType::BF16;
+    else if (s == "f32") q.scale_dtype = DType::F32;
+    else r.err("scale_dtype", "must be \"f16\", \"bf16\" or \"f32\"");
+  }
+  q.inverse_scale = r.boolean("inverse_scale", q.inverse_scale);
+  std::string problem = check_tensor_quant(q);
+  if (!problem.empty()) r.err("", problem);
+}
+
+json tensor_quant_json(const TensorQuant& q) {
+  if (q.full_precision) return json{{"fp16", true}};
+  json j{{"bits", q.bits},           {"axis", axis_name(q.axis)},   {"group_size", q.group_size},
+         {"symmetric", q.symmetric}, {"clip_ratio", q.clip_ratio}, {"scale_dtype", dtype_key(q.scale_dtype)}};
+  if (!q.symmetric) j["zero_point"] = q.integer_zero_point ? "integer" : "float";
+  if (q.clip_search) {
+    j["clip_search"] = true;
+    j["clip_min"] = q.clip_min;
+    j["clip_step"] = q.clip_step;
+  }
+  if (q.inverse_scale) j["inverse_scale"] = true;
+  return j;
+}
+
+std::vector<int> int_list(Reader& r, const std::string& key, int hi) {
+  std::vector<int> out;
+  if (!r.has(key)) return out;
+  const json& v = r.at(key);
+  if (!v.is_array()) r.err(key, "must be an array of integers");
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!v[i].is_number_integer() || v[i].get<int64_t>() < 0 || v[i].get<int64_t>() > hi)
+      r.err(key + "[" + std::to_string(i) + "]", fmt::format("must be an integer in 0..{}", hi));
+    out.push_back(v[i].get<int>());
+  }
+  return out;
+}
+
+}  // namespace
+
+Policy parse_policy(const json& j, const std::string& where) {
+  Reader r(j, where, "$");
+  Policy p;
+  p.name = r.str("name", "");
+  p.description = r.str("description", "");
+  if (!r.has("method")) r.err("method", "is required (fp16, uniform, kivi or kvmix)");
+  std::string m = r.str("method", "");
+  if (m == "fp16") p.method = Method::FP16;
+  else if (m == "uniform") p.method = Method::Uniform;
+  else if (m == "kivi") p.method = Method::Kivi;
+  else if (m == "kvmix") p.method = Method::Kvmix;
+  else r.err("method", "unknown method '" + m + "' (expected fp16, uniform, kivi or kvmix)");
+
+  // Method defaults, then the file's fields on top.
+  switch (p.method) {
+    case Method::FP16: p.k.full_precision = p.v.full_precision = true; break;
+    case Method::Uniform: break;
+    case Method::Kivi:  // KIVI: keys per-channel, values per-token, G = 32, R = 128 (lab default, §2.3)
+      p.k.axis = Axis::Channel;
+      p.v.axis = Axis::Token;
+      p.k.bits = p.v.bits = 2;
+      p.k.group_size = p.v.group_size = 32;
+      p.residual = 128;
+      break;
+    case Method::Kvmix:  // symmetric int8 with inverse scale, fp32 scales (seed 003)
+      for (TensorQuant* q : {&p.k, &p.v}) {
+        q->bits = 8;
+        q->symmetric = true;
+        q->inverse_scale = true;
+        q->scale_dtype = DType::F32;
+      }
+      break;
+  }
+  for (const char* kind : {"k", "v"}) {
+    if (!r.has(kind)) continue;
+    Reader rk(r.at(kind), where, std::string("$.") + kind);
+    read_tensor_quant(rk, kind[0] == 'k' ? p.k : p.v);
+    rk.reject_unknown();
+  }
+  p.residual = r.integer("residual", p.residual, 0, 1 << 24);
+  p.sink_tokens = r.integer("sink_tokens", p.sink_tokens, 0, 1 << 24);
+  if (p.method == Method::Kivi) {
+    if (p.k.axis != Axis::Channel || p.v.axis != Axis::Token) r.err("k.axis", "kivi quantizes keys per channel and values per token");
+    if (p.residual > 0 && p.k.group_size > 0 && p.residual % p.k.group_size != 0)
+      r.err("residual", fmt::format("must be a multiple of k.group_size ({}) for kivi", p.k.group_size));
+  }
+  if (r.has("outlier_heads")) {
+    Reader ro(r.at("outlier_heads"), where, "$.outlier_heads");
+    std::string rule = ro.str("rule", "list");
+    auto& o = p.outliers;
+    if (rule == "none") o.rule = OutlierSelect::Rule::None;
+    else if (rule == "list") o.rule = OutlierSelect::Rule::List;
+    else if (rule == "mse_over_median") o.rule = OutlierSelect::Rule::MseOverMedian;
+    else if (rule == "mse_share") o.rule = OutlierSelect::Rule::MseShare;
+    else if (rule == "count") o.rule = OutlierSelect::Rule::Count;
+    else ro.err("rule", "must be none, list, mse_over_median, mse_share or count");
+    o.ratio = ro.number("ratio", o.ratio, 1, 1e12);
+    o.share = ro.number("share", o.share, 0, 1, true);
+    o.count = ro.integer("count", o.count, 0, 1 << 20);
+    if (ro.has("heads")) {
+      const json& hs = ro.at("heads");
+      if (!hs.is_array()) ro.err("heads", "must be an array of [layer, head] pairs");
+      for (size_t i = 0; i < hs.size(); ++i) {
+        const json& h = hs[i];
+        if (!h.is_array() || h.size() != 2 || !h[0].is_number_unsigned() || !h[1].is_number_unsigned())
+          ro.err("heads[" + std::to_string(i) + "]", "must be a [layer, head] pair of non-negative integers");
+        o.heads.emplace_back(h[0].get<int>(), h[1].get<int>());
+      }
+    }
+    if (o.rule == OutlierSelect::Rule::List && o.heads.empty()) ro.err("heads", "rule 'list' needs at least one [layer, head]");
+    ro.reject_unknown();
+  }
+  if (r.has("overrides")) {
+    const json& ov = r.at("overrides");
+    if (!ov.is_array()) r.err("overrides", "must be an array");
+    for (size_t i = 0; i < ov.size(); ++i) {
+      std::string path = "$.overrides[" + std::to_string(i) + "]";
+      Reader ro(ov[i], where, path);
+      PolicyOverride o;
+      o.layers = int_list(ro, "layers", 1 << 16);
+      o.heads = int_list(ro, "heads", 1 << 16);
+      std::string kind = ro.str("kind", "kv");
+      if (kind != "k" && kind != "v" && kind != "kv") ro.err("kind", "must be \"k\", \"v\" or \"kv\"");
+      o.k = kind.find('k') != std::string::npos;
+      o.v = kind.find('v') != std::string::npos;
+      // An override changes only the fields it names; it applies on top of K's or V's settings.
+      // We validate it against both bases here; quantize_dump applies it per kind.
+      for (const TensorQuant* base : {&p.k, &p.v}) {
+        if ((base == &p.k && !o.k) || (base == &p.v && !o.v)) continue;
+        TensorQuant q = *base;
+        Reader rq(ov[i], where, path);
+        read_tensor_quant(rq, q);
+      }
+      o.json = ov[i].dump();
+      ro.reject_unknown(kTensorQuantKeys);
+      p.overrides.push_back(std::move(o));
+    }
+  }
+  r.reject_unknown();
+  return p;
+}
+
+TensorQuant apply_override(const TensorQuant& base, const PolicyOverride& o) {
+  TensorQuant q = base;
+  const json patch = json::parse(o.json);  // the Reader keeps a reference: must outlive it
+  Reader r(patch, "override", "$");
+  read_tensor_quant(r, q);
+  return q;
+}
+
+Policy load_policy_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail(path, "cannot open policy file");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    fail(path, "not valid JSON ({})", e.what());
+  }
+  Policy p = parse_policy(j, path);
+  if (p.name.empty()) p.name = std::filesystem::path(path).stem().string();
+  return p;
+}
+
+json policy_to_json(const Policy& p) {
+  json j{{"name", p.name}, {"method", method_name(p.method)}, {"k", tensor_quant_json(p.k)}, {"v", tensor_quant_json(p.v)},
+         {"residual", p.residual}, {"sink_tokens", p.sink_tokens}};
+  if (!p.description.empty()) j["description"] = p.description;
+  const auto& o = p.outliers;
+  if (o.rule != OutlierSelect::Rule::None) {
+    json oj;
+    switch (o.rule) {
+      case OutlierSelect::Rule::List: {
+        oj["rule"] = "list";
+        json hs = json::array();
+        for (auto [l, h] : o.heads) hs.push_back({l, h});
+        oj["heads"] = hs;
+        break;
+      }
+      case OutlierSelect::Rule::MseOverMedian: oj = {{"rule", "mse_over_median"}, {"ratio", o.ratio}}; break;
+      case OutlierSelect::Rule::MseShare: oj = {{"rule", "mse_share"}, {"share", o.share}}; break;
+      case OutlierSelect::Rule::Count: oj = {{"rule", "count"}, {"count", o.count}}; break;
+      default: break;
+    }
+    j["outlier_heads"] = oj;
+  }
+  if (!p.overrides.empty()) {
+    json arr = json::array();
+    for (auto& ov : p.overrides) arr.push_back(json::parse(ov.json));
+    j["overrides"] = arr;
+  }
+  return j;
+}
+
+std::string canonical_policy_json(const Policy& p) { return policy_to_json(p).dump(); }  // nlohmann sorts keys
+
+std::string presets_dir() {
+  if (const char* env = std::getenv("KVSCOPE_ASSETS"); env && *env) return std::string(env) + "/presets";
+  // Next to the executable's install prefix first, else the source tree the binary was built from.
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto installed = exe.parent_path().parent_path() / "share" / "kvscope" / "presets";
+    if (std::filesystem::is_directory(installed)) return installed.string();
+  }
+  return std::string(KVSCOPE_ASSETS_DIR) + "/presets";
+}
+
+std::vector<PresetInfo> list_presets() {
+  std::vector<PresetInfo> out;
+  std::string dir = presets_dir();
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".json") continue;
+    Policy p = load_policy_file(e.path().string());
+    out.push_back({e.path().stem().string(), p.description});
+  }
+  if (ec) fail(dir, "cannot list presets: {}", ec.message());
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  return out;
+}
+
+Policy load_preset(const std::string& name) {
+  std::string path = presets_dir() + "/" + name + ".json";
+  if (name.find('/') != std::string::npos || !std::filesystem::exists(path)) {
+    std::string known;
+    for (auto& p : list_presets()) known += (known.empty() ? "" : ", ") + p.name;
+    fail(name, "unknown preset (known: {})", known);
+  }
+  Policy p = load_policy_file(path);
+  p.name = name;
+  return p;
+}
+
+}  // namespace kvscope
