@@ -68,6 +68,10 @@ const char* metric_key(HeadMetric m) {
   }
 }
 
+// Time of the last user input (GLFW callbacks, main thread only): drives idle throttling.
+double g_last_input = 0;
+void note_input() { g_last_input = glfwGetTime(); }
+
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 double percentile(std::vector<double> v, double q) {
@@ -256,6 +260,14 @@ bool App::init() {
   std::filesystem::path ini = std::filesystem::path(settings_path_).parent_path() / "imgui.ini";
   ini_path_ = ini.string();
   io.IniFilename = ini_path_.c_str();
+  // Installed before ImGui's backend, which chains to them.
+  glfwSetCursorPosCallback(window_, [](GLFWwindow*, double, double) { note_input(); });
+  glfwSetMouseButtonCallback(window_, [](GLFWwindow*, int, int, int) { note_input(); });
+  glfwSetScrollCallback(window_, [](GLFWwindow*, double, double) { note_input(); });
+  glfwSetKeyCallback(window_, [](GLFWwindow*, int, int, int, int) { note_input(); });
+  glfwSetCharCallback(window_, [](GLFWwindow*, unsigned) { note_input(); });
+  glfwSetWindowSizeCallback(window_, [](GLFWwindow*, int, int) { note_input(); });
+  glfwSetWindowFocusCallback(window_, [](GLFWwindow*, int) { note_input(); });
   ImGui_ImplGlfw_InitForOpenGL(window_, true);
   ImGui_ImplOpenGL3_Init("#version 130");
   apply_style();
@@ -521,7 +533,12 @@ int App::run() {
     double interval = std::chrono::duration<double, std::milli>(frame_start - last_frame_start_).count();
     last_frame_start_ = frame_start;
     if (interval > 0) fps_ = 0.9 * fps_ + 0.1 * (1000.0 / interval);
-    glfwPollEvents();
+    // Idle (no input for a second, no work, no script): sleep until an event instead of
+    // redrawing an unchanged window 60 times a second.
+    bool scripted = !script_.empty() && script_pos_ < script_.size();
+    bool idle = !scripted && !runner_.busy() && !requant_due_ && !figure_ && glfwGetTime() - g_last_input > 1.0;
+    if (idle) glfwWaitEventsTimeout(0.5);
+    else glfwPollEvents();
     if (fonts_dirty_) rebuild_fonts();
     runner_.poll();
     for (auto& e : runner_.take_errors()) error(e);
@@ -594,8 +611,10 @@ int App::run() {
       exit_code = 1;
       break;
     }
-    // Cap at ~60 fps when the swap does not wait for vblank (Xvfb, some drivers).
-    std::this_thread::sleep_until(frame_start + std::chrono::microseconds(16600));
+    // Cap at ~60 fps when the swap does not wait for vblank (Xvfb, some drivers). While only
+    // progress bars move (a job runs, nobody touches the UI) 20 fps leave the cores to the job.
+    bool calm = (runner_.busy() && glfwGetTime() - g_last_input > 1.0) || wait_jobs_since_;
+    std::this_thread::sleep_until(frame_start + std::chrono::microseconds(calm ? 50000 : 16600));
   }
   if (!errors_.empty() && !script_.empty()) {
     for (const auto& e : errors_) std::fprintf(stderr, "kvscope: error: %s\n", e.c_str());
