@@ -6,6 +6,9 @@ void register_all(CLI::App& app) {
   register_synth(app);
   register_quantize(app);
   register_presets(app);
+  register_runs(app);
+  register_export(app);
+  register_merge(app);
   register_gui(app);
 }
 

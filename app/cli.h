@@ -9,6 +9,9 @@ void register_synth(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_presets(CLI::App& app);
 void register_gui(CLI::App& app);
+void register_runs(CLI::App& app);
+void register_export(CLI::App& app);
+void register_merge(CLI::App& app);
 
 // Registers every subcommand (the one list of commands).
 void register_all(CLI::App& app);

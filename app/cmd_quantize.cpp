@@ -131,7 +131,7 @@ void register_quantize(CLI::App& app) {
     }
     DumpLoadOptions lo;
     lo.require_q = opts.attention;
-    lo.load_pre_rope = false;
+    lo.load_pre_rope = policy.method == Method::Skvq && policy.skvq.pre_rope;  // only SKVQ reads pre-RoPE keys
     auto t_load = std::chrono::steady_clock::now();
     KvDump dump = load_dump(a->dump, lo);
     if (std::getenv("KVSCOPE_PROFILE"))

@@ -20,6 +20,7 @@ std::string method_name(Method m) {
     case Method::Uniform: return "uniform";
     case Method::Kivi: return "kivi";
     case Method::Kvmix: return "kvmix";
+    case Method::Skvq: return "skvq";
   }
   return "?";
 }
@@ -166,13 +167,14 @@ Policy parse_policy(const json& j, const std::string& where) {
   Policy p;
   p.name = r.str("name", "");
   p.description = r.str("description", "");
-  if (!r.has("method")) r.err("method", "is required (fp16, uniform, kivi or kvmix)");
+  if (!r.has("method")) r.err("method", "is required (fp16, uniform, kivi, kvmix or skvq)");
   std::string m = r.str("method", "");
   if (m == "fp16") p.method = Method::FP16;
   else if (m == "uniform") p.method = Method::Uniform;
   else if (m == "kivi") p.method = Method::Kivi;
   else if (m == "kvmix") p.method = Method::Kvmix;
-  else r.err("method", "unknown method '" + m + "' (expected fp16, uniform, kivi or kvmix)");
+  else if (m == "skvq") p.method = Method::Skvq;
+  else r.err("method", "unknown method '" + m + "' (expected fp16, uniform, kivi, kvmix or skvq)");
 
   // Method defaults, then the file's fields on top.
   switch (p.method) {
@@ -192,6 +194,13 @@ Policy parse_policy(const json& j, const std::string& where) {
         q->inverse_scale = true;
         q->scale_dtype = DType::F32;
       }
+      break;
+    case Method::Skvq:  // SKVQ-2 lab default (§3.6): K2 V2, g = 128, W = 128, S = 5, alpha = 0.92
+      p.k.bits = p.v.bits = 2;
+      p.k.group_size = p.v.group_size = 128;
+      p.k.clip_ratio = p.v.clip_ratio = 0.92;
+      p.residual = 128;
+      p.sink_tokens = 5;
       break;
   }
   for (const char* kind : {"k", "v"}) {
@@ -259,6 +268,39 @@ Policy parse_policy(const json& j, const std::string& where) {
       p.overrides.push_back(std::move(o));
     }
   }
+  if (r.has("smooth")) {
+    Reader rs(r.at("smooth"), where, "$.smooth");
+    SmoothOptions so;
+    so.factor = rs.number("factor", so.factor, 0, 1e6, true);
+    for (auto* list : {&so.include, &so.exclude}) {
+      const char* key = list == &so.include ? "include" : "exclude";
+      if (!rs.has(key)) continue;
+      const json& v = rs.at(key);
+      if (!v.is_array()) rs.err(key, "must be an array of glob patterns");
+      list->clear();
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (!v[i].is_string()) rs.err(std::string(key) + "[" + std::to_string(i) + "]", "must be a string");
+        list->push_back(v[i].get<std::string>());
+      }
+    }
+    rs.reject_unknown();
+    p.smooth = so;
+  }
+  if (r.has("skvq")) {
+    if (p.method != Method::Skvq) r.err("skvq", "only applies to method 'skvq'");
+    Reader rq(r.at("skvq"), where, "$.skvq");
+    p.skvq.reorder = rq.boolean("reorder", p.skvq.reorder);
+    p.skvq.pre_rope = rq.boolean("pre_rope", p.skvq.pre_rope);
+    rq.reject_unknown();
+  }
+  if (p.method == Method::Skvq) {
+    for (const TensorQuant* q : {&p.k, &p.v})
+      if (q->symmetric || q->axis != Axis::Token || q->integer_zero_point || q->clip_search || q->full_precision)
+        r.err(q == &p.k ? "k" : "v", "skvq quantizes per token, asymmetric with a float zero point and a fixed clip ratio");
+    if (!p.overrides.empty() || p.outliers.rule != OutlierSelect::Rule::None)
+      r.err("overrides", "skvq policies take no per-head overrides or outlier heads (SKVQ groups span all heads)");
+    if (p.smooth) r.err("smooth", "KVSmooth is not combined with skvq here");
+  }
   r.reject_unknown();
   return p;
 }
@@ -307,6 +349,8 @@ json policy_to_json(const Policy& p) {
     }
     j["outlier_heads"] = oj;
   }
+  if (p.smooth) j["smooth"] = {{"factor", p.smooth->factor}, {"include", p.smooth->include}, {"exclude", p.smooth->exclude}};
+  if (p.method == Method::Skvq) j["skvq"] = {{"reorder", p.skvq.reorder}, {"pre_rope", p.skvq.pre_rope}};
   if (!p.overrides.empty()) {
     json arr = json::array();
     for (auto& ov : p.overrides) arr.push_back(json::parse(ov.json));

@@ -3,7 +3,7 @@
 // JSON form (every field optional except "method"; see assets/presets/*.json):
 // {
 //   "name": "kivi-2", "description": "...",
-//   "method": "fp16" | "uniform" | "kivi" | "kvmix",
+//   "method": "fp16" | "uniform" | "kivi" | "kvmix" | "skvq",
 //   "k": {"bits": 2, "axis": "token"|"channel"|"head", "group_size": 32, "symmetric": false,
 //         "zero_point": "float"|"integer", "clip_ratio": 1.0, "clip_search": false,
 //         "scale_dtype": "f16"|"f32"|"bf16", "inverse_scale": false, "fp16": false},
@@ -12,7 +12,9 @@
 //   "sink_tokens": 0,         // first tokens kept in fp16
 //   "outlier_heads": {"rule": "none"|"list"|"mse_over_median"|"mse_share"|"count",
 //                     "heads": [[layer, head], ...], "ratio": 5.0, "share": 0.9, "count": 6},
-//   "overrides": [{"layers": [0, 1], "heads": [0], "kind": "k"|"v"|"kv", ...TensorQuant fields}]
+//   "overrides": [{"layers": [0, 1], "heads": [0], "kind": "k"|"v"|"kv", ...TensorQuant fields}],
+//   "smooth": {"factor": 1.0, "include": ["*"], "exclude": ["model.layers.0.self_attn"]},  // KVSmooth
+//   "skvq": {"reorder": true, "pre_rope": true}
 // }
 // Validation errors name the JSON path: "policy.json: $.k.bits: must be an integer in 1..8".
 #include <optional>
@@ -26,7 +28,7 @@
 
 namespace kvscope {
 
-enum class Method { FP16, Uniform, Kivi, Kvmix };
+enum class Method { FP16, Uniform, Kivi, Kvmix, Skvq };
 enum class Axis { Token, Channel, Head };  // groups along a token's channels / a channel's tokens / whole head
 
 // How one K or V head matrix [tokens, head_dim] is quantized.
@@ -62,6 +64,20 @@ struct PolicyOverride {
   std::string json;         // the override as written (for round trips)
 };
 
+// KVSmooth preconditioning of keys (ALGORITHMS.md §4), combinable with any per-head method.
+struct SmoothOptions {
+  double factor = 1.0;
+  std::vector<std::string> include = {"*"};   // glob patterns on model.layers.N.self_attn
+  std::vector<std::string> exclude;           // exclude wins
+};
+
+// SKVQ specifics (§3): bits, group size and clip ratio come from k / v, the window from
+// `residual`, the sinks from `sink_tokens`.
+struct SkvqOptions {
+  bool reorder = true;   // k-means channel reordering calibrated on the dump
+  bool pre_rope = true;  // quantize pre-RoPE keys (needs layers.{L}.k_pre_rope in the dump)
+};
+
 struct Policy {
   std::string name;
   std::string description;
@@ -71,6 +87,8 @@ struct Policy {
   int sink_tokens = 0;
   OutlierSelect outliers;   // K heads kept in fp16
   std::vector<PolicyOverride> overrides;
+  std::optional<SmoothOptions> smooth;
+  SkvqOptions skvq;
 };
 
 std::string method_name(Method m);

@@ -10,11 +10,67 @@
 #include "core/metrics/attention.h"
 #include "core/metrics/tensor_error.h"
 #include "core/quant/head_plan.h"
+#include "core/quant/kvsmooth.h"
+#include "core/quant/skvq.h"
+#include "core/tensor/rope.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 
 namespace kvscope {
+
+namespace {
+
+// SKVQ works on a layer's tokens with all KV heads concatenated (C = kv_heads * head_dim).
+// Keys are quantized pre-RoPE when asked; their reconstruction is K + RoPE(K^_pre - K_pre), so
+// the kept fp16 tokens stay exact whatever RoPE variant produced the dump.
+template <typename Cancel, typename Record>
+void quantize_skvq_layers(const KvDump& dump, const Policy& policy, DequantizedKV& dq, Cancel cancelled, Record record) {
+  const DumpShape& s = dump.shape;
+  const int T = s.tokens, D = s.head_dim, H = s.kv_heads, C = H * D;
+  if (policy.skvq.pre_rope && !dump.has_k_pre_rope())
+    throw Error("dump has no pre-RoPE keys (layers.{L}.k_pre_rope); skvq with pre_rope needs them (or set $.skvq.pre_rope to false)");
+  parallel_for(static_cast<int64_t>(s.layers) * 2, [&](int64_t i) {
+    if (cancelled()) throw Cancelled();
+    const int l = static_cast<int>(i / 2);
+    const bool is_k = i % 2 == 0;
+    const bool pre = is_k && policy.skvq.pre_rope;
+    const std::vector<float>& src = is_k ? (pre ? dump.layers[l].k_pre_rope : dump.layers[l].k) : dump.layers[l].v;
+    std::vector<float> cat(static_cast<size_t>(T) * C), rec(cat.size());
+    for (int h = 0; h < H; ++h)
+      for (int t = 0; t < T; ++t)
+        std::copy_n(&src[(static_cast<size_t>(h) * T + t) * D], D, &cat[static_cast<size_t>(t) * C + h * D]);
+    const TensorQuant& q = is_k ? policy.k : policy.v;
+    const int g = q.group_size > 0 ? q.group_size : C;
+    SkvqReorder groups = policy.skvq.reorder ? skvq_calibrate_reorder(cat.data(), T, C, g) : skvq_identity_groups(C, g);
+    SkvqSpec spec;
+    spec.bits = q.bits;
+    spec.clip_ratio = q.clip_ratio;
+    spec.sinks = policy.sink_tokens;
+    spec.window = policy.residual;
+    SkvqResult res = skvq_quantize(cat.data(), T, C, groups, spec, rec.data(), policy.skvq.reorder);
+    std::vector<float>& out = is_k ? dq.k[l] : dq.v[l];
+    for (int h = 0; h < H; ++h) {
+      float* o = out.data() + static_cast<size_t>(h) * T * D;
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < D; ++c) {
+          size_t ci = static_cast<size_t>(t) * C + h * D + c;
+          o[static_cast<size_t>(t) * D + c] = pre ? rec[ci] - cat[ci] : rec[ci];  // pre-RoPE: the error, rotated below
+        }
+      if (pre) {
+        apply_rope(o, T, D, dump.meta.rope_theta, 0, false, dump.meta.rope_style == "interleaved");
+        const float* k = dump.k(l, h);
+        for (size_t e = 0; e < static_cast<size_t>(T) * D; ++e) o[e] += k[e];
+      }
+      // Groups span heads: the layer's bits are split evenly over its heads (totals stay exact).
+      uint64_t share = (res.bits - res.static_bits) / H + (h == 0 ? (res.bits - res.static_bits) % H : 0);
+      uint64_t stat = res.static_bits / H + (h == 0 ? res.static_bits % H : 0);
+      record(l, h, is_k ? 'k' : 'v', share + stat, stat);
+    }
+  });
+}
+
+}  // namespace
 
 QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const QuantizeOptions& opts,
                              DequantizedKV* dequantized) {
@@ -26,40 +82,84 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
   const int T = s.tokens, D = s.head_dim, H = s.kv_heads;
   auto cancelled = [&] { return opts.cancel && opts.cancel->load(); };
 
-  const std::vector<HeadPlan> plans = plan_heads(dump, policy);  // layer-major, head, k then v
+  // One work item per (layer, head, kind), layer-major, K before V.
+  struct Item {
+    int layer, head;
+    char kind;
+  };
+  std::vector<Item> items;
+  for (int l = 0; l < s.layers; ++l)
+    for (int h = 0; h < H; ++h)
+      for (char kind : {'k', 'v'}) items.push_back({l, h, kind});
 
-  // Quantize -> dequantize -> tensor error, one (layer, head, kind) per work item.
   DequantizedKV local;
   DequantizedKV& dq = dequantized ? *dequantized : local;
   dq.k.assign(s.layers, std::vector<float>(static_cast<size_t>(H) * T * D));
   dq.v.assign(s.layers, std::vector<float>(static_cast<size_t>(H) * T * D));
-  std::vector<HeadMetrics> heads(plans.size());
-  std::vector<uint64_t> static_bits(plans.size());
-  std::vector<ErrorSums> sums(plans.size());
+  std::vector<HeadMetrics> heads(items.size());
+  std::vector<uint64_t> static_bits(items.size());
+  std::vector<ErrorSums> sums(items.size());
   std::atomic<int64_t> done{0};
-  const double total_work = double(plans.size()) + (opts.attention ? double(s.layers * H) * 4 : 0.0);
-  parallel_for(static_cast<int64_t>(plans.size()), [&](int64_t i) {
-    if (cancelled()) throw Cancelled();
-    const HeadPlan& p = plans[i];
-    const float* x = p.kind == 'k' ? dump.k(p.layer, p.head) : dump.v(p.layer, p.head);
-    float* y = (p.kind == 'k' ? dq.k : dq.v)[p.layer].data() + static_cast<size_t>(p.head) * T * D;
-    QuantizedTensor qt = quantize_tensor(x, T, D, p.quant, p.fp_head, p.fp_tail);
-    qt.dequantize(y);
-    sums[i].add(x, y, static_cast<size_t>(T) * D);
+  const double total_work = double(items.size()) + (opts.attention ? double(s.layers * H) * 4 : 0.0);
+  auto out_of = [&](const Item& it) { return (it.kind == 'k' ? dq.k : dq.v)[it.layer].data() + static_cast<size_t>(it.head) * T * D; };
+  auto in_of = [&](const Item& it) { return it.kind == 'k' ? dump.k(it.layer, it.head) : dump.v(it.layer, it.head); };
+  // Error sums and metrics of item i once its reconstruction is in place.
+  auto record = [&](size_t i, uint64_t bits, uint64_t stat, bool full_precision) {
+    const Item& it = items[i];
+    sums[i].add(in_of(it), out_of(it), static_cast<size_t>(T) * D);
     HeadMetrics& m = heads[i];
-    m.layer = p.layer;
-    m.head = p.head;
-    m.kind = p.kind;
+    m.layer = it.layer;
+    m.head = it.head;
+    m.kind = it.kind;
     m.nmse = sums[i].nmse();
     m.cos = sums[i].cos();
     m.mse = sums[i].mse();
     m.max_abs = sums[i].max_abs;
-    m.bits = qt.total_bits();
+    m.bits = bits;
     m.elements = static_cast<uint64_t>(T) * D;
-    m.full_precision = p.quant.full_precision;
-    static_bits[i] = qt.static_bits();
+    m.full_precision = full_precision;
+    static_bits[i] = stat;
     if (opts.progress) opts.progress(double(++done) / total_work);
-  });
+  };
+
+  if (policy.method == Method::Skvq) {
+    quantize_skvq_layers(dump, policy, dq, cancelled, [&](int l, int h, char kind, uint64_t bits, uint64_t stat) {
+      record(static_cast<size_t>(l) * H * 2 + h * 2 + (kind == 'v'), bits, stat, false);
+    });
+  } else {
+    const std::vector<HeadPlan> plans = plan_heads(dump, policy);  // same order as items
+    // KVSmooth: keys are divided by per-channel scales before quantization and multiplied back
+    // after (equivalent to folding 1/s into k_proj and s into q_proj; Q K^T is unchanged).
+    std::vector<std::vector<float>> smooth(s.layers);
+    if (policy.smooth) {
+      std::vector<bool> on = kvsmooth_layers(*policy.smooth, s.layers, "policy");
+      for (int l = 0; l < s.layers; ++l)
+        if (on[l])
+          smooth[l] = kvsmooth_scales(dump.layers[l].k.data(), H, T, D, policy.smooth->factor,
+                                      dump.meta.rope_style == "interleaved");
+    }
+    parallel_for(static_cast<int64_t>(plans.size()), [&](int64_t i) {
+      if (cancelled()) throw Cancelled();
+      const HeadPlan& p = plans[i];
+      const float* x = in_of(items[i]);
+      float* y = out_of(items[i]);
+      const float* sc = p.kind == 'k' && !smooth[p.layer].empty() ? smooth[p.layer].data() + p.head * D : nullptr;
+      thread_local std::vector<float> xs;
+      if (sc) {
+        xs.resize(static_cast<size_t>(T) * D);
+        for (int t = 0; t < T; ++t)
+          for (int c = 0; c < D; ++c) xs[static_cast<size_t>(t) * D + c] = x[static_cast<size_t>(t) * D + c] / sc[c];
+        x = xs.data();
+      }
+      QuantizedTensor qt = quantize_tensor(x, T, D, p.quant, p.fp_head, p.fp_tail);
+      qt.dequantize(y);
+      if (sc)
+        for (int t = 0; t < T; ++t)
+          for (int c = 0; c < D; ++c) y[static_cast<size_t>(t) * D + c] *= sc[c];
+      record(i, qt.total_bits(), qt.static_bits(), p.quant.full_precision);
+    });
+  }
+  const std::vector<Item>& plans = items;
 
   QuantizeReport r;
   r.method = method_name(policy.method);

@@ -51,22 +51,6 @@ uint64_t stream_seed(uint64_t seed, int layer, int head, int what) {
 
 }  // namespace
 
-void apply_rope(float* x, int tokens, int D, double theta, int first_pos, bool inverse) {
-  const int half = D / 2;
-  std::vector<double> inv_freq(half);
-  for (int j = 0; j < half; ++j) inv_freq[j] = std::pow(theta, -2.0 * j / D);
-  for (int t = 0; t < tokens; ++t) {
-    float* row = x + static_cast<size_t>(t) * D;
-    for (int j = 0; j < half; ++j) {
-      double a = (first_pos + t) * inv_freq[j];
-      double c = std::cos(a), s = inverse ? -std::sin(a) : std::sin(a);
-      double x0 = row[j], x1 = row[j + half];
-      row[j] = static_cast<float>(x0 * c - x1 * s);
-      row[j + half] = static_cast<float>(x1 * c + x0 * s);
-    }
-  }
-}
-
 KvDump make_synthetic_dump(const SynthOptions& o) {
   if (o.layers <= 0 || o.kv_heads <= 0 || o.head_dim <= 0 || o.tokens <= 0 || o.head_dim % 2)
     throw Error("synth: layers, kv_heads, tokens must be positive and head_dim a positive even number");

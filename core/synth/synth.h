@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/dump/kv_dump.h"
+#include "core/tensor/rope.h"
 
 namespace kvscope {
 
@@ -37,8 +38,5 @@ struct SynthOptions {
 
 KvDump make_synthetic_dump(const SynthOptions& opts);
 
-// Applies rotate-half RoPE in place to a [tokens, head_dim] matrix whose row t is at position
-// first_pos + t (inverse = rotate by -angle).
-void apply_rope(float* x, int tokens, int head_dim, double theta, int first_pos = 0, bool inverse = false);
 
 }  // namespace kvscope

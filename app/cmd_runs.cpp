@@ -1,0 +1,166 @@
+// kvscope runs list|show|delete|tag|note: browse and annotate the run store.
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "app/cli.h"
+#include "app/store_options.h"
+#include "storage/export.h"
+#include "storage/run_store.h"
+
+namespace kvscope::cli {
+namespace {
+
+void print(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
+std::string show_text(const StoredRun& run) {
+  const QuantizeReport& r = run.report;
+  std::string out;
+  auto line = [&](const char* key, const std::string& value) {
+    if (value.empty()) return;
+    std::string indented;  // continuation lines of a multi-line note line up under the first
+    for (char c : value) {
+      indented += c;
+      if (c == '\n') indented.append(16, ' ');
+    }
+    out += fmt::format("{:<16}{}\n", key, indented);
+  };
+  line("run", std::to_string(run.id));
+  line("created", run.created_at);
+  line("status", run.status);
+  line("kind", run.kind);
+  line("kvscope", run.kvscope_version);
+  line("model", r.model_id);
+  line("method", r.method);
+  line("policy", r.policy_name);
+  line("policy hash", run.policy_hash);
+  line("dump", r.dump_path);
+  line("dump hash", run.dump_hash);
+  if (r.shape.layers) {
+    line("shape", fmt::format("{} layers, {} KV heads, {} query heads, head_dim {}, {} tokens", r.shape.layers,
+                              r.shape.kv_heads, r.shape.q_heads, r.shape.head_dim, r.shape.tokens));
+  }
+  line("workload", run.workload);
+  std::string tags;
+  for (const auto& t : run.tags) {
+    if (!tags.empty()) tags += ' ';
+    tags += t;
+  }
+  line("tags", tags);
+  line("note", run.note);
+  line("origin", run.origin);
+  if (run.kind == "quantize") {
+    out += '\n';
+    out += to_text(compare_table({run}));
+    if (!r.per_head.empty()) {
+      out += '\n';
+      out += to_text(per_layer_table({run}));
+    }
+  }
+  if (!run.replay_metrics.empty()) {
+    out += "\nreplay metrics\n";
+    for (const auto& m : run.replay_metrics) out += fmt::format("  {:<24}{:<28}{:.6g}\n", m.slice, m.name, m.value);
+  }
+  if (!run.rd_points.empty()) {
+    out += "\nrate-distortion points\n";
+    for (const auto& p : run.rd_points) out += fmt::format("  {:<12}{:<10.6g}{:<20}{:.6g}\n", p.method, p.rate, p.metric, p.value);
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_runs(CLI::App& app) {
+  auto* runs = app.add_subcommand("runs", "List, show, delete, tag and annotate stored runs");
+  runs->require_subcommand(1);
+
+  {
+    struct Args {
+      std::string db;
+      RunFilter filter;
+      bool json = false;
+    };
+    auto args = std::make_shared<Args>();
+    auto* list = runs->add_subcommand("list", "List runs, newest first");
+    add_db_option(list, args->db);
+    list->add_option("--model", args->filter.model, "Only models whose id contains this text");
+    list->add_option("--method", args->filter.method, "Only this method (e.g. kivi)");
+    list->add_option("--tag", args->filter.tag, "Only runs with this tag");
+    list->add_option("--since", args->filter.since, "Only runs since YYYY-MM-DD[THH:MM] (UTC) or an age: 30m, 12h, 7d");
+    list->add_option("--status", args->filter.status, "Only runs with this status")
+        ->check(CLI::IsMember({"running", "done", "failed"}));
+    list->add_option("--limit", args->filter.limit, "At most this many (the newest)")->check(CLI::NonNegativeNumber);
+    list->add_flag("--json", args->json, "Machine-readable output");
+    list->callback([args] {
+      RunStore store(resolve_db(args->db));
+      const Table t = listing_table(store.list_runs(args->filter));
+      print(args->json ? to_json(t) : to_text(t));
+    });
+  }
+  {
+    struct Args {
+      std::string db;
+      int64_t id = 0;
+      bool json = false;
+    };
+    auto args = std::make_shared<Args>();
+    auto* show = runs->add_subcommand("show", "Everything stored about one run");
+    add_db_option(show, args->db);
+    show->add_option("id", args->id, "Run id")->required();
+    show->add_flag("--json", args->json, "Machine-readable output (all per-head rows)");
+    show->callback([args] {
+      RunStore store(resolve_db(args->db));
+      const StoredRun run = store.load_run(args->id);
+      print(args->json ? run_to_json(run) : show_text(run));
+    });
+  }
+  {
+    struct Args {
+      std::string db;
+      int64_t id = 0;
+    };
+    auto args = std::make_shared<Args>();
+    auto* del = runs->add_subcommand("delete", "Delete a run and all its rows");
+    add_db_option(del, args->db);
+    del->add_option("id", args->id, "Run id")->required();
+    del->callback([args] {
+      RunStore store(resolve_db(args->db));
+      store.delete_run(args->id);
+      std::fprintf(stderr, "kvscope: deleted run %lld\n", static_cast<long long>(args->id));
+    });
+  }
+  {
+    struct Args {
+      std::string db, tag;
+      int64_t id = 0;
+      bool remove = false;
+    };
+    auto args = std::make_shared<Args>();
+    auto* tag = runs->add_subcommand("tag", "Add (or with --remove, remove) a tag");
+    add_db_option(tag, args->db);
+    tag->add_option("id", args->id, "Run id")->required();
+    tag->add_option("tag", args->tag, "Tag (no spaces or commas)")->required();
+    tag->add_flag("--remove", args->remove, "Remove the tag instead");
+    tag->callback([args] {
+      RunStore store(resolve_db(args->db));
+      args->remove ? store.remove_tag(args->id, args->tag) : store.add_tag(args->id, args->tag);
+    });
+  }
+  {
+    struct Args {
+      std::string db, text;
+      int64_t id = 0;
+    };
+    auto args = std::make_shared<Args>();
+    auto* note = runs->add_subcommand("note", "Set the note of a run (\"\" clears it)");
+    add_db_option(note, args->db);
+    note->add_option("id", args->id, "Run id")->required();
+    note->add_option("text", args->text, "Note text")->required();
+    note->callback([args] {
+      RunStore store(resolve_db(args->db));
+      store.set_note(args->id, args->text);
+    });
+  }
+}
+
+}  // namespace kvscope::cli

@@ -1,0 +1,161 @@
+// The run store across processes: a writer killed with SIGKILL mid-stream, and a reader working
+// while another process writes. Both use fork() so the processes are real and independent.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+
+#include "core/util/error.h"
+#include "storage/run_store.h"
+#include "test_util.h"
+#include "tests/storage/store_fixtures.h"
+
+using namespace kvscope;
+
+namespace {
+
+constexpr int kLayers = 24, kHeads = 2;
+constexpr int64_t kHeadRows = kLayers * kHeads * 2, kAttnRows = kLayers * kHeads;
+
+// Runs `body` in a child process that never returns into Catch; exit code 0 = body returned.
+pid_t spawn(const std::function<void()>& body) {
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int code = 0;
+    try {
+      body();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      code = 1;
+    }
+    _exit(code);
+  }
+  return pid;
+}
+
+// Every run in the file, each with the counts of its rows.
+struct RunRows {
+  std::string status;
+  int64_t heads = 0, attention = 0, summaries = 0, tags = 0;
+};
+std::map<int64_t, RunRows> all_runs(const std::string& path) {
+  SQLite::Database db(path, SQLite::OPEN_READONLY);
+  SQLite::Statement q(db,
+                      "SELECT r.id, r.status,"
+                      " (SELECT count(*) FROM head_metrics h WHERE h.run_id = r.id),"
+                      " (SELECT count(*) FROM attention_metrics a WHERE a.run_id = r.id),"
+                      " (SELECT count(*) FROM run_summaries s WHERE s.run_id = r.id),"
+                      " (SELECT count(*) FROM run_tags t WHERE t.run_id = r.id) FROM runs r");
+  std::map<int64_t, RunRows> out;
+  while (q.executeStep()) {
+    out[q.getColumn(0).getInt64()] = {q.getColumn(1).getString(), q.getColumn(2).getInt64(),
+                                      q.getColumn(3).getInt64(), q.getColumn(4).getInt64(), q.getColumn(5).getInt64()};
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("kill -9 while storing runs leaves only whole, committed runs", "[storage][process]") {
+  TempDir tmp;
+  const std::string path = tmp.path("runs.sqlite");
+  { RunStore create(path); }
+  std::set<int64_t> committed;  // ids the child reported after add_quantize_run returned
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 5; ++round) {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const pid_t child = spawn([&] {
+      close(fds[0]);
+      RunStore store(path);
+      for (int i = 0;; ++i) {
+        RunContext ctx;
+        ctx.tags = {"round" + std::to_string(round), "seq" + std::to_string(i)};
+        const int64_t id = store.add_quantize_run(test::make_report(kLayers, kHeads, i), ctx);
+        if (write(fds[1], &id, sizeof id) != sizeof id) _exit(3);
+      }
+    });
+    close(fds[1]);
+    int64_t id = 0;
+    int reported = 0;
+    while (reported < 8 && read(fds[0], &id, sizeof id) == sizeof id) {
+      committed.insert(id);
+      ++reported;
+    }
+    REQUIRE(reported == 8);
+    // Land the kill at an arbitrary point of a later run: inside a transaction most of the time.
+    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 4000)(rng)));
+    REQUIRE(kill(child, SIGKILL) == 0);
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    REQUIRE(WIFSIGNALED(status));
+    REQUIRE(WTERMSIG(status) == SIGKILL);
+    while (read(fds[0], &id, sizeof id) == sizeof id) committed.insert(id);  // reported before the kill
+    close(fds[0]);
+  }
+
+  RunStore store(path);  // recovers the WAL of the killed writer
+  CHECK(store.integrity_check() == "ok");
+  const auto runs = all_runs(path);
+  for (int64_t id : committed) {
+    INFO("run " << id);
+    REQUIRE(runs.count(id) == 1);
+  }
+  CHECK(runs.size() >= committed.size());  // a run may commit just before the kill, unreported
+  for (const auto& [id, rows] : runs) {
+    INFO("run " << id);
+    CHECK(rows.status == "done");
+    CHECK(rows.heads == kHeadRows);
+    CHECK(rows.attention == kAttnRows);
+    CHECK(rows.summaries == 1);
+    CHECK(rows.tags == 2);
+  }
+  CHECK(store.list_runs({.status = "done"}).size() == runs.size());
+  CHECK(store.load_run(*committed.begin()).report.per_head.size() == size_t(kHeadRows));
+}
+
+TEST_CASE("a reader and a writer in two processes never see 'database is locked'", "[storage][process]") {
+  TempDir tmp;
+  const std::string path = tmp.path("shared.sqlite");  // not created yet: both processes race to create it
+  constexpr int kRuns = 120;
+  const pid_t writer = spawn([&] {
+    RunStore store(path);
+    for (int i = 0; i < kRuns; ++i) store.add_quantize_run(test::make_report(kLayers, kHeads, i), {});
+  });
+
+  RunStore reader(path);  // what the GUI does
+  int reads = 0, loads = 0;
+  size_t seen = 0;
+  int status = 0;
+  for (;;) {
+    const bool writer_done = waitpid(writer, &status, WNOHANG) == writer;
+    const auto listing = reader.list_runs();
+    ++reads;
+    REQUIRE(listing.size() >= seen);  // runs never disappear
+    seen = listing.size();
+    for (const auto& l : listing) REQUIRE(l.status == "done");
+    if (!listing.empty()) {
+      // The newest run is complete the moment it is visible.
+      const StoredRun run = reader.load_run(listing.front().id);
+      REQUIRE(run.report.per_head.size() == size_t(kHeadRows));
+      REQUIRE(run.report.attention.size() == size_t(kAttnRows));
+      ++loads;
+    }
+    if (writer_done) break;
+  }
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  CHECK(seen == size_t(kRuns));
+  CHECK(loads > 1);
+  INFO("reads while writing: " << reads);
+  CHECK(reads > 2);
+}
