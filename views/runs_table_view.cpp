@@ -122,6 +122,8 @@ RunsTableIntent draw_runs_table(const std::vector<RunRow>& rows, RunsTableState&
   ImGui::SetNextItemWidth(300);
   ImGui::InputTextWithHint("##export_path", "export file path", &st.export_path);
   ImGui::SameLine();
+  ImGui::Checkbox("compare", &st.compare);
+  ImGui::SameLine();
   ImGui::BeginDisabled(st.selected.empty());
   if (ImGui::Button("Export selected")) in.export_file = true;
   ImGui::SameLine();

@@ -3,6 +3,7 @@
 // editing and export of the selected runs. Draws RunRow values; the filter/sort/selection state
 // is the caller's (RunsTableState).
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -18,16 +19,17 @@ struct RunsTableState {
   std::set<int64_t> selected;
   std::string export_path;
   int export_format = 0;  // index into kExportFormats
-  int64_t editing = -1;   // run whose tag/note drafts are below
+  bool compare = false;   // export the compare table (deltas against the first run)
+  std::optional<int64_t> editing;  // run whose tag/note drafts are below
   std::string tag_draft, note_draft;
 };
 
 inline constexpr const char* kExportFormats[] = {"csv", "markdown", "latex"};
 
 struct RunsTableIntent {
-  int64_t open_run = -1;  // double-click
+  std::optional<int64_t> open_run;  // double-click
   bool export_file = false, export_clipboard = false;
-  int64_t edit_run = -1;  // the tag/note of this run was edited
+  std::optional<int64_t> edit_run;  // the tag/note of this run was edited
   std::string new_tag, new_note;
   bool refresh = false;
 };

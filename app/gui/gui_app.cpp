@@ -19,6 +19,7 @@
 
 #include "app/gui/job_runner.h"
 #include "app/gui/png_capture.h"
+#include "app/gui/run_list.h"
 #include "app/gui/policy_tuning.h"
 #include "app/gui/script.h"
 #include "app/gui/settings.h"
@@ -28,6 +29,7 @@
 #include "core/quant/quantize_dump.h"
 #include "core/synth/synth.h"
 #include "core/util/error.h"
+#include "storage/run_store.h"
 #include "views/head_detail_view.h"
 #include "views/heatmap_view.h"
 #include "views/jobs_view.h"
@@ -100,12 +102,6 @@ std::vector<std::string> find_models() {
   return out;
 }
 
-struct SessionRun {
-  views::RunRow row;
-  std::shared_ptr<const QuantizeReport> report;
-  Policy policy;
-};
-
 class App {
  public:
   explicit App(const GuiOptions& o) : opts_(o) {}
@@ -128,6 +124,8 @@ class App {
   void save_run();
   void refresh_profile();
   void load_preset_into_policy(const std::string& name);
+  void open_store(const std::string& path);
+  void open_run(int64_t id);
 
   // Frame.
   void frame();
@@ -139,7 +137,7 @@ class App {
   void rd_view(ImVec2 size);
   views::PlotData rd_data() const;
   void attention_view(ImVec2 size);
-  views::PlotData attention_data() const;
+  views::PlotData attention_data();
   void runs_view();
   void jobs_panel(ImVec2 size);
   void status_bar();
@@ -183,8 +181,8 @@ class App {
   std::optional<HeadProfile> profile_;
   views::GridLayout layout_k_, layout_v_;
 
-  std::vector<SessionRun> runs_;
-  int64_t next_run_id_ = 1;
+  RunList runs_;
+  std::string db_input_;
   views::RunsTableState runs_state_;
   views::RdMetric rd_metric_ = views::RdMetric::KNmse;
   bool attn_nmse_ = false;
@@ -439,8 +437,7 @@ void App::start_sweep() {
       error(e.what());
     }
   }
-  std::string dump_name = dump_name_;
-  runner_.submit("sweep " + std::to_string(policies.size()) + " presets", [this, dump, policies, dump_name](JobContext& ctx) -> JobRunner::Completion {
+  runner_.submit("sweep " + std::to_string(policies.size()) + " presets", [this, dump, policies](JobContext& ctx) -> JobRunner::Completion {
     auto reports = std::make_shared<std::vector<std::pair<Policy, std::shared_ptr<const QuantizeReport>>>>();
     for (size_t i = 0; i < policies.size(); ++i) {
       QuantizeOptions qo;
@@ -450,24 +447,11 @@ void App::start_sweep() {
       qo.progress = [c = &ctx, base, share](double f) { c->progress = base + share * f; };
       reports->emplace_back(policies[i], std::make_shared<const QuantizeReport>(quantize_dump(*dump, policies[i], qo)));
     }
-    return [this, reports, dump_name] {
-      for (auto& [pol, rep] : *reports) {
-        SessionRun r;
-        r.policy = pol;
-        r.report = rep;
-        r.row.id = next_run_id_++;
-        r.row.model = rep->model_id.empty() ? dump_name : rep->model_id;
-        r.row.dump = dump_name;
-        r.row.method = rep->method.empty() ? method_name(pol.method) : rep->method;
-        r.row.policy = pol.name;
-        r.row.tag = "sweep";
-        r.row.bits_per_element = rep->bits_per_element;
-        r.row.bytes_per_token = rep->bytes_per_token;
-        r.row.k_nmse = rep->k_nmse;
-        r.row.v_nmse = rep->v_nmse;
-        r.row.attn_cos = rep->attn_queries > 0 ? rep->attn_cos_mean : NAN;
-        r.row.greedy_match = NAN;
-        runs_.push_back(std::move(r));
+    return [this, reports] {
+      try {
+        for (auto& [pol, rep] : *reports) runs_.add(*rep, {"sweep"});
+      } catch (const Error& e) {
+        error(e.what());
       }
     };
   });
@@ -478,22 +462,40 @@ void App::save_run() {
     error("save run: no quantization result yet (wait for the job to finish)");
     return;
   }
-  SessionRun r;
-  r.policy = policy_;
-  r.report = report_;
-  r.row.id = next_run_id_++;
-  r.row.model = report_->model_id.empty() ? dump_name_ : report_->model_id;
-  r.row.dump = dump_name_;
-  r.row.method = report_->method.empty() ? method_name(policy_.method) : report_->method;
-  r.row.policy = policy_.name.empty() ? "(custom)" : policy_.name;
-  r.row.bits_per_element = report_->bits_per_element;
-  r.row.bytes_per_token = report_->bytes_per_token;
-  r.row.k_nmse = report_->k_nmse;
-  r.row.v_nmse = report_->v_nmse;
-  r.row.attn_cos = report_->attn_queries > 0 ? report_->attn_cos_mean : NAN;
-  r.row.greedy_match = NAN;
-  attn_runs_.push_back(r.row.id);
-  runs_.push_back(std::move(r));
+  try {
+    // "Save run" keeps it: open the default run store when none is open yet.
+    if (!runs_.has_store()) open_store(default_db_path());
+    int64_t id = runs_.add(*report_);
+    attn_runs_.push_back(id);
+    live_status_ = "saved as run " + std::to_string(id) + " in " + runs_.store_path();
+  } catch (const Error& e) {
+    error(e.what());
+  }
+}
+
+void App::open_store(const std::string& path) {
+  runs_.open_store(path);
+  remember_recent(settings_.recent_dbs, path);
+}
+
+void App::open_run(int64_t id) {
+  // Opening a run shows its stored report and loads its policy into the editor; the next
+  // edit re-quantizes the open dump with it.
+  auto rep = runs_.report(id);
+  if (!rep) {
+    error("run " + std::to_string(id) + ": cannot be loaded");
+    return;
+  }
+  try {
+    policy_ = runs_.policy(id);
+  } catch (const Error& e) {
+    error(e.what());
+  }
+  report_ = rep;
+  deq_.reset();
+  refresh_profile();
+  view_ = 0;
+  view_forced_ = true;
 }
 
 void App::refresh_profile() {
@@ -526,6 +528,12 @@ int App::run() {
     open_demo();
   }
   policy_ = load_preset("kivi-2");
+  try {
+    if (!opts_.db.empty()) open_store(opts_.db);
+    else if (std::filesystem::exists(default_db_path())) open_store(default_db_path());
+  } catch (const Error& e) {
+    error(e.what());
+  }
   Clock::time_point started = Clock::now();
   int exit_code = 0;
   while (!glfwWindowShouldClose(window_) && !quit_) {
@@ -713,7 +721,28 @@ void App::sidebar(ImVec2 size) {
       }
       ImGui::TreePop();
     }
-    ImGui::TextDisabled("Runs this session: %d", static_cast<int>(runs_.size()));
+    ImGui::Separator();
+    ImGui::TextDisabled("Run store");
+    ImGui::TextWrapped("%s", runs_.has_store() ? runs_.store_path().c_str() : "(none open; Save run opens the default)");
+    ImGui::SetNextItemWidth(-60 * settings_.ui_scale);
+    ImGui::InputTextWithHint("##db", "database path", &db_input_);
+    ImGui::SameLine();
+    if (ImGui::SmallButton("Open##db") && !db_input_.empty()) {
+      try {
+        open_store(db_input_);
+      } catch (const Error& e) {
+        error(e.what());
+      }
+    }
+    for (const auto& r : settings_.recent_dbs)
+      if (ImGui::Selectable(r.c_str(), r == runs_.store_path())) {
+        try {
+          open_store(r);
+        } catch (const Error& e) {
+          error(e.what());
+        }
+      }
+    ImGui::TextDisabled("%d runs", static_cast<int>(runs_.rows().size()));
   }
   if (ImGui::CollapsingHeader("Policy", ImGuiTreeNodeFlags_DefaultOpen)) {
     views::PolicyEditorInfo info;
@@ -914,11 +943,7 @@ void App::heatmap_view(ImVec2 size) {
   (void)size;
 }
 
-views::PlotData App::rd_data() const {
-  std::vector<views::RunRow> rows;
-  for (const auto& r : runs_) rows.push_back(r.row);
-  return views::rd_plot(rows, rd_metric_);
-}
+views::PlotData App::rd_data() const { return views::rd_plot(runs_.rows(), rd_metric_); }
 
 void App::rd_view(ImVec2 size) {
   (void)size;
@@ -932,34 +957,27 @@ void App::rd_view(ImVec2 size) {
   ImGui::EndDisabled();
   ImGui::SameLine();
   if (ImGui::Button("Save figure")) figure_ = FigureRequest{"rd", "kvscope-rd.png", 1000, 700};
-  if (runs_.empty()) {
-    ImGui::TextDisabled("No runs yet: sweep the presets, or press \"Save run\" in the policy editor.");
+  if (runs_.rows().empty()) {
+    ImGui::TextDisabled("No runs yet: sweep the presets, open a run store, or press \"Save run\" in the policy editor.");
     return;
   }
   views::PlotData d = rd_data();
   views::PlotIntent in = views::draw_plot("rd", d, ImGui::GetContentRegionAvail());
   if (in.clicked.valid()) {
-    int64_t id = d.series[in.clicked.series].ids[in.clicked.index];
-    for (const auto& r : runs_)
-      if (r.row.id == id) {
-        // Open the run: its policy becomes the edited one and its report is shown at once.
-        policy_ = r.policy;
-        report_ = r.report;
-        deq_.reset();
-        refresh_profile();
-        view_ = 0;
-        view_forced_ = true;
-        policy_edited(true);
-      }
+    open_run(d.series[in.clicked.series].ids[in.clicked.index]);
   }
 }
 
-views::PlotData App::attention_data() const {
+views::PlotData App::attention_data() {
+  std::vector<std::shared_ptr<const QuantizeReport>> keep;  // alive until the plot data is built
   std::vector<views::NamedReport> named;
   if (report_) named.push_back({"live: " + (policy_.name.empty() ? std::string("(custom)") : policy_.name), report_.get()});
-  for (const auto& r : runs_)
-    if (std::find(attn_runs_.begin(), attn_runs_.end(), r.row.id) != attn_runs_.end())
-      named.push_back({"run " + std::to_string(r.row.id) + ": " + r.row.policy, r.report.get()});
+  for (const auto& row : runs_.rows())
+    if (std::find(attn_runs_.begin(), attn_runs_.end(), row.id) != attn_runs_.end())
+      if (auto rep = runs_.report(row.id)) {
+        keep.push_back(rep);
+        named.push_back({"run " + std::to_string(row.id) + ": " + row.policy, rep.get()});
+      }
   return views::attention_by_layer(named, attn_nmse_);
 }
 
@@ -968,17 +986,19 @@ void App::attention_view(ImVec2 size) {
   ImGui::Checkbox("NMSE instead of cosine", &attn_nmse_);
   ImGui::SameLine();
   if (ImGui::Button("Save figure")) figure_ = FigureRequest{"attention", "kvscope-attention.png", 1000, 700};
-  if (!runs_.empty()) {
+  if (!runs_.rows().empty()) {
     ImGui::SameLine();
-    ImGui::TextDisabled("overlay:");
-    for (const auto& r : runs_) {
-      ImGui::SameLine();
-      bool on = std::find(attn_runs_.begin(), attn_runs_.end(), r.row.id) != attn_runs_.end();
-      std::string label = std::to_string(r.row.id) + " " + r.row.policy;
-      if (ImGui::Checkbox(label.c_str(), &on)) {
-        if (on) attn_runs_.push_back(r.row.id);
-        else attn_runs_.erase(std::remove(attn_runs_.begin(), attn_runs_.end(), r.row.id), attn_runs_.end());
+    ImGui::SetNextItemWidth(260 * settings_.ui_scale);
+    if (ImGui::BeginCombo("overlay runs", (std::to_string(attn_runs_.size()) + " selected").c_str())) {
+      for (const auto& row : runs_.rows()) {
+        bool on = std::find(attn_runs_.begin(), attn_runs_.end(), row.id) != attn_runs_.end();
+        std::string label = std::to_string(row.id) + "  " + row.policy + "  " + row.tag;
+        if (ImGui::Checkbox(label.c_str(), &on)) {
+          if (on) attn_runs_.push_back(row.id);
+          else attn_runs_.erase(std::remove(attn_runs_.begin(), attn_runs_.end(), row.id), attn_runs_.end());
+        }
       }
+      ImGui::EndCombo();
     }
   }
   if (!report_ && attn_runs_.empty()) {
@@ -989,27 +1009,34 @@ void App::attention_view(ImVec2 size) {
 }
 
 void App::runs_view() {
-  std::vector<views::RunRow> rows;
-  for (const auto& r : runs_) rows.push_back(r.row);
-  views::RunsTableIntent in = views::draw_runs_table(rows, runs_state_, "this session");
-  if (in.edit_run >= 0)
-    for (auto& r : runs_)
-      if (r.row.id == in.edit_run) {
-        r.row.tag = in.new_tag;
-        r.row.note = in.new_note;
+  std::string source = runs_.has_store() ? runs_.store_path() : "this session (no run store open)";
+  views::RunsTableIntent in = views::draw_runs_table(runs_.rows(), runs_state_, source);
+  try {
+    if (in.refresh) runs_.refresh();
+    if (in.edit_run) runs_.set_tags_and_note(*in.edit_run, in.new_tag, in.new_note);
+    if (in.open_run) open_run(*in.open_run);
+    if (in.export_file || in.export_clipboard) {
+      static const char* kFormats[] = {"csv", "md", "tex"};
+      std::vector<int64_t> ids(runs_state_.selected.begin(), runs_state_.selected.end());
+      std::string text = runs_.export_text(ids, kFormats[runs_state_.export_format], runs_state_.compare);
+      if (in.export_clipboard) {
+        ImGui::SetClipboardText(text.c_str());
+        live_status_ = "copied " + std::to_string(ids.size()) + " run(s) to the clipboard";
+      } else {
+        if (runs_state_.export_path.empty()) fail("export", "enter a file path first");
+        std::string tmp = runs_state_.export_path + ".tmp";
+        {
+          std::ofstream out(tmp, std::ios::binary);
+          if (!out) fail(runs_state_.export_path, "cannot write the export");
+          out << text;
+        }
+        std::filesystem::rename(tmp, runs_state_.export_path);
+        live_status_ = "exported to " + runs_state_.export_path;
       }
-  if (in.open_run >= 0)
-    for (const auto& r : runs_)
-      if (r.row.id == in.open_run) {
-        policy_ = r.policy;
-        report_ = r.report;
-        deq_.reset();
-        view_ = 0;
-        view_forced_ = true;
-        policy_edited(true);
-      }
-  if (in.export_file || in.export_clipboard)
-    error("export: the run store (storage/export.h) is not part of this build yet");
+    }
+  } catch (const std::exception& e) {
+    error(e.what());
+  }
 }
 
 void App::jobs_panel(ImVec2 size) {

@@ -81,7 +81,7 @@ int distinct_colors(const Image& img) {
 void run_gui(const TempDir& tmp, const std::string& script_text) {
   std::string script = tmp.path("script.txt");
   std::ofstream(script) << script_text;
-  std::string cmd = "env XDG_CONFIG_HOME=" + tmp.path("config") +
+  std::string cmd = "env XDG_CONFIG_HOME=" + tmp.path("config") + " XDG_DATA_HOME=" + tmp.path("data") +
                     " xvfb-run -a -s '-screen 0 1600x1000x24' " KVSCOPE_BIN
                     " gui --demo-tokens 512 --width 1600 --height 1000 --script " + script + " > " + tmp.path("log.txt") +
                     " 2>&1";
