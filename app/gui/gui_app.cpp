@@ -120,6 +120,7 @@ class App {
   void set_dump(std::shared_ptr<const KvDump> dump, const std::string& name);
   void policy_edited(bool commit);
   void maybe_requantize();
+  void start_attention_job(std::shared_ptr<const KvDump> dump, const Policy& p, uint64_t gen, const std::string& name);
   void start_sweep();
   void save_run();
   void refresh_profile();
@@ -168,6 +169,7 @@ class App {
   std::optional<Clock::time_point> requant_due_;
   std::shared_ptr<const QuantizeReport> report_;
   std::shared_ptr<const DequantizedKV> deq_;
+  uint64_t report_gen_ = 0;  // policy generation the report on screen was computed for
   std::string live_status_;
 
   int view_ = 0;
@@ -201,6 +203,13 @@ class App {
     int w = 0, h = 0;
   };
   std::optional<FigureRequest> figure_;
+  FigureRequest figure_draft_{"heatmap", "kvscope-heatmap.png", 1000, 700};
+  bool figure_popup_ = false;
+  void ask_figure(const std::string& view) {
+    figure_draft_.view = view;
+    figure_draft_.path = "kvscope-" + view + ".png";
+    figure_popup_ = true;
+  }
   bool figure_drawn_ = false;
   std::string screenshot_path_;
 
@@ -217,7 +226,9 @@ class App {
   uint64_t frame_count_ = 0;
   bool perf_on_ = false;
   std::vector<double> frame_ms_, interval_ms_, latency_ms_;
-  std::optional<Clock::time_point> commit_time_;
+  std::optional<Clock::time_point> commit_time_, attn_commit_time_;
+  bool attn_latency_frame_pending_ = false;
+  std::vector<double> attn_latency_ms_, ui_ms_;
   uint64_t commit_gen_ = 0;
   bool latency_frame_pending_ = false;
   double last_latency_ms_ = -1;
@@ -376,7 +387,7 @@ void App::policy_edited(bool commit) {
   // A commit never waits; a drag keeps pushing the deadline out (debounce).
   requant_due_ = due;
   if (commit) {
-    commit_time_ = now;
+    commit_time_ = attn_commit_time_ = now;
     commit_gen_ = policy_gen_;
   }
 }
@@ -404,26 +415,51 @@ void App::maybe_requantize() {
   auto dump = dump_;
   uint64_t gen = policy_gen_;
   std::string name = p.name.empty() ? method_name(p.method) : p.name;
+  runner_.cancel_slot("attention");
+  // Two phases so the heatmap refreshes fast: tensor metrics (cheap) first, then the attention
+  // metrics (the causal attention replay dominates the cost) in a second job.
   runner_.submit(
       "quantize: " + name,
-      [this, dump, p, gen](JobContext& ctx) -> JobRunner::Completion {
+      [this, dump, p, gen, name](JobContext& ctx) -> JobRunner::Completion {
         QuantizeOptions qo;
-        qo.attn_queries = kLiveAttnQueries;
+        qo.attention = false;
         qo.cancel = &ctx.cancel;
         qo.progress = [c = &ctx](double f) { c->progress = f; };
         qo.keep_dequantized = true;
         auto deq = std::make_shared<DequantizedKV>();
         auto rep = std::make_shared<const QuantizeReport>(quantize_dump(*dump, p, qo, deq.get()));
-        return [this, dump, rep, deq, gen] {
+        return [this, dump, rep, deq, gen, p, name] {
           if (dump != dump_) return;  // the dump changed meanwhile
           report_ = rep;
           deq_ = deq;
-          live_status_ = gen == policy_gen_ ? "up to date" : "re-quantizing...";
+          report_gen_ = gen;
+          live_status_ = gen == policy_gen_ ? "attention metrics updating..." : "re-quantizing...";
           refresh_profile();
           if (commit_time_ && gen >= commit_gen_) latency_frame_pending_ = true;
+          if (dump->has_q()) start_attention_job(dump, p, gen, name);
+          else if (gen == policy_gen_) live_status_ = "up to date (the dump has no queries: no attention metrics)";
         };
       },
       "requantize");
+}
+
+void App::start_attention_job(std::shared_ptr<const KvDump> dump, const Policy& p, uint64_t gen, const std::string& name) {
+  runner_.submit(
+      "attention metrics: " + name,
+      [this, dump, p, gen](JobContext& ctx) -> JobRunner::Completion {
+        QuantizeOptions qo;
+        qo.attn_queries = kLiveAttnQueries;
+        qo.cancel = &ctx.cancel;
+        qo.progress = [c = &ctx](double f) { c->progress = f; };
+        auto rep = std::make_shared<const QuantizeReport>(quantize_dump(*dump, p, qo));
+        return [this, dump, rep, gen] {
+          if (dump != dump_ || gen != report_gen_) return;  // a newer tensor pass is on screen
+          report_ = rep;
+          if (gen == policy_gen_) live_status_ = "up to date";
+          if (attn_commit_time_ && gen >= commit_gen_) attn_latency_frame_pending_ = true;
+        };
+      },
+      "attention");
 }
 
 void App::start_sweep() {
@@ -564,6 +600,7 @@ int App::run() {
     ImGui::NewFrame();
     frame();
     ImGui::Render();
+    double ui_ms = std::chrono::duration<double, std::milli>(Clock::now() - frame_start).count();
     int fw, fh;
     glfwGetFramebufferSize(window_, &fw, &fh);
     glViewport(0, 0, fw, fh);
@@ -601,6 +638,7 @@ int App::run() {
     double work_ms = std::chrono::duration<double, std::milli>(Clock::now() - frame_start).count();
     if (perf_on_) {
       frame_ms_.push_back(work_ms);
+      ui_ms_.push_back(ui_ms);
       interval_ms_.push_back(interval);
     }
     if (latency_frame_pending_ && commit_time_) {
@@ -608,6 +646,12 @@ int App::run() {
       if (perf_on_) latency_ms_.push_back(last_latency_ms_);
       commit_time_.reset();
       latency_frame_pending_ = false;
+    }
+    if (attn_latency_frame_pending_ && attn_commit_time_) {
+      double ms = std::chrono::duration<double, std::milli>(Clock::now() - *attn_commit_time_).count();
+      if (perf_on_) attn_latency_ms_.push_back(ms);
+      attn_commit_time_.reset();
+      attn_latency_frame_pending_ = false;
     }
     if (last_frame) break;
     if (script_failed_) {
@@ -621,7 +665,7 @@ int App::run() {
     }
     // Cap at ~60 fps when the swap does not wait for vblank (Xvfb, some drivers). While only
     // progress bars move (a job runs, nobody touches the UI) 20 fps leave the cores to the job.
-    bool calm = (runner_.busy() && glfwGetTime() - g_last_input > 1.0) || wait_jobs_since_;
+    bool calm = (runner_.busy() || wait_jobs_since_) && glfwGetTime() - g_last_input > 1.0;
     std::this_thread::sleep_until(frame_start + std::chrono::microseconds(calm ? 50000 : 16600));
   }
   if (!errors_.empty() && !script_.empty()) {
@@ -671,9 +715,9 @@ void App::menu_bar() {
       ImGui::EndMenu();
     }
     ImGui::Separator();
-    if (ImGui::MenuItem("Save heatmap figure")) figure_ = FigureRequest{"heatmap", "kvscope-heatmap.png", 900, 700};
-    if (ImGui::MenuItem("Save RD figure")) figure_ = FigureRequest{"rd", "kvscope-rd.png", 1000, 700};
-    if (ImGui::MenuItem("Save attention figure")) figure_ = FigureRequest{"attention", "kvscope-attention.png", 1000, 700};
+    if (ImGui::MenuItem("Save heatmap figure...")) ask_figure("heatmap");
+    if (ImGui::MenuItem("Save RD figure...")) ask_figure("rd");
+    if (ImGui::MenuItem("Save attention figure...")) ask_figure("attention");
     ImGui::Separator();
     if (ImGui::MenuItem("Quit")) glfwSetWindowShouldClose(window_, 1);
     ImGui::EndMenu();
@@ -905,7 +949,7 @@ void App::heatmap_view(ImVec2 size) {
   ImGui::SameLine();
   ImGui::Checkbox("values", &show_values_);
   ImGui::SameLine();
-  if (ImGui::Button("Save figure")) figure_ = FigureRequest{"heatmap", "kvscope-heatmap.png", 900, 700};
+  if (ImGui::Button("Save figure")) ask_figure("heatmap");
 
   ImVec2 avail = ImGui::GetContentRegionAvail();
   float detail_w = std::max(300.0f * s, avail.x * 0.45f);
@@ -956,7 +1000,7 @@ void App::rd_view(ImVec2 size) {
   if (ImGui::Button("Sweep all presets on this dump")) start_sweep();
   ImGui::EndDisabled();
   ImGui::SameLine();
-  if (ImGui::Button("Save figure")) figure_ = FigureRequest{"rd", "kvscope-rd.png", 1000, 700};
+  if (ImGui::Button("Save figure")) ask_figure("rd");
   if (runs_.rows().empty()) {
     ImGui::TextDisabled("No runs yet: sweep the presets, open a run store, or press \"Save run\" in the policy editor.");
     return;
@@ -985,7 +1029,7 @@ void App::attention_view(ImVec2 size) {
   (void)size;
   ImGui::Checkbox("NMSE instead of cosine", &attn_nmse_);
   ImGui::SameLine();
-  if (ImGui::Button("Save figure")) figure_ = FigureRequest{"attention", "kvscope-attention.png", 1000, 700};
+  if (ImGui::Button("Save figure")) ask_figure("attention");
   if (!runs_.rows().empty()) {
     ImGui::SameLine();
     ImGui::SetNextItemWidth(260 * settings_.ui_scale);
@@ -1090,6 +1134,31 @@ void App::dialogs() {
     if (ImGui::Button("Cancel")) ImGui::CloseCurrentPopup();
     ImGui::EndPopup();
   }
+  if (figure_popup_) {
+    ImGui::OpenPopup("Save figure");
+    figure_popup_ = false;
+  }
+  if (ImGui::BeginPopupModal("Save figure", nullptr, ImGuiWindowFlags_AlwaysAutoResize)) {
+    ImGui::Text("Save the %s plot as a PNG", figure_draft_.view.c_str());
+    ImGui::SetNextItemWidth(420 * settings_.ui_scale);
+    ImGui::InputText("file", &figure_draft_.path);
+    int fw, fh;
+    glfwGetFramebufferSize(window_, &fw, &fh);
+    ImGui::SetNextItemWidth(120 * settings_.ui_scale);
+    ImGui::InputInt("width", &figure_draft_.w, 50);
+    ImGui::SetNextItemWidth(120 * settings_.ui_scale);
+    ImGui::InputInt("height", &figure_draft_.h, 50);
+    figure_draft_.w = std::clamp(figure_draft_.w, 200, fw);  // drawn in the window: at most its size
+    figure_draft_.h = std::clamp(figure_draft_.h, 150, fh);
+    ImGui::TextDisabled("up to %d x %d (the window size)", fw, fh);
+    if (ImGui::Button("Save")) {
+      figure_ = figure_draft_;
+      ImGui::CloseCurrentPopup();
+    }
+    ImGui::SameLine();
+    if (ImGui::Button("Cancel")) ImGui::CloseCurrentPopup();
+    ImGui::EndPopup();
+  }
   if (!errors_.empty() && script_.empty() && !ImGui::IsPopupOpen("Error")) ImGui::OpenPopup("Error");
   if (ImGui::BeginPopupModal("Error", nullptr, ImGuiWindowFlags_AlwaysAutoResize)) {
     if (!errors_.empty()) ImGui::TextUnformatted(errors_.front().c_str());
@@ -1144,6 +1213,8 @@ void App::step_script() {
 bool App::script_action(const ScriptAction& a) {
   std::string where = opts_.script + ":" + std::to_string(a.line);
   const auto& v = a.verb;
+  // Scripted edits count as user input, so pacing behaves as it would for a person.
+  if (v == "set" || v == "preset" || v == "hover" || v == "click" || v == "rclick" || v == "view") note_input();
   auto arg_int = [&](size_t i) {
     try {
       return std::stoi(a.args[i]);
@@ -1246,19 +1317,24 @@ bool App::script_action(const ScriptAction& a) {
   if (v == "perf_begin") {
     perf_on_ = true;
     frame_ms_.clear();
+    ui_ms_.clear();
     interval_ms_.clear();
     latency_ms_.clear();
+    attn_latency_ms_.clear();
     return true;
   }
   if (v == "perf_end") {
     perf_on_ = false;
     nlohmann::json j = {{"frames", frame_ms_.size()},
                         {"frame_work_ms_median", percentile(frame_ms_, 0.5)},
+                        {"frame_ui_ms_median", percentile(ui_ms_, 0.5)},
+                        {"frame_ui_ms_p99", percentile(ui_ms_, 0.99)},
                         {"frame_work_ms_p99", percentile(frame_ms_, 0.99)},
                         {"frame_interval_ms_median", percentile(interval_ms_, 0.5)},
                         {"frame_interval_ms_p99", percentile(interval_ms_, 0.99)},
                         {"frame_interval_ms_max", interval_ms_.empty() ? 0.0 : *std::max_element(interval_ms_.begin(), interval_ms_.end())},
-                        {"refresh_latency_ms", latency_ms_}};
+                        {"refresh_latency_ms", latency_ms_},
+                        {"attention_latency_ms", attn_latency_ms_}};
     std::ofstream out(a.args[0]);
     if (!out) fail(a.args[0], "cannot write the measurement");
     out << j.dump(2) << "\n";

@@ -69,6 +69,15 @@ void JobRunner::cancel(uint64_t id) {
     if (j.id == id) j.ctx->cancel = true;
 }
 
+void JobRunner::cancel_slot(const std::string& slot) {
+  std::lock_guard lock(mu_);
+  for (auto& j : jobs_)
+    if (j.slot == slot && !j.superseded) {
+      j.superseded = true;
+      j.ctx->cancel = true;
+    }
+}
+
 int JobRunner::poll() {
   std::vector<Completion> ready;
   {

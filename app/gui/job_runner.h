@@ -38,6 +38,7 @@ class JobRunner {
 
   uint64_t submit(std::string name, Work work, std::string slot = {});
   void cancel(uint64_t id);
+  void cancel_slot(const std::string& slot);  // cancels the slot's jobs and drops their results
   // Runs finished jobs' completions (UI thread). Returns how many ran.
   int poll();
   bool busy() const;                 // any job queued or running

@@ -109,3 +109,18 @@ TEST_CASE("destroying the runner cancels and joins running jobs") {
   }  // must return (a hang here times the test out)
   CHECK(started);
 }
+
+TEST_CASE("cancel_slot cancels a slot's running job and drops its result") {
+  JobRunner r;
+  std::atomic<bool> started{false};
+  int applied = 0;
+  r.submit("attention", [&](JobContext& ctx) -> JobRunner::Completion {
+    started = true;
+    while (!ctx.cancel) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return [&] { ++applied; };
+  }, "attention");
+  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  r.cancel_slot("attention");
+  drain(r);
+  CHECK(applied == 0);
+}
