@@ -2,6 +2,10 @@
 
 #include <imgui_stdlib.h>
 
+#include <nlohmann/json.hpp>
+
+#include "views/index_list.h"
+
 namespace kvscope::views {
 
 namespace {
@@ -50,7 +54,8 @@ void tensor_quant(const char* label, TensorQuant& q, PolicyEditorIntent& in) {
 
 }  // namespace
 
-PolicyEditorIntent draw_policy_editor(Policy& p, std::string& policy_path, const PolicyEditorInfo& info) {
+PolicyEditorIntent draw_policy_editor(Policy& p, std::string& policy_path, OverrideDraft& draft, const PolicyEditorInfo& info,
+                                      int layers, int kv_heads) {
   PolicyEditorIntent in;
   ImGui::PushID("policy_editor");
   if (ImGui::BeginCombo("preset", p.name.empty() ? "(custom)" : p.name.c_str())) {
@@ -58,11 +63,13 @@ PolicyEditorIntent draw_policy_editor(Policy& p, std::string& policy_path, const
       if (ImGui::Selectable(name.c_str(), name == p.name)) in.load_preset = name;
     ImGui::EndCombo();
   }
-  static const char* kMethods[] = {"fp16", "uniform", "kivi", "kvmix"};
-  int method = static_cast<int>(p.method);
-  if (ImGui::Combo("method", &method, kMethods, 4)) {
-    p.method = static_cast<Method>(method);
-    in.changed = in.committed = true;
+  if (ImGui::BeginCombo("method", method_name(p.method).c_str())) {
+    for (Method m : {Method::FP16, Method::Uniform, Method::Kivi, Method::Kvmix, Method::Skvq})
+      if (ImGui::Selectable(method_name(m).c_str(), m == p.method)) {
+        p.method = m;
+        in.changed = in.committed = true;
+      }
+    ImGui::EndCombo();
   }
   ImGui::Separator();
   tensor_quant("K", p.k, in);
@@ -115,6 +122,39 @@ PolicyEditorIntent draw_policy_editor(Policy& p, std::string& policy_path, const
     ImGui::TextDisabled("right-click a heatmap cell to keep that head in fp16");
   }
 
+  // Add an override: layers x heads x kind -> fp16 or a bit width.
+  ImGui::TextDisabled("add override (empty = all):");
+  ImGui::SetNextItemWidth(80);
+  ImGui::InputTextWithHint("##ov_layers", "layers", &draft.layers);
+  ImGui::SameLine();
+  ImGui::SetNextItemWidth(60);
+  ImGui::InputTextWithHint("##ov_heads", "heads", &draft.heads);
+  ImGui::SameLine();
+  static const char* kKinds[] = {"k", "v", "kv"};
+  ImGui::SetNextItemWidth(50);
+  ImGui::Combo("##ov_kind", &draft.kind, kKinds, 3);
+  ImGui::Checkbox("fp16##ov", &draft.fp16);
+  if (!draft.fp16) {
+    ImGui::SameLine();
+    ImGui::SetNextItemWidth(90);
+    ImGui::SliderInt("bits##ov", &draft.bits, 1, 8);
+  }
+  ImGui::SameLine();
+  auto ls = parse_index_list(draft.layers, layers > 0 ? layers : 1 << 16);
+  auto hs = parse_index_list(draft.heads, kv_heads > 0 ? kv_heads : 1 << 16);
+  ImGui::BeginDisabled(!ls || !hs);
+  if (ImGui::SmallButton("Add")) {
+    nlohmann::json o = nlohmann::json::object();
+    if (!ls->empty()) o["layers"] = *ls;
+    if (!hs->empty()) o["heads"] = *hs;
+    o["kind"] = kKinds[draft.kind];
+    if (draft.fp16) o["fp16"] = true;
+    else o["bits"] = draft.bits;
+    in.add_override = o.dump();
+  }
+  ImGui::EndDisabled();
+  if (!ls || !hs) ImGui::TextDisabled("layers/heads: numbers and ranges like 0-3, 8 within the dump");
+
   ImGui::Separator();
   ImGui::Text("bits / element  ~%.3f (estimate)", info.est_bits_per_element);
   if (info.measured_bits_per_element > 0) {
@@ -129,7 +169,7 @@ PolicyEditorIntent draw_policy_editor(Policy& p, std::string& policy_path, const
   ImGui::SetNextItemWidth(-1);
   ImGui::InputTextWithHint("##policy_path", "policy.json path", &policy_path);
   ImGui::PopID();
-  if (!in.load_preset.empty() || in.remove_override >= 0) in.changed = in.committed = true;
+  if (!in.load_preset.empty() || in.remove_override >= 0 || !in.add_override.empty()) in.changed = in.committed = true;
   return in;
 }
 

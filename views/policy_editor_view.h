@@ -20,15 +20,26 @@ struct PolicyEditorInfo {
   std::string status;                    // "re-quantizing...", "up to date", an error
 };
 
+// The "add override" row's text, owned by the caller between frames.
+struct OverrideDraft {
+  std::string layers, heads;  // "0-3, 8"; empty = all
+  int kind = 0;               // 0 = k, 1 = v, 2 = kv
+  bool fp16 = true;
+  int bits = 4;
+};
+
 struct PolicyEditorIntent {
   bool changed = false;    // the policy differs from last frame
   bool committed = false;  // ...and the user let go (mouse released, item picked): re-quantize now
   std::string load_preset;
   int remove_override = -1;
+  std::string add_override;  // JSON of a new override (validated by the caller through parse_policy)
   bool save_run = false;
   bool save_policy = false;  // write the JSON to `policy_path`
 };
 
-PolicyEditorIntent draw_policy_editor(Policy& policy, std::string& policy_path, const PolicyEditorInfo& info);
+// `layers`, `kv_heads`: the open dump's shape, to validate the override row (0 = unknown).
+PolicyEditorIntent draw_policy_editor(Policy& policy, std::string& policy_path, OverrideDraft& draft,
+                                      const PolicyEditorInfo& info, int layers, int kv_heads);
 
 }  // namespace kvscope::views

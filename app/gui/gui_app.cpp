@@ -165,6 +165,7 @@ class App {
   std::string dump_name_;
   Policy policy_;
   std::string policy_path_ = "policy.json";
+  views::OverrideDraft override_draft_;
   uint64_t policy_gen_ = 0;
   std::optional<Clock::time_point> requant_due_;
   std::shared_ptr<const QuantizeReport> report_;
@@ -803,9 +804,20 @@ void App::sidebar(ImVec2 size) {
     }
     if (report_) info.measured_bits_per_element = report_->bits_per_element;
     if (info.status.empty()) info.status = live_status_;
-    views::PolicyEditorIntent in = views::draw_policy_editor(policy_, policy_path_, info);
+    views::PolicyEditorIntent in = views::draw_policy_editor(policy_, policy_path_, override_draft_, info,
+                                                             dump_ ? dump_->shape.layers : 0, dump_ ? dump_->shape.kv_heads : 0);
     if (!in.load_preset.empty()) {
       load_preset_into_policy(in.load_preset);
+    } else if (!in.add_override.empty()) {
+      try {
+        nlohmann::json j = policy_to_json(policy_);
+        if (!j.contains("overrides")) j["overrides"] = nlohmann::json::array();
+        j["overrides"].push_back(nlohmann::json::parse(in.add_override));
+        policy_ = parse_policy(j, "policy editor");
+        policy_edited(true);
+      } catch (const std::exception& e) {
+        error(e.what());
+      }
     } else if (in.remove_override >= 0) {
       try {
         nlohmann::json j = policy_to_json(policy_);
@@ -1370,11 +1382,10 @@ void App::set_field(const std::string& field, const std::string& value, const st
     policy_.outliers.rule = OutlierSelect::Rule::MseOverMedian;
     policy_.outliers.ratio = x;
   } else if (field == "method") {
-    static const char* names[] = {"fp16", "uniform", "kivi", "kvmix"};
     bool found = false;
-    for (int i = 0; i < 4; ++i)
-      if (value == names[i]) {
-        policy_.method = static_cast<Method>(i);
+    for (Method m : {Method::FP16, Method::Uniform, Method::Kivi, Method::Kvmix, Method::Skvq})
+      if (value == method_name(m)) {
+        policy_.method = m;
         found = true;
       }
     if (!found) fail(where, "unknown method '{}'", value);
