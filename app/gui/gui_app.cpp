@@ -241,6 +241,8 @@ class App {
 // Setup
 
 bool App::init() {
+  // Bad scripts fail before any window exists (and without a display).
+  if (!opts_.script.empty()) script_ = load_script(opts_.script);
   settings_path_ = settings_path();
   settings_ = load_settings(settings_path_);
   show_hint_ = settings_.first_run;
@@ -283,7 +285,6 @@ bool App::init() {
   apply_style();
   models_ = find_models();
   for (const auto& p : list_presets()) preset_names_.push_back(p.name);
-  if (!opts_.script.empty()) script_ = load_script(opts_.script);
   return true;
 }
 
