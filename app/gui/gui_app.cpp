@@ -1209,6 +1209,12 @@ void App::step_script() {
     inject_release_ = true;  // pressed this coming frame, released the next
   }
   if (script_failed_ || script_pos_ >= script_.size()) return;
+  if (!errors_.empty()) {  // a failed job or action ends a scripted run with its message
+    for (const auto& e : errors_) std::fprintf(stderr, "kvscope: error: %s\n", e.c_str());
+    errors_.clear();
+    script_failed_ = true;
+    return;
+  }
   if (wait_frames_ > 0) {
     --wait_frames_;
     return;
@@ -1305,7 +1311,8 @@ bool App::script_action(const ScriptAction& a) {
   }
   if (v == "wait_jobs") {
     if (!wait_jobs_since_) wait_jobs_since_ = Clock::now();
-    bool idle = !runner_.busy() && !requant_due_ && dump_ && report_;
+    // Idle: nothing running or due. (No dump after a failed load is idle too: the error ends the script.)
+    bool idle = !runner_.busy() && !requant_due_ && (!dump_ || report_);
     if (!idle) {
       if (seconds_since(*wait_jobs_since_) > 300) fail(where, "jobs still running after 300 s");
       return false;

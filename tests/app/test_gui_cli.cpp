@@ -40,3 +40,19 @@ TEST_CASE("without a display the GUI says so instead of crashing") {
   CHECK(bare.rc != 0);
   CHECK(bare.err.find("cannot initialise GLFW") != std::string::npos);
 }
+
+TEST_CASE("opening a corrupt dump in the GUI reports the file and problem") {
+  TempDir tmp;
+  std::string dump = tmp.path("broken.safetensors");
+  std::ofstream(dump) << "definitely not safetensors";
+  std::string script = tmp.path("s.txt");
+  std::ofstream(script) << "wait_jobs\n";
+  std::string cmd = "env XDG_CONFIG_HOME=" + tmp.path("cfg") + " XDG_DATA_HOME=" + tmp.path("data") +
+                    " xvfb-run -a -s '-screen 0 1280x800x24' " KVSCOPE_BIN " gui --open " + dump + " --script " + script +
+                    " > /dev/null 2> " + tmp.path("err.txt");
+  int rc = std::system(cmd.c_str());
+  std::ifstream in(tmp.path("err.txt"));
+  std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(rc != 0);
+  CHECK(err.find("kvscope: error: load broken.safetensors: " + dump + ": ") != std::string::npos);
+}
