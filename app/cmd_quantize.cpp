@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli.h"
+#include "app/store_options.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
 #include "core/util/error.h"
@@ -42,6 +43,8 @@ nlohmann::json report_json(const QuantizeReport& r) {
           {"bytes_per_token", r.bytes_per_token},
           {"fp16_bytes_per_token", r.fp16_bytes_per_token},
           {"static_bytes", r.static_bytes},
+          {"fixed_width_bits_per_element", r.fixed_width_bits_per_element},
+          {"calibration_seconds", r.calibration_seconds},
           {"k_nmse", r.k_nmse},
           {"v_nmse", r.v_nmse},
           {"k_cos", r.k_cos},
@@ -87,6 +90,9 @@ void print_summary(const QuantizeReport& r) {
              r.bits_per_element, r.k_bits_per_element, r.v_bits_per_element, r.bytes_per_token, r.fp16_bytes_per_token,
              r.bytes_per_token > 0 ? r.fp16_bytes_per_token / r.bytes_per_token : 0.0);
   if (r.static_bytes > 0) fmt::print(" + {:.0f} bytes per cache", r.static_bytes);
+  if (r.fixed_width_bits_per_element > 0)
+    fmt::print("\n       entropy-coded rate; the same codes packed at fixed width: {:.4f} bits/element; calibration {:.2f} s",
+               r.fixed_width_bits_per_element, r.calibration_seconds);
   fmt::print("\n       K nmse {:.4e}, V nmse {:.4e}", r.k_nmse, r.v_nmse);
   if (r.attn_queries)
     fmt::print(", attention output cos mean {:.6f} min {:.6f}, nmse {:.4e}, KL {:.4e} nats ({} query positions)",
@@ -102,6 +108,7 @@ void register_quantize(CLI::App& app) {
     std::string dump, preset, policy, queries = "256";
     bool json = false, no_attention = false;
     int threads = 0;
+    StoreOptions store;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--dump", a->dump, "KV dump (.safetensors)")->required();
@@ -113,6 +120,7 @@ void register_quantize(CLI::App& app) {
   cmd->add_flag("--no-attention", a->no_attention, "Skip attention metrics (dumps without Q)");
   cmd->add_flag("--json", a->json, "Print a JSON object instead of the table");
   cmd->add_option("--threads", a->threads, "Worker threads (default: all cores)");
+  add_store_options(cmd, a->store);  // --db, --no-store, --tag, --note
   cmd->callback([a] {
     if (a->preset.empty() && a->policy.empty()) throw Error("quantize: give --preset NAME or --policy FILE");
     if (a->threads > 0) set_worker_threads(a->threads);
@@ -144,6 +152,7 @@ void register_quantize(CLI::App& app) {
       throw Error(a->dump + ": " + e.what());
     }
     r.dump_path = a->dump;
+    maybe_store_quantize_run(a->store, r);
     if (a->json) fmt::print("{}\n", report_json(r).dump(1));
     else print_summary(r);
   });

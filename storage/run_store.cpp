@@ -109,22 +109,25 @@ struct RunStore::Impl {
 
   // Write transactions start IMMEDIATE: the write lock is taken (waiting up to the busy timeout)
   // before anything is read, so a concurrent writer can never invalidate our snapshot mid-way.
+  // Nested ones (store calls inside in_transaction) are savepoints: a run that fails inside a
+  // longer transaction still leaves none of its rows, even if the caller goes on.
   struct WriteTx {
     Impl& s;
     bool top;
     bool done = false;
     explicit WriteTx(Impl& store) : s(store), top(store.tx_depth == 0) {
       s.require_writable("write");
-      if (top) sql::exec(s.db, s.path, "BEGIN IMMEDIATE");
+      sql::exec(s.db, s.path, top ? "BEGIN IMMEDIATE" : "SAVEPOINT nested_write");
       ++s.tx_depth;
     }
     void commit() {
-      if (top) sql::exec(s.db, s.path, "COMMIT");
+      sql::exec(s.db, s.path, top ? "COMMIT" : "RELEASE nested_write");
       done = true;
     }
     ~WriteTx() {
       --s.tx_depth;
-      if (top && !done) s.db.tryExec("ROLLBACK");
+      if (done) return;
+      s.db.tryExec(top ? "ROLLBACK" : "ROLLBACK TO nested_write; RELEASE nested_write");
     }
   };
   // A read snapshot across several SELECTs (joins the write transaction when inside one).

@@ -33,6 +33,7 @@ struct ReplayMetric {
 };
 
 // What the caller knows about a run beyond its report; rows here are written with the run.
+// (Members have {} initializers so designated initializers may omit any of them under -Wextra.)
 struct RunContext {
   std::string dump_hash{};  // hash_file() of the dump; empty = hashed from report.dump_path if it exists
   std::string workload{};   // replay/sweep workload ("" for a plain dump)

@@ -21,6 +21,7 @@ std::string method_name(Method m) {
     case Method::Kivi: return "kivi";
     case Method::Kvmix: return "kvmix";
     case Method::Skvq: return "skvq";
+    case Method::Watersic: return "watersic";
   }
   return "?";
 }
@@ -167,14 +168,15 @@ Policy parse_policy(const json& j, const std::string& where) {
   Policy p;
   p.name = r.str("name", "");
   p.description = r.str("description", "");
-  if (!r.has("method")) r.err("method", "is required (fp16, uniform, kivi, kvmix or skvq)");
+  if (!r.has("method")) r.err("method", "is required (fp16, uniform, kivi, kvmix, skvq or watersic)");
   std::string m = r.str("method", "");
   if (m == "fp16") p.method = Method::FP16;
   else if (m == "uniform") p.method = Method::Uniform;
   else if (m == "kivi") p.method = Method::Kivi;
   else if (m == "kvmix") p.method = Method::Kvmix;
   else if (m == "skvq") p.method = Method::Skvq;
-  else r.err("method", "unknown method '" + m + "' (expected fp16, uniform, kivi, kvmix or skvq)");
+  else if (m == "watersic") p.method = Method::Watersic;
+  else r.err("method", "unknown method '" + m + "' (expected fp16, uniform, kivi, kvmix, skvq or watersic)");
 
   // Method defaults, then the file's fields on top.
   switch (p.method) {
@@ -194,6 +196,9 @@ Policy parse_policy(const json& j, const std::string& where) {
         q->inverse_scale = true;
         q->scale_dtype = DType::F32;
       }
+      break;
+    case Method::Watersic:  // keys by ZSIC (the watersic block), values fp16 unless it says otherwise
+      p.v.full_precision = true;
       break;
     case Method::Skvq:  // SKVQ-2 lab default (§3.6): K2 V2, g = 128, W = 128, S = 5, alpha = 0.92
       p.k.bits = p.v.bits = 2;
@@ -293,6 +298,29 @@ Policy parse_policy(const json& j, const std::string& where) {
     p.skvq.pre_rope = rq.boolean("pre_rope", p.skvq.pre_rope);
     rq.reject_unknown();
   }
+  if (r.has("watersic")) {
+    if (p.method != Method::Watersic) r.err("watersic", "only applies to method 'watersic'");
+    Reader rw(r.at("watersic"), where, "$.watersic");
+    auto& w = p.watersic;
+    w.target_rate = rw.number("target_rate", w.target_rate, 0, 32, true);
+    w.kl_aware = rw.boolean("kl_aware", w.kl_aware);
+    w.importance_clip = rw.number("importance_clip", w.importance_clip, 0, 1e12, true);
+    w.use_lmmse = rw.boolean("use_lmmse", w.use_lmmse);
+    w.n_rescaler_iters = rw.integer("n_rescaler_iters", w.n_rescaler_iters, 0, 10000);
+    w.sample_frac = rw.number("sample_frac", w.sample_frac, 0, 1);
+    w.sort_columns = rw.boolean("sort_columns", w.sort_columns);
+    w.seed = static_cast<uint64_t>(rw.integer("seed", static_cast<int>(w.seed), 0, 1 << 30));
+    std::string q = rw.str("queries", w.modelopt_queries ? "same_index" : "group");
+    if (q != "group" && q != "same_index") rw.err("queries", "must be \"group\" or \"same_index\"");
+    w.modelopt_queries = q == "same_index";
+    std::string v = rw.str("values", w.values_fp16 ? "fp16" : "watersic");
+    if (v != "fp16" && v != "watersic") rw.err("values", "must be \"fp16\" or \"watersic\"");
+    w.values_fp16 = v == "fp16";
+    rw.reject_unknown();
+  }
+  if (p.method == Method::Watersic && (!p.overrides.empty() || p.outliers.rule != OutlierSelect::Rule::None || p.smooth ||
+                                       p.residual || p.sink_tokens))
+    r.err("method", "watersic policies take no overrides, outlier heads, smoothing, residual or sink tokens here");
   if (p.method == Method::Skvq) {
     for (const TensorQuant* q : {&p.k, &p.v})
       if (q->symmetric || q->axis != Axis::Token || q->integer_zero_point || q->clip_search || q->full_precision)
@@ -350,6 +378,13 @@ json policy_to_json(const Policy& p) {
     j["outlier_heads"] = oj;
   }
   if (p.smooth) j["smooth"] = {{"factor", p.smooth->factor}, {"include", p.smooth->include}, {"exclude", p.smooth->exclude}};
+  if (p.method == Method::Watersic) {
+    const auto& w = p.watersic;
+    j["watersic"] = {{"target_rate", w.target_rate}, {"kl_aware", w.kl_aware}, {"importance_clip", w.importance_clip},
+                     {"use_lmmse", w.use_lmmse}, {"n_rescaler_iters", w.n_rescaler_iters}, {"sample_frac", w.sample_frac},
+                     {"sort_columns", w.sort_columns}, {"seed", w.seed},
+                     {"queries", w.modelopt_queries ? "same_index" : "group"}, {"values", w.values_fp16 ? "fp16" : "watersic"}};
+  }
   if (p.method == Method::Skvq) j["skvq"] = {{"reorder", p.skvq.reorder}, {"pre_rope", p.skvq.pre_rope}};
   if (!p.overrides.empty()) {
     json arr = json::array();

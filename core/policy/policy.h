@@ -3,7 +3,7 @@
 // JSON form (every field optional except "method"; see assets/presets/*.json):
 // {
 //   "name": "kivi-2", "description": "...",
-//   "method": "fp16" | "uniform" | "kivi" | "kvmix" | "skvq",
+//   "method": "fp16" | "uniform" | "kivi" | "kvmix" | "skvq" | "watersic",
 //   "k": {"bits": 2, "axis": "token"|"channel"|"head", "group_size": 32, "symmetric": false,
 //         "zero_point": "float"|"integer", "clip_ratio": 1.0, "clip_search": false,
 //         "scale_dtype": "f16"|"f32"|"bf16", "inverse_scale": false, "fp16": false},
@@ -14,7 +14,10 @@
 //                     "heads": [[layer, head], ...], "ratio": 5.0, "share": 0.9, "count": 6},
 //   "overrides": [{"layers": [0, 1], "heads": [0], "kind": "k"|"v"|"kv", ...TensorQuant fields}],
 //   "smooth": {"factor": 1.0, "include": ["*"], "exclude": ["model.layers.0.self_attn"]},  // KVSmooth
-//   "skvq": {"reorder": true, "pre_rope": true}
+//   "skvq": {"reorder": true, "pre_rope": true},
+//   "watersic": {"target_rate": 2.0, "kl_aware": false, "importance_clip": 50, "use_lmmse": true,
+//                "n_rescaler_iters": 0, "sample_frac": 0, "sort_columns": true, "seed": 0,
+//                "queries": "group"|"same_index", "values": "fp16"|"watersic"}
 // }
 // Validation errors name the JSON path: "policy.json: $.k.bits: must be an integer in 1..8".
 #include <optional>
@@ -28,7 +31,7 @@
 
 namespace kvscope {
 
-enum class Method { FP16, Uniform, Kivi, Kvmix, Skvq };
+enum class Method { FP16, Uniform, Kivi, Kvmix, Skvq, Watersic };
 enum class Axis { Token, Channel, Head };  // groups along a token's channels / a channel's tokens / whole head
 
 // How one K or V head matrix [tokens, head_dim] is quantized.
@@ -78,6 +81,21 @@ struct SkvqOptions {
   bool pre_rope = true;  // quantize pre-RoPE keys (needs layers.{L}.k_pre_rope in the dump)
 };
 
+// WaterSIC specifics (§5, ModelOpt's watersic_kv defaults); the Hessian comes from the dump's
+// own queries (all query heads of the group).
+struct WatersicPolicy {
+  double target_rate = 2.0;
+  bool kl_aware = false;
+  double importance_clip = 50.0;
+  bool use_lmmse = true;
+  int n_rescaler_iters = 0;
+  double sample_frac = 0;       // 0 = auto min(0.1, 1000 / tokens)
+  bool sort_columns = true;
+  uint64_t seed = 0;
+  bool modelopt_queries = false;  // ModelOpt's query head h instead of the whole group (parity only)
+  bool values_fp16 = true;        // V kept fp16 as ModelOpt does; false = §5.10 fallback at the same rate
+};
+
 struct Policy {
   std::string name;
   std::string description;
@@ -89,6 +107,7 @@ struct Policy {
   std::vector<PolicyOverride> overrides;
   std::optional<SmoothOptions> smooth;
   SkvqOptions skvq;
+  WatersicPolicy watersic;
 };
 
 std::string method_name(Method m);

@@ -12,6 +12,7 @@
 #include "core/quant/head_plan.h"
 #include "core/quant/kvsmooth.h"
 #include "core/quant/skvq.h"
+#include "core/quant/watersic.h"
 #include "core/tensor/rope.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/util/error.h"
@@ -122,7 +123,48 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
     if (opts.progress) opts.progress(double(++done) / total_work);
   };
 
-  if (policy.method == Method::Skvq) {
+  std::vector<uint64_t> fixed_bits(items.size(), 0);
+  std::vector<double> calib_seconds(items.size(), 0);
+  if (policy.method == Method::Watersic) {
+    // Keys: ZSIC with the query Hessian of the group; values: fp16 (ModelOpt) or the A = I fallback.
+    if (!dump.has_q()) throw Error("dump has no queries (layers.{L}.q); watersic needs Q for the key Hessian");
+    const auto& wp = policy.watersic;
+    WaterSicOptions wo = wp.modelopt_queries ? watersic_modelopt_options() : WaterSicOptions{};
+    wo.target_rate = wp.target_rate;
+    wo.kl_aware = wp.kl_aware;
+    wo.importance_clip = wp.importance_clip;
+    wo.use_lmmse = wp.use_lmmse;
+    wo.n_rescaler_iters = wp.n_rescaler_iters;
+    wo.sample_frac = wp.sample_frac;
+    wo.sort_columns = wp.sort_columns;
+    wo.seed = wp.seed;
+    if (std::string problem = check_watersic_options(wo); !problem.empty()) throw Error("policy: $.watersic: " + problem);
+    parallel_for(static_cast<int64_t>(items.size()), [&](int64_t i) {
+      if (cancelled()) throw Cancelled();
+      const Item& it = items[i];
+      float* y = out_of(it);
+      const float* x = in_of(it);
+      if (it.kind == 'v' && wp.values_fp16) {
+        for (size_t e = 0; e < static_cast<size_t>(T) * D; ++e) y[e] = round_to_f16(x[e]);
+        fixed_bits[i] = 16ull * T * D;
+        record(i, 16ull * T * D, 0, true);
+        return;
+      }
+      WaterSicState st;
+      if (it.kind == 'k') {
+        st = watersic_quantize_key_head(dump, it.layer, it.head, wo);
+      } else {
+        std::vector<double> v(x, x + static_cast<size_t>(T) * D);
+        st = watersic_quantize_values(v.data(), T, D, wo);
+      }
+      std::vector<double> rec = reconstruct(st);
+      for (size_t e = 0; e < rec.size(); ++e) y[e] = static_cast<float>(rec[e]);
+      // Entropy-coded size (the rate WaterSIC reports) plus the column permutation, a per-cache constant.
+      fixed_bits[i] = static_cast<uint64_t>(std::ceil(st.fixed_width_bits())) + st.perm_bits();
+      calib_seconds[i] = st.seconds;
+      record(i, static_cast<uint64_t>(std::ceil(st.entropy_bits())) + st.perm_bits(), st.perm_bits(), false);
+    });
+  } else if (policy.method == Method::Skvq) {
     quantize_skvq_layers(dump, policy, dq, cancelled, [&](int l, int h, char kind, uint64_t bits, uint64_t stat) {
       record(static_cast<size_t>(l) * H * 2 + h * 2 + (kind == 'v'), bits, stat, false);
     });
@@ -174,6 +216,11 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
     (plans[i].kind == 'k' ? kbits : vbits) += heads[i].bits;
     (plans[i].kind == 'k' ? kel : vel) += heads[i].elements;
     sbits += static_bits[i];
+  }
+  if (policy.method == Method::Watersic) {
+    uint64_t fw = 0;
+    for (size_t i = 0; i < items.size(); ++i) fw += fixed_bits[i], r.calibration_seconds += calib_seconds[i];
+    r.fixed_width_bits_per_element = (kel + vel) ? double(fw) / double(kel + vel) : 0;
   }
   r.k_nmse = ks.nmse();
   r.v_nmse = vs.nmse();

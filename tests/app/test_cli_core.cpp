@@ -19,7 +19,8 @@ struct Run {
 // Runs kvscope with the given arguments, capturing stdout and stderr.
 Run run_kvscope(const std::string& args, const TempDir& dir) {
   std::string out = dir.path("stdout.txt"), err = dir.path("stderr.txt");
-  std::string cmd = std::string(KVSCOPE_BIN) + " " + args + " >" + out + " 2>" + err;
+  // Runs go to a database inside the test's directory, never the user's ~/.local/share.
+  std::string cmd = "XDG_DATA_HOME=" + dir.path("data") + " " + std::string(KVSCOPE_BIN) + " " + args + " >" + out + " 2>" + err;
   int rc = std::system(cmd.c_str());
   auto slurp = [](const std::string& p) {
     std::ifstream in(p);
@@ -49,6 +50,12 @@ TEST_CASE("synth then quantize --json reports the required fields") {
   auto t = run_kvscope("quantize --dump " + dump + " --preset kivi-2", dir);
   REQUIRE(t.status == 0);
   CHECK_THAT(t.out, Catch::Contains("total: ") && Catch::Contains("bits/element") && Catch::Contains("   23 "));
+  // Both runs were stored (in the test's own XDG_DATA_HOME) and list back; --no-store keeps none.
+  CHECK_THAT(r.err, Catch::Contains("stored run 1"));
+  auto listed = run_kvscope("runs list", dir);
+  CHECK_THAT(listed.out, Catch::Contains("kvmix") && Catch::Contains("kivi"));
+  auto ns = run_kvscope("quantize --no-store --no-attention --dump " + dump + " --preset fp16", dir);
+  CHECK_THAT(ns.err, !Catch::Contains("stored run"));
   auto p = run_kvscope("presets", dir);
   CHECK_THAT(p.out, Catch::Contains("kivi-2") && Catch::Contains("kvmix-3") && Catch::Contains("uniform-4"));
 }
@@ -63,6 +70,7 @@ TEST_CASE("bad input: one clear line naming the file, non-zero exit, no crash") 
     CHECK(r.status == 1);
     CHECK_THAT(r.err, Catch::StartsWith("kvscope: error: ") && Catch::Contains(needle));
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_THAT(r.err, !Catch::Contains("stored run"));  // a failed quantize stores nothing
   };
   // Truncated file.
   std::ifstream in(good, std::ios::binary);

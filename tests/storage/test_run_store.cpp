@@ -229,6 +229,25 @@ TEST_CASE("a failing run leaves nothing behind", "[storage]") {
   CHECK(count(store.path(), "SELECT count(*) FROM models") == 0);
 }
 
+TEST_CASE("a run that fails inside a longer transaction leaves none of its rows", "[storage]") {
+  TempDir tmp;
+  RunStore store(tmp.path("runs.sqlite"));
+  QuantizeReport bad = test::make_report(2, 2, 0);
+  bad.per_head.back().kind = 'x';
+  store.in_transaction([&] {
+    store.add_quantize_run(test::make_report(2, 2, 1), {});
+    CHECK_THROWS(store.add_quantize_run(bad, {}));  // caught: the outer transaction goes on
+    store.add_quantize_run(test::make_report(2, 2, 2), {});
+  });
+  CHECK(store.list_runs().size() == 2);
+  CHECK(count(store.path(), "SELECT count(*) FROM head_metrics") == 2 * 2 * 2 * 2);
+  CHECK_THROWS_WITH(store.in_transaction([&] {
+    store.add_quantize_run(test::make_report(2, 2, 3), {});
+    throw Error("caller gave up");
+  }), Contains("caller gave up"));
+  CHECK(store.list_runs().size() == 2);  // the whole outer transaction was rolled back
+}
+
 TEST_CASE("bad databases give one clear error naming the file", "[storage]") {
   TempDir tmp;
   SECTION("not a database") {
