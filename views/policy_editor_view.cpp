@@ -64,7 +64,7 @@ PolicyEditorIntent draw_policy_editor(Policy& p, std::string& policy_path, Overr
     ImGui::EndCombo();
   }
   if (ImGui::BeginCombo("method", method_name(p.method).c_str())) {
-    for (Method m : {Method::FP16, Method::Uniform, Method::Kivi, Method::Kvmix, Method::Skvq})
+    for (Method m : kAllMethods)
       if (ImGui::Selectable(method_name(m).c_str(), m == p.method)) {
         p.method = m;
         in.changed = in.committed = true;

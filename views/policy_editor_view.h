@@ -12,6 +12,10 @@
 
 namespace kvscope::views {
 
+// Every method the editor offers (in Method's order).
+inline constexpr Method kAllMethods[] = {Method::FP16, Method::Uniform, Method::Kivi,
+                                         Method::Kvmix, Method::Skvq, Method::Watersic};
+
 struct PolicyEditorInfo {
   std::vector<std::string> presets;
   double est_bits_per_element = 0;  // instant estimate for the edited policy

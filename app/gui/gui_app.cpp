@@ -1391,7 +1391,7 @@ void App::set_field(const std::string& field, const std::string& value, const st
     policy_.outliers.ratio = x;
   } else if (field == "method") {
     bool found = false;
-    for (Method m : {Method::FP16, Method::Uniform, Method::Kivi, Method::Kvmix, Method::Skvq})
+    for (Method m : views::kAllMethods)
       if (value == method_name(m)) {
         policy_.method = m;
         found = true;
