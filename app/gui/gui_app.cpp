@@ -690,14 +690,23 @@ void App::frame() {
   menu_bar();
   float s = settings_.ui_scale;
   float status_h = ImGui::GetFrameHeightWithSpacing();
-  float jobs_h = 110 * s;
   ImVec2 avail = ImGui::GetContentRegionAvail();
+  // Sidebar width and jobs panel height are dragged with the splitters and kept in the settings.
+  float side_w = std::clamp(settings_.sidebar_w * s, 200.0f, avail.x * 0.6f);
+  float jobs_h = std::clamp(settings_.jobs_h * s, 60.0f, avail.y * 0.5f);
   float main_h = avail.y - jobs_h - status_h;
-  float side_w = 340 * s;
+  float gap = ImGui::GetStyle().ItemSpacing.x;
   sidebar(ImVec2(side_w, main_h));
-  ImGui::SameLine();
-  central(ImVec2(avail.x - side_w - ImGui::GetStyle().ItemSpacing.x, main_h));
-  jobs_panel(ImVec2(avail.x, jobs_h - ImGui::GetStyle().ItemSpacing.y));
+  ImGui::SameLine(0, 0);
+  ImGui::InvisibleButton("##vsplit", ImVec2(gap, main_h));
+  if (ImGui::IsItemHovered() || ImGui::IsItemActive()) ImGui::SetMouseCursor(ImGuiMouseCursor_ResizeEW);
+  if (ImGui::IsItemActive()) settings_.sidebar_w += ImGui::GetIO().MouseDelta.x / s;
+  ImGui::SameLine(0, 0);
+  central(ImVec2(avail.x - side_w - gap, main_h));
+  ImGui::InvisibleButton("##hsplit", ImVec2(avail.x, ImGui::GetStyle().ItemSpacing.y));
+  if (ImGui::IsItemHovered() || ImGui::IsItemActive()) ImGui::SetMouseCursor(ImGuiMouseCursor_ResizeNS);
+  if (ImGui::IsItemActive()) settings_.jobs_h -= ImGui::GetIO().MouseDelta.y / s;
+  jobs_panel(ImVec2(avail.x, jobs_h - 2 * ImGui::GetStyle().ItemSpacing.y));
   status_bar();
   dialogs();
   ImGui::End();

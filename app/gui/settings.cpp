@@ -39,6 +39,8 @@ Settings load_settings(const std::string& path) {
   get("ui_scale", s.ui_scale);
   get("window_w", s.window_w);
   get("window_h", s.window_h);
+  get("sidebar_w", s.sidebar_w);
+  get("jobs_h", s.jobs_h);
   get("view", s.view);
   get("metric", s.metric);
   get("colormap", s.colormap);
@@ -48,13 +50,23 @@ Settings load_settings(const std::string& path) {
   s.ui_scale = std::clamp(s.ui_scale, 0.5f, 3.0f);
   s.window_w = std::clamp(s.window_w, 640, 8192);
   s.window_h = std::clamp(s.window_h, 480, 8192);
+  s.sidebar_w = std::clamp(s.sidebar_w, 150.0f, 2000.0f);
+  s.jobs_h = std::clamp(s.jobs_h, 40.0f, 1000.0f);
   return s;
 }
 
 void save_settings(const std::string& path, const Settings& s) {
-  nlohmann::json j = {{"dark", s.dark},         {"ui_scale", s.ui_scale},         {"window_w", s.window_w},
-                      {"window_h", s.window_h}, {"view", s.view},                 {"metric", s.metric},
-                      {"colormap", s.colormap}, {"log_scale", s.log_scale},       {"recent_dumps", s.recent_dumps},
+  nlohmann::json j = {{"dark", s.dark},
+                      {"ui_scale", s.ui_scale},
+                      {"window_w", s.window_w},
+                      {"window_h", s.window_h},
+                      {"sidebar_w", s.sidebar_w},
+                      {"jobs_h", s.jobs_h},
+                      {"view", s.view},
+                      {"metric", s.metric},
+                      {"colormap", s.colormap},
+                      {"log_scale", s.log_scale},
+                      {"recent_dumps", s.recent_dumps},
                       {"recent_dbs", s.recent_dbs}};
   std::filesystem::path p(path);
   std::error_code ec;

@@ -11,6 +11,7 @@ struct Settings {
   bool dark = true;
   float ui_scale = 1.0f;
   int window_w = 1600, window_h = 1000;
+  float sidebar_w = 340, jobs_h = 110;  // layout, in unscaled pixels
   std::string view = "heatmap";
   std::string metric = "nmse";
   std::string colormap = "viridis";

@@ -21,6 +21,7 @@ TEST_CASE("settings round-trip through the file; a missing file is a first run")
   s.ui_scale = 1.5f;
   s.view = "rd";
   s.metric = "mse";
+  s.sidebar_w = 420;
   s.recent_dumps = {"/a.safetensors", "/b.safetensors"};
   save_settings(path, s);
   Settings back = load_settings(path);
@@ -29,6 +30,7 @@ TEST_CASE("settings round-trip through the file; a missing file is a first run")
   CHECK(back.ui_scale == 1.5f);
   CHECK(back.view == "rd");
   CHECK(back.metric == "mse");
+  CHECK(back.sidebar_w == 420);
   CHECK(back.recent_dumps == s.recent_dumps);
 }
 
