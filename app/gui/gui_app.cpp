@@ -581,7 +581,7 @@ int App::run() {
     if (interval > 0) fps_ = 0.9 * fps_ + 0.1 * (1000.0 / interval);
     // Idle (no input for a second, no work, no script): sleep until an event instead of
     // redrawing an unchanged window 60 times a second.
-    bool scripted = !script_.empty() && script_pos_ < script_.size();
+    bool scripted = (!script_.empty() && script_pos_ < script_.size()) || opts_.frames > 0;
     bool idle = !scripted && !runner_.busy() && !requant_due_ && !figure_ && glfwGetTime() - g_last_input > 1.0;
     if (idle) glfwWaitEventsTimeout(0.5);
     else glfwPollEvents();
