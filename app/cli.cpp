@@ -9,6 +9,9 @@ void register_all(CLI::App& app) {
   register_runs(app);
   register_export(app);
   register_merge(app);
+  register_dump(app);
+  register_generate(app);
+  register_models(app);
   register_gui(app);
 }
 

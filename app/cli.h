@@ -12,6 +12,9 @@ void register_gui(CLI::App& app);
 void register_runs(CLI::App& app);
 void register_export(CLI::App& app);
 void register_merge(CLI::App& app);
+void register_dump(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_models(CLI::App& app);
 
 // Registers every subcommand (the one list of commands).
 void register_all(CLI::App& app);
