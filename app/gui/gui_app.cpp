@@ -954,13 +954,11 @@ void App::heatmap_pair(ImVec2 size, bool interactive) {
 void App::heatmap_view(ImVec2 size) {
   float s = settings_.ui_scale;
   ImGui::SetNextItemWidth(230 * s);
-  int m = static_cast<int>(metric_);
   if (ImGui::BeginCombo("metric", views::head_metric_name(metric_))) {
     for (HeadMetric hm : views::kHeadMetrics)
       if (ImGui::Selectable(views::head_metric_name(hm), hm == metric_)) metric_ = hm;
     ImGui::EndCombo();
   }
-  (void)m;
   ImGui::SameLine();
   ImGui::Checkbox("log scale", &log_scale_);
   ImGui::SameLine();
