@@ -1000,8 +1000,12 @@ void App::heatmap_view(ImVec2 size) {
     ImGui::Separator();
     ImGui::Text("%s: %.3f bits/element, %.0f B/token (fp16 %.0f)", report_->policy_name.c_str(), report_->bits_per_element,
                 report_->bytes_per_token, report_->fp16_bytes_per_token);
-    ImGui::Text("K NMSE %.4g   V NMSE %.4g   attention cos %.5f (min %.4f)", report_->k_nmse, report_->v_nmse,
-                report_->attn_cos_mean, report_->attn_cos_min);
+    // attn_queries == 0: the attention phase has not delivered yet (tensor metrics come first).
+    if (report_->attn_queries > 0)
+      ImGui::Text("K NMSE %.4g   V NMSE %.4g   attention cos %.5f (min %.4f)", report_->k_nmse, report_->v_nmse,
+                  report_->attn_cos_mean, report_->attn_cos_min);
+    else
+      ImGui::Text("K NMSE %.4g   V NMSE %.4g   attention cos: computing...", report_->k_nmse, report_->v_nmse);
   }
   ImGui::EndChild();
   (void)size;
@@ -1121,9 +1125,12 @@ void App::status_bar() {
   }
   if (report_) {
     double ratio = report_->bytes_per_token > 0 ? report_->fp16_bytes_per_token / report_->bytes_per_token : 0;
-    std::snprintf(buf, sizeof buf, "  |  %s  %.3f bits/elem  %.0f B/token (%.1fx smaller)  K NMSE %.3g  attn cos %.4f",
+    std::snprintf(buf, sizeof buf, "  |  %s  %.3f bits/elem  %.0f B/token (%.1fx smaller)  K NMSE %.3g",
                   report_->policy_name.c_str(), report_->bits_per_element, report_->bytes_per_token, ratio,
-                  report_->k_nmse, report_->attn_cos_mean);
+                  report_->k_nmse);
+    s += buf;
+    if (report_->attn_queries > 0) std::snprintf(buf, sizeof buf, "  attn cos %.4f", report_->attn_cos_mean);
+    else std::snprintf(buf, sizeof buf, "  attn cos ...");
     s += buf;
   }
   if (last_latency_ms_ >= 0) {
