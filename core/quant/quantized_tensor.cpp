@@ -115,6 +115,22 @@ __attribute__((target_clones("avx2", "default"))) void decode_row(const uint8_t*
   for (int i = 0; i < n; ++i) out[i] = decode<M>(codes[i], sc[i], zc[i], qmax);
 }
 
+// One group with scalar parameters (per-token groups are contiguous runs of a row).
+template <Mode M>
+__attribute__((target_clones("avx2", "default"))) void encode_span(const float* x, int n, float s, float z,
+                                                                    float qmax, uint8_t* codes) {
+  for (int i = 0; i < n; ++i) {
+    float y;
+    codes[i] = encode<M>(x[i], s, z, qmax, &y);
+  }
+}
+
+template <Mode M>
+__attribute__((target_clones("avx2", "default"))) void decode_span(const uint8_t* codes, int n, float s, float z,
+                                                                    float qmax, float* out) {
+  for (int i = 0; i < n; ++i) out[i] = decode<M>(codes[i], s, z, qmax);
+}
+
 // Strided view of one group's values (tokens of a channel are `stride` apart).
 struct GroupView {
   const float* p;
@@ -236,20 +252,8 @@ void quantize_fast(const float* x, QuantizedTensor& t) {
   const bool has_z = !t.zeros.empty();
   // 1. Group parameters.
   switch (t.spec.axis) {
-    case Axis::Token: {
-      size_t per_row = (D + g - 1) / g, gi = 0;
-      for (int r = 0; r < rq; ++r)
-        for (int c0 = 0; c0 < D; c0 += g, ++gi) {
-          GroupView v{xq + static_cast<size_t>(r) * D + c0, std::min(g, D - c0), 1};
-          float mn, mx;
-          range_of(v, &mn, &mx);
-          Params p = choose_params<M>(v, mn, mx, t.spec, qmax);
-          t.scales[gi] = p.s;
-          if (has_z) t.zeros[gi] = p.z;
-        }
-      (void)per_row;
+    case Axis::Token:  // parameters and codes together, group by group (below)
       break;
-    }
     case Axis::Channel: {
       std::vector<float> mn(D), mx(D);
       for (int r0 = 0, b = 0; r0 < rq; r0 += g, ++b) {
@@ -282,8 +286,27 @@ void quantize_fast(const float* x, QuantizedTensor& t) {
       break;
     }
   }
-  // 2. Codes, row by row with expanded per-column parameters.
+  // 2. Codes: per-token groups are contiguous and take scalar parameters; the other axes go
+  // row by row with the parameters expanded per column.
   std::vector<uint8_t> codes(static_cast<size_t>(rq) * D);
+  if (t.spec.axis == Axis::Token) {
+    size_t gi = 0;
+    for (int r = 0; r < rq; ++r)
+      for (int c0 = 0; c0 < D; c0 += g, ++gi) {
+        const size_t off = static_cast<size_t>(r) * D + c0;
+        const int n = std::min(g, D - c0);
+        GroupView v{xq + off, n, 1};
+        float mn, mx;
+        range_of(v, &mn, &mx);
+        Params p = choose_params<M>(v, mn, mx, t.spec, qmax);
+        t.scales[gi] = p.s;
+        if (has_z) t.zeros[gi] = p.z;
+        encode_span<M>(xq + off, n, p.s, p.z, static_cast<float>(qmax), codes.data() + off);
+      }
+    t.codes.resize(packed_bytes(codes.size(), t.spec.bits));
+    pack_codes(codes.data(), codes.size(), t.spec.bits, t.codes.data());
+    return;
+  }
   std::vector<float> sc(D), zc(D);
   for (int r = 0; r < rq; ++r) {
     if (r == 0 || t.spec.axis == Axis::Token || (t.spec.axis == Axis::Channel && r % g == 0))
@@ -301,8 +324,18 @@ void dequantize_fast(const QuantizedTensor& t, float* out) {
   const float qmax = static_cast<float>(qmax_of(t.spec));
   std::vector<uint8_t> codes(static_cast<size_t>(rq) * D);
   unpack_codes(t.codes.data(), 0, codes.size(), t.spec.bits, codes.data());
-  std::vector<float> sc(D), zc(D);
   float* oq = out + static_cast<size_t>(t.fp_head) * D;
+  if (t.spec.axis == Axis::Token) {
+    const bool has_z = !t.zeros.empty();
+    size_t gi = 0;
+    for (int r = 0; r < rq; ++r)
+      for (int c0 = 0; c0 < D; c0 += g, ++gi) {
+        const size_t off = static_cast<size_t>(r) * D + c0;
+        decode_span<M>(codes.data() + off, std::min(g, D - c0), t.scales[gi], has_z ? t.zeros[gi] : 0.0f, qmax, oq + off);
+      }
+    return;
+  }
+  std::vector<float> sc(D), zc(D);
   for (int r = 0; r < rq; ++r) {
     if (r == 0 || t.spec.axis == Axis::Token || (t.spec.axis == Axis::Channel && r % g == 0))
       column_params(t, r, sc.data(), zc.data());
