@@ -9,7 +9,6 @@
 
 #include "core/quant/quantized_tensor.h"
 #include "core/tensor/compute_threads.h"
-#include "core/util/parallel.h"
 
 namespace kvscope {
 
@@ -132,7 +131,7 @@ at::Tensor blob(const float* p, int64_t rows, int64_t cols) {
 AttentionSums attention_error(const std::vector<const float*>& q, const float* k, const float* v, const float* kq,
                               const float* vq, int T, int D, const std::vector<int>& positions) {
   AttentionSums total;
-  configure_compute_threads();  // the GEMMs below run in OpenBLAS on every core
+  configure_compute_threads();
   if (!positions.empty() && positions.back() >= T) throw std::out_of_range("attention_error: position past the end");
   const int G = static_cast<int>(q.size());
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -155,11 +154,9 @@ AttentionSums attention_error(const std::vector<const float*>& q, const float* k
     at::Tensor Sh = at::mm(Q, blob(kq, N, D).t());
     float* s = S.data_ptr<float>();
     float* sh = Sh.data_ptr<float>();
+    // Serial: callers run one (layer, head) per worker thread (coarse grains survive a busy machine).
     std::vector<RowStats> stats(R);
-    parallel_for(R, [&](int64_t r) {
-      int n = positions[c0 + r % C] + 1;
-      stats[r] = fused_softmax_stats(s + r * N, sh + r * N, n, N);
-    });
+    for (int r = 0; r < R; ++r) stats[r] = fused_softmax_stats(s + r * N, sh + r * N, positions[c0 + r % C] + 1, N);
     at::Tensor O = at::mm(S, blob(v, N, D));
     at::Tensor Oh = at::mm(Sh, blob(vq, N, D));
     const float* o = O.data_ptr<float>();

@@ -24,7 +24,8 @@ struct AttentionSums {
 };
 
 // q: G pointers to [T, D] query matrices (post-RoPE); k, v, kq, vq: [T, D] original and
-// dequantized keys/values of the KV head.
+// dequantized keys/values of the KV head. Single-threaded (callers parallelize over heads; see
+// ScopedBlasThreads for the BLAS side).
 AttentionSums attention_error(const std::vector<const float*>& q, const float* k, const float* v, const float* kq,
                               const float* vq, int T, int D, const std::vector<int>& positions);
 

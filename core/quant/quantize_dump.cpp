@@ -13,6 +13,7 @@
 #include "core/quant/kvsmooth.h"
 #include "core/quant/skvq.h"
 #include "core/quant/watersic.h"
+#include "core/tensor/compute_threads.h"
 #include "core/tensor/rope.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/util/error.h"
@@ -245,20 +246,24 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
   if (opts.attention) {
     const std::vector<int> positions = sample_positions(T, opts.attn_queries);
     r.attn_queries = static_cast<int>(positions.size());
-    AttentionSums all;
     const int G = s.group();
-    for (int l = 0; l < s.layers; ++l)
-      for (int h = 0; h < H; ++h) {
-        if (cancelled()) throw Cancelled();
-        std::vector<const float*> q;
-        for (int g = 0; g < G; ++g) q.push_back(dump.q(l, h * G + g));  // HF repeat_kv: query j -> KV head j / G
-        const size_t off = static_cast<size_t>(h) * T * D;
-        AttentionSums a = attention_error(q, dump.k(l, h), dump.v(l, h), dq.k[l].data() + off, dq.v[l].data() + off, T,
-                                          D, positions);
-        r.attention.push_back(a.metrics(l, h));
-        all.merge(a);
-        if (opts.progress) opts.progress(double(done += 4) / total_work);
-      }
+    // One (layer, KV head) per worker thread, each with single-threaded GEMMs.
+    ScopedBlasThreads blas(1);
+    std::vector<AttentionSums> per(static_cast<size_t>(s.layers) * H);
+    parallel_for(static_cast<int64_t>(per.size()), [&](int64_t i) {
+      if (cancelled()) throw Cancelled();
+      const int l = static_cast<int>(i / H), h = static_cast<int>(i % H);
+      std::vector<const float*> q;
+      for (int g = 0; g < G; ++g) q.push_back(dump.q(l, h * G + g));  // HF repeat_kv: query j -> KV head j / G
+      const size_t off = static_cast<size_t>(h) * T * D;
+      per[i] = attention_error(q, dump.k(l, h), dump.v(l, h), dq.k[l].data() + off, dq.v[l].data() + off, T, D, positions);
+      if (opts.progress) opts.progress(double(done += 4) / total_work);
+    });
+    AttentionSums all;
+    for (size_t i = 0; i < per.size(); ++i) {
+      r.attention.push_back(per[i].metrics(static_cast<int>(i / H), static_cast<int>(i % H)));
+      all.merge(per[i]);
+    }
     AttentionMetrics agg = all.metrics(-1, -1);
     r.attn_cos_mean = agg.out_cos_mean;
     r.attn_cos_min = agg.out_cos_min;

@@ -9,14 +9,30 @@
 
 namespace kvscope {
 
+namespace {
+
+// Debian's libtorch links the BLAS alternative (OpenBLAS pthread here); find its setter at run time.
+void set_blas_threads(int n) {
+  using SetThreads = void (*)(int);
+  static auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (fn) fn(n);
+}
+
+}  // namespace
+
 void configure_compute_threads() {
   static std::once_flag once;
   std::call_once(once, [] {
     at::set_num_threads(1);
-    // Debian's libtorch links the BLAS alternative (OpenBLAS pthread here); find its setter at run time.
-    using SetThreads = void (*)(int);
-    if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(worker_threads());
+    set_blas_threads(worker_threads());
   });
 }
+
+ScopedBlasThreads::ScopedBlasThreads(int n) {
+  configure_compute_threads();
+  set_blas_threads(n);
+}
+
+ScopedBlasThreads::~ScopedBlasThreads() { set_blas_threads(worker_threads()); }
 
 }  // namespace kvscope

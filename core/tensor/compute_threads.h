@@ -9,4 +9,15 @@ namespace kvscope {
 
 void configure_compute_threads();
 
+// OpenBLAS's thread count for the lifetime of the guard (process-wide), back to worker_threads()
+// after. Code that already runs one GEMM per worker thread wants 1: nested BLAS threads only
+// contend (and spin) with the workers.
+class ScopedBlasThreads {
+ public:
+  explicit ScopedBlasThreads(int n);
+  ~ScopedBlasThreads();
+  ScopedBlasThreads(const ScopedBlasThreads&) = delete;
+  ScopedBlasThreads& operator=(const ScopedBlasThreads&) = delete;
+};
+
 }  // namespace kvscope
