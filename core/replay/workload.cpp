@@ -262,9 +262,9 @@ void load_spec(const std::string& spec, const std::string& base_dir, const std::
     return;
   }
   auto parts = split(body, ';');
+  if (trim(parts[0]).empty()) fail(where, "workload '{}' has no path", spec);
   const std::string path = resolve(trim(parts[0]));
   parts.erase(parts.begin());
-  if (path.empty()) fail(where, "workload '{}' has no path", spec);
   if (kind == "text") {
     out.push_back(load_text(path, parts, where, tok, max_positions));
   } else if (kind == "jsonl") {

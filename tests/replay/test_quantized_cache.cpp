@@ -84,7 +84,7 @@ TEST_CASE("KIVI streaming: residual counts follow ALGORITHMS.md 2.2 after prefil
 
 TEST_CASE("Streaming equals quantizing the whole history at once, except in the residual window") {
   const ModelConfig c = tiny_config(1, 2, 8);
-  const Policy p = policy_from(R"({"method":"kivi","k":{"bits":2,"axis":"channel","group_size":2},
+  const Policy p = policy_from(R"({"method":"kivi","k":{"bits":2,"axis":"channel","group_size":4},
                                    "v":{"bits":2,"axis":"token","group_size":4},"residual":4})");
   const int T = 19, R = 4, D = c.head_dim;
   auto k = random_history(c.num_kv_heads, T, D, 3), v = random_history(c.num_kv_heads, T, D, 4);
@@ -100,7 +100,7 @@ TEST_CASE("Streaming equals quantizing the whole history at once, except in the 
     // V per token: one shot over all T tokens with the last R kept fp16.
     std::vector<float> v_ref(static_cast<size_t>(T) * D), k_ref(v_ref.size());
     quantize_tensor(vh, T, D, p.v, 0, R).dequantize(v_ref.data());
-    // K per channel, groups of 2 tokens aligned at token 0; the last T mod R tokens fp16.
+    // K per channel, groups of 4 tokens aligned at token 0; the last T mod R tokens fp16.
     quantize_tensor(kh, T, D, p.k, 0, T % R).dequantize(k_ref.data());
     int k_exact = 0, v_exact = 0;
     for (int t = 0; t < T; ++t) {
@@ -233,7 +233,7 @@ TEST_CASE("Policies replay cannot run give clear errors") {
   CHECK_THROWS_WITH(QuantizedKvCache(c, load_preset("kvmix-3")), Catch::Contains("outlier_heads.rule"));
   CHECK_THROWS_WITH(QuantizedKvCache(c, policy_from(R"({"method":"kivi","k":{"bits":2,"axis":"channel","group_size":32},
                                                         "v":{"bits":2,"group_size":32},"residual":48})")),
-                    Catch::Contains("multiple of the key group size"));
+                    Catch::Contains("multiple of k.group_size"));
   const Policy list = policy_from(R"({"method":"kvmix","k":{"axis":"head"},"v":{"axis":"token"},
                                       "outlier_heads":{"rule":"list","heads":[[5,0]]}})");
   CHECK_THROWS_WITH(QuantizedKvCache(c, list), Catch::Contains("outside the model"));

@@ -49,7 +49,7 @@ TEST_CASE("replay prints one TEST_METRICS line per slice and stores the run") {
   const std::string db = dir.path("runs.sqlite");
   const auto r = run_cli(dir, "replay --model " + model("stories260K") + " --preset kivi-2 --workload 'text:" +
                                   data("tinystories_validation_head.txt") +
-                                  ";window=64;n=1' --workload passkey:len=80,depth=0.5,n=1 --db " + db);
+                                  ";window=64;n=1' --workload passkey:len=200,depth=0.5,n=1 --db " + db);
   INFO(r.err);
   REQUIRE(r.rc == 0);
   std::istringstream lines(r.out);
@@ -77,11 +77,11 @@ TEST_CASE("replay bad input: one clear error line, nothing stored") {
   TempDir dir;
   const std::string db = dir.path("runs.sqlite");
   const std::string base = "replay --model " + model("stories260K") + " --db " + db + " ";
-  auto r = run_cli(dir, base + "--preset kivi-3 --workload passkey:len=64,depth=0,n=1");
+  auto r = run_cli(dir, base + "--preset kivi-3 --workload passkey:len=200,depth=0,n=1");
   CHECK(r.rc == 1);
   CHECK(r.err.find("kvscope: error:") != std::string::npos);
   CHECK(r.err.find("kivi-3") != std::string::npos);
-  r = run_cli(dir, base + "--preset uniform-8 --bit-budget 4 --workload passkey:len=64,depth=0,n=1");
+  r = run_cli(dir, base + "--preset uniform-8 --bit-budget 4 --workload passkey:len=200,depth=0,n=1");
   CHECK(r.rc == 1);
   CHECK(r.err.find("over the budget of 4") != std::string::npos);
   r = run_cli(dir, base + "--preset kivi-2 --workload passkey:len=4000,depth=0,n=1");

@@ -50,7 +50,7 @@ TEST_CASE("fp16 preset replay equals the reference exactly") {
   const auto text = "text:" + data_file("tinystories_validation_head.txt") + ";window=128;n=2";
   for (const std::string model : {"stories260K", "tinystories-llama-8L"}) {
     INFO(model);
-    const auto m = replay(model, {text, "passkey:len=100,depth=0.5,n=1,max_new=6"}, load_preset("fp16"));
+    const auto m = replay(model, {text, "passkey:len=200,depth=0.5,n=1,max_new=6"}, load_preset("fp16"));
     REQUIRE(m.size() == 2);
     for (const auto& s : m) {
       CHECK(s.steps > 0);
@@ -88,7 +88,7 @@ TEST_CASE("Workload errors name the file and the problem") {
   const int max_pos = l.model->config().max_position_embeddings;  // 512
   TempDir dir;
   SECTION("malformed workload file") {
-    std::ofstream(dir.path("w.txt")) << "# comment\npasskey:len=64,depth=0.5,n=1\nbogus line\n";
+    std::ofstream(dir.path("w.txt")) << "# comment\npasskey:len=200,depth=0.5,n=1\nbogus line\n";
     CHECK_THROWS_WITH(load_workloads({"file:" + dir.path("w.txt")}, *l.tok, max_pos),
                       Catch::Contains("w.txt:3") && Catch::Contains("must look like"));
   }
