@@ -51,12 +51,10 @@ void run_replay_command(const ReplayCliOptions& o) {
   auto tok = load_tokenizer(dir);
   auto model = Model::load(dir);
   const ModelConfig& cfg = model->config();
-  if (o.bit_budget > 0) {
-    const double bits = nominal_bits_per_entry(cfg, policy);
-    if (bits > o.bit_budget)
-      fail("policy " + policy.name, "asks for {:.3g} bits per KV entry on average, over the budget of {:.3g} (--bit-budget)",
-           bits, o.bit_budget);
-  }
+  check_bit_budget(cfg, policy, o.bit_budget);
+  if (policy.method == Method::Skvq)
+    std::fprintf(stderr, "kvscope: note: skvq is replayed as seed 002's overlap baseline: per-head token groups, clipping, "
+                         "sinks and window; no channel reordering or pre-RoPE keys\n");
   std::vector<WorkloadSlice> slices = load_workloads(o.workloads, *tok, cfg.max_position_embeddings);
   if (o.max_tokens > 0) {
     for (auto& s : slices)

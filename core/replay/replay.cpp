@@ -99,10 +99,20 @@ double nominal_bits_per_entry(const ModelConfig& cfg, const Policy& policy) {
   return plans.empty() ? 0 : sum / static_cast<double>(plans.size());
 }
 
+void check_bit_budget(const ModelConfig& cfg, const Policy& policy, double cap) {
+  const double bits = nominal_bits_per_entry(cfg, policy);
+  const std::string where = "policy " + (policy.name.empty() ? std::string("(unnamed)") : policy.name);
+  if (policy.budget.max_avg_bits > 0 && bits > policy.budget.max_avg_bits)
+    fail(where, "$.budget.max_avg_bits: the policy averages {:.4g} bits per KV entry on this model, over the budget of {:.4g}",
+         bits, policy.budget.max_avg_bits);
+  if (cap > 0 && bits > cap)
+    fail(where, "averages {:.4g} bits per KV entry on this model, over the budget of {:.4g} (--bit-budget)", bits, cap);
+}
+
 std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, const std::vector<WorkloadSlice>& slices,
                                      const Policy& policy, const ReplayOptions& o) {
   const ModelConfig& cfg = model.config();
-  plan_replay_heads(cfg, policy);  // policy errors before any compute
+  check_bit_budget(cfg, policy);  // policy errors before any compute
   std::vector<SliceMetrics> out;
   for (const auto& slice : slices) {
     SliceMetrics m;

@@ -43,6 +43,8 @@ struct ReplayOptions {
 
 // The average nominal bits per KV entry the policy asks for (16 for fp16 heads), for budget checks.
 double nominal_bits_per_entry(const ModelConfig& cfg, const Policy& policy);
+// Error when the nominal bits exceed the policy's $.budget.max_avg_bits or `cap` (> 0, e.g. --bit-budget).
+void check_bit_budget(const ModelConfig& cfg, const Policy& policy, double cap = 0);
 
 std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, const std::vector<WorkloadSlice>& slices,
                                      const Policy& policy, const ReplayOptions& opts = {});
