@@ -259,8 +259,10 @@ void QuantizedKvCache::append(int layer, const float* k, const float* v, int n) 
     }
   }
   L.tokens += n;
-  // The peak is reached here: the new tokens are in fp16 and nothing has been flushed yet.
-  if (layer + 1 == static_cast<int>(I.layers.size())) I.peak_bits = std::max(I.peak_bits, I.bits());
+  // A decode step holds its new token in fp16 until the step's attention is done (KIVI keeps R + 1
+  // values for that moment): that is the peak. A multi-token prefill is not counted before its
+  // flush: a packed runtime quantizes the prompt's K/V as it writes them, never storing all of it in fp16.
+  if (n == 1 && layer + 1 == static_cast<int>(I.layers.size())) I.peak_bits = std::max(I.peak_bits, I.bits());
 }
 
 KvLayerView QuantizedKvCache::view(int layer) const {
@@ -280,6 +282,7 @@ void QuantizedKvCache::clear() {
 
 void QuantizedKvCache::flush() {
   for (int l = 0; l < static_cast<int>(impl_->layers.size()); ++l) impl_->flush_layer(l);
+  impl_->peak_bits = std::max(impl_->peak_bits, impl_->bits());
 }
 
 uint64_t QuantizedKvCache::stored_bits() const { return impl_->bits(); }

@@ -80,7 +80,9 @@ class QuantizedKvCache : public KvCache {
 
   // Exact packed size now: codes + scales/zero points + fp16 rows (sinks and residual window).
   uint64_t stored_bits() const;
-  uint64_t peak_stored_bits() const;  // max of stored_bits() since construction / clear()
+  // Max of stored_bits() after each flush() and right after each single-token append (the decode
+  // step's fp16 token before its quantization), since construction / clear().
+  uint64_t peak_stored_bits() const;
   uint64_t elements() const;          // K and V elements cached (tokens * head_dim per head and kind)
   // Sum over quantized elements of (x - x^)^2 and, over all cached elements, of x^2 (x = fp16 value).
   double squared_error() const;

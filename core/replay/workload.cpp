@@ -214,7 +214,7 @@ WorkloadSlice load_passkey(const std::string& body, const std::string& where, co
       "I will quiz you about the important information there.";
   const std::string question = "What is the pass key? The pass key is";
   WorkloadSlice s;
-  s.name = fmt::format("passkey:len={},depth={}", len, depth);
+  s.name = fmt::format("passkey_len{}_depth{}", len, depth);  // no "=": TEST_METRICS is key=value
   s.kind = WorkloadKind::Passkey;
   for (int i = 0; i < n; ++i) {
     std::mt19937 rng(1234u + static_cast<unsigned>(i));

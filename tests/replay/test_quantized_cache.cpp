@@ -238,3 +238,22 @@ TEST_CASE("Policies replay cannot run give clear errors") {
                                       "outlier_heads":{"rule":"list","heads":[[5,0]]}})");
   CHECK_THROWS_WITH(QuantizedKvCache(c, list), Catch::Contains("outside the model"));
 }
+
+TEST_CASE("Peak memory counts the decode token's fp16 moment, not an unquantized prompt") {
+  const ModelConfig c = tiny_config(1, 1, 8);
+  const Policy p = policy_from(R"({"method":"uniform","k":{"bits":4,"axis":"token","group_size":8},
+                                   "v":{"bits":4,"axis":"token","group_size":8}})");
+  const int T = 65, D = 8;
+  auto k = random_history(1, T, D, 12), v = random_history(1, T, D, 13);
+  QuantizedKvCache cache(c, p);
+  append_range(cache, c, k, v, T, 0, 64);
+  cache.flush();
+  // 4-bit codes + fp16 scale + fp16 min per token-group of 8: 4 + 32/8 = 8 bits per element.
+  const uint64_t per_token = 2ull * D * 8;  // K and V
+  CHECK(cache.stored_bits() == 64 * per_token);
+  CHECK(cache.peak_stored_bits() == 64 * per_token);
+  append_range(cache, c, k, v, T, 64, 1);  // the new token is fp16 during its step
+  CHECK(cache.peak_stored_bits() == 64 * per_token + 2ull * D * 16);
+  cache.flush();
+  CHECK(cache.stored_bits() == 65 * per_token);
+}
