@@ -50,8 +50,9 @@ TEST_CASE("fp16 preset replay equals the reference exactly") {
   const auto text = "text:" + data_file("tinystories_validation_head.txt") + ";window=128;n=2";
   for (const std::string model : {"stories260K", "tinystories-llama-8L"}) {
     INFO(model);
-    const auto m = replay(model, {text, "passkey:len=200,depth=0.5,n=1,max_new=6"}, load_preset("fp16"));
-    REQUIRE(m.size() == 2);
+    const std::string qa = std::string("jsonl:") + KVSCOPE_SOURCE_DIR + "/tests/replay/data/stories_qa.jsonl";
+    const auto m = replay(model, {text, "passkey:len=200,depth=0.5,n=1,max_new=6", qa}, load_preset("fp16"));
+    REQUIRE(m.size() == 3);
     for (const auto& s : m) {
       CHECK(s.steps > 0);
       CHECK(s.greedy_match_ratio == 1.0);
@@ -64,6 +65,12 @@ TEST_CASE("fp16 preset replay equals the reference exactly") {
     }
     CHECK(m[0].quality_main > 0.2);  // the model predicts its own training distribution
   }
+  // The jsonl answers are tinystories-llama-8L's own greedy continuations (kvscope generate).
+  const std::string qa = std::string("jsonl:") + KVSCOPE_SOURCE_DIR + "/tests/replay/data/stories_qa.jsonl";
+  const auto m = replay("tinystories-llama-8L", {qa}, load_preset("kivi-2"));
+  CHECK(m[0].quality_ref == 1.0);
+  CHECK(m[0].items == 6);
+  CHECK(m[0].steps == 11);
 }
 
 TEST_CASE("kivi-4 stays close to fp16; uniform-2 per-token keys are worse than kivi-2") {
