@@ -13,8 +13,8 @@ void register_all(CLI::App& app) {
   register_generate(app);
   register_models(app);
   register_replay(app);
+  register_smooth(app);
+  register_gui(app);
 }
-
-int run_gui_demo() { return 0; }
 
 }  // namespace kvscope::cli

@@ -13,6 +13,7 @@
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
+#include "core/util/file.h"
 
 namespace kvscope::cli {
 
@@ -49,11 +50,7 @@ void run_dump(const DumpOptions& o) {
     fail("--dtype", "\"{}\" is not one of F16, BF16, F32", o.dtype);
   std::string text = o.prompt;
   if (!o.text_file.empty()) {
-    std::ifstream in(o.text_file, std::ios::binary);
-    if (!in) fail(o.text_file, "cannot open the text file");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    text = ss.str();
+    text = read_file(o.text_file, "text file");
     if (text.empty()) fail(o.text_file, "the text file is empty");
   }
   const std::string dir = resolve_model(o.model);

@@ -91,8 +91,9 @@ void print_summary(const QuantizeReport& r) {
              r.bytes_per_token > 0 ? r.fp16_bytes_per_token / r.bytes_per_token : 0.0);
   if (r.static_bytes > 0) fmt::print(" + {:.0f} bytes per cache", r.static_bytes);
   if (r.fixed_width_bits_per_element > 0)
-    fmt::print("\n       entropy-coded rate; the same codes packed at fixed width: {:.4f} bits/element; calibration {:.2f} s",
-               r.fixed_width_bits_per_element, r.calibration_seconds);
+    fmt::print("\n       entropy-coded rate; the same codes packed at fixed width: {:.4f} bits/element",
+               r.fixed_width_bits_per_element);
+  if (r.calibration_seconds > 0) fmt::print("\n       calibration {:.3f} s", r.calibration_seconds);
   fmt::print("\n       K nmse {:.4e}, V nmse {:.4e}", r.k_nmse, r.v_nmse);
   if (r.attn_queries)
     fmt::print(", attention output cos mean {:.6f} min {:.6f}, nmse {:.4e}, KL {:.4e} nats ({} query positions)",

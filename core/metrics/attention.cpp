@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/quant/quantized_tensor.h"
+#include "core/tensor/compute_threads.h"
 #include "core/util/parallel.h"
 
 namespace kvscope {
@@ -131,8 +132,7 @@ at::Tensor blob(const float* p, int64_t rows, int64_t cols) {
 AttentionSums attention_error(const std::vector<const float*>& q, const float* k, const float* v, const float* kq,
                               const float* vq, int T, int D, const std::vector<int>& positions) {
   AttentionSums total;
-  // Debian's libtorch starts with one intra-op thread; the GEMMs below should use every core.
-  if (at::get_num_threads() != worker_threads()) at::set_num_threads(worker_threads());
+  configure_compute_threads();  // the GEMMs below run in OpenBLAS on every core
   if (!positions.empty() && positions.back() >= T) throw std::out_of_range("attention_error: position past the end");
   const int G = static_cast<int>(q.size());
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));

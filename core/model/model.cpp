@@ -6,14 +6,13 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
-#include <dlfcn.h>
 
 #include <cmath>
-#include <mutex>
 #include <cstring>
 #include <limits>
 
 #include "core/model/checkpoint.h"
+#include "core/tensor/compute_threads.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 
@@ -119,20 +118,6 @@ std::vector<double> rope_inv_freq(const ModelConfig& c) {
   return inv;
 }
 
-// Threads: the matrix products (nearly all the work) run in OpenBLAS on worker_threads()
-// threads; ATen's own OpenMP intra-op pool stays at one thread. Measured on the shared 2-core
-// machine (bench_model): with a 2-thread OpenMP pool a 256-token prefill took 0.6-3.8 s instead
-// of 0.07-0.19 s whenever another process held a core, because every small elementwise op
-// ends in an OpenMP barrier that waits for a descheduled thread.
-void configure_threads() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    at::set_num_threads(1);
-    using SetThreads = void (*)(int);
-    if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(worker_threads());
-  });
-}
-
 }  // namespace
 
 struct Model::Impl {
@@ -171,7 +156,7 @@ Model::Model() : impl_(std::make_unique<Impl>()) {}
 Model::~Model() = default;
 
 std::unique_ptr<Model> Model::load(const std::string& dir) {
-  configure_threads();
+  configure_compute_threads();
   std::unique_ptr<Model> m(new Model());
   Impl& I = *m->impl_;
   I.dir = dir;

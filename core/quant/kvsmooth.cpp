@@ -7,6 +7,23 @@
 
 namespace kvscope {
 
+std::vector<float> kvsmooth_scales_from_max(const float* m, int H, int D, double factor, bool interleaved,
+                                            bool shared_over_heads) {
+  const int out_heads = shared_over_heads ? 1 : H;
+  std::vector<float> s(static_cast<size_t>(out_heads) * D);
+  for (int oh = 0; oh < out_heads; ++oh)
+    for (int j = 0; j < D / 2; ++j) {
+      int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + D / 2;
+      float mx = 0;
+      for (int h = shared_over_heads ? 0 : oh; h < (shared_over_heads ? H : oh + 1); ++h)
+        mx = std::max({mx, m[h * D + a], m[h * D + b]});
+      float v = static_cast<float>(std::pow(mx, factor));
+      v = std::max(v, 1e-5f);  // a dead pair would divide by zero
+      s[oh * D + a] = s[oh * D + b] = v;
+    }
+  return s;
+}
+
 std::vector<float> kvsmooth_scales(const float* k, int H, int T, int D, double factor, bool interleaved) {
   std::vector<float> m(static_cast<size_t>(H) * D, 0.0f);
   for (int h = 0; h < H; ++h)
@@ -14,15 +31,7 @@ std::vector<float> kvsmooth_scales(const float* k, int H, int T, int D, double f
       const float* row = k + (static_cast<size_t>(h) * T + t) * D;
       for (int c = 0; c < D; ++c) m[h * D + c] = std::max(m[h * D + c], std::fabs(row[c]));
     }
-  std::vector<float> s(m.size());
-  for (int h = 0; h < H; ++h)
-    for (int j = 0; j < D / 2; ++j) {
-      int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + D / 2;
-      float v = static_cast<float>(std::pow(std::max(m[h * D + a], m[h * D + b]), factor));
-      v = std::max(v, 1e-5f);  // a dead pair would divide by zero
-      s[h * D + a] = s[h * D + b] = v;
-    }
-  return s;
+  return kvsmooth_scales_from_max(m.data(), H, D, factor, interleaved, false);
 }
 
 bool glob_match(const std::string& p, const std::string& s) {

@@ -15,6 +15,11 @@ namespace kvscope {
 std::vector<float> kvsmooth_scales(const float* k, int kv_heads, int tokens, int head_dim, double factor,
                                    bool interleaved = false);
 
+// The same from precomputed per-channel max |K| [kv_heads * head_dim]. shared_over_heads (Qwen3's
+// k_norm/q_norm weights are [head_dim] for all heads): max over heads first, returns [head_dim].
+std::vector<float> kvsmooth_scales_from_max(const float* max_abs, int kv_heads, int head_dim, double factor,
+                                            bool interleaved, bool shared_over_heads);
+
 // Attention module names are "model.layers.{L}.self_attn"; patterns use * and ? (glob).
 bool glob_match(const std::string& pattern, const std::string& name);
 // Layers smoothed under include/exclude; Error when a pattern matches no layer.

@@ -43,7 +43,9 @@ void quantize_skvq_layers(const KvDump& dump, const Policy& policy, DequantizedK
         std::copy_n(&src[(static_cast<size_t>(h) * T + t) * D], D, &cat[static_cast<size_t>(t) * C + h * D]);
     const TensorQuant& q = is_k ? policy.k : policy.v;
     const int g = q.group_size > 0 ? q.group_size : C;
+    auto tc = std::chrono::steady_clock::now();
     SkvqReorder groups = policy.skvq.reorder ? skvq_calibrate_reorder(cat.data(), T, C, g) : skvq_identity_groups(C, g);
+    const double calib = std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
     SkvqSpec spec;
     spec.bits = q.bits;
     spec.clip_ratio = q.clip_ratio;
@@ -66,7 +68,7 @@ void quantize_skvq_layers(const KvDump& dump, const Policy& policy, DequantizedK
       // Groups span heads: the layer's bits are split evenly over its heads (totals stay exact).
       uint64_t share = (res.bits - res.static_bits) / H + (h == 0 ? (res.bits - res.static_bits) % H : 0);
       uint64_t stat = res.static_bits / H + (h == 0 ? res.static_bits % H : 0);
-      record(l, h, is_k ? 'k' : 'v', share + stat, stat);
+      record(l, h, is_k ? 'k' : 'v', share + stat, stat, h == 0 ? calib : 0.0);
     }
   });
 }
@@ -165,20 +167,24 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
       record(i, static_cast<uint64_t>(std::ceil(st.entropy_bits())) + st.perm_bits(), st.perm_bits(), false);
     });
   } else if (policy.method == Method::Skvq) {
-    quantize_skvq_layers(dump, policy, dq, cancelled, [&](int l, int h, char kind, uint64_t bits, uint64_t stat) {
-      record(static_cast<size_t>(l) * H * 2 + h * 2 + (kind == 'v'), bits, stat, false);
+    quantize_skvq_layers(dump, policy, dq, cancelled, [&](int l, int h, char kind, uint64_t bits, uint64_t stat, double calib) {
+      const size_t i = static_cast<size_t>(l) * H * 2 + h * 2 + (kind == 'v');
+      calib_seconds[i] = calib;
+      record(i, bits, stat, false);
     });
   } else {
     const std::vector<HeadPlan> plans = plan_heads(dump, policy);  // same order as items
     // KVSmooth: keys are divided by per-channel scales before quantization and multiplied back
     // after (equivalent to folding 1/s into k_proj and s into q_proj; Q K^T is unchanged).
     std::vector<std::vector<float>> smooth(s.layers);
+    auto tc = std::chrono::steady_clock::now();
     if (policy.smooth) {
       std::vector<bool> on = kvsmooth_layers(*policy.smooth, s.layers, "policy");
       for (int l = 0; l < s.layers; ++l)
         if (on[l])
           smooth[l] = kvsmooth_scales(dump.layers[l].k.data(), H, T, D, policy.smooth->factor,
                                       dump.meta.rope_style == "interleaved");
+      calib_seconds[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
     }
     parallel_for(static_cast<int64_t>(plans.size()), [&](int64_t i) {
       if (cancelled()) throw Cancelled();
@@ -217,9 +223,10 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
     (plans[i].kind == 'k' ? kel : vel) += heads[i].elements;
     sbits += static_bits[i];
   }
+  for (double c : calib_seconds) r.calibration_seconds += c;  // summed over work items (CPU seconds)
   if (policy.method == Method::Watersic) {
     uint64_t fw = 0;
-    for (size_t i = 0; i < items.size(); ++i) fw += fixed_bits[i], r.calibration_seconds += calib_seconds[i];
+    for (uint64_t b : fixed_bits) fw += b;
     r.fixed_width_bits_per_element = (kel + vel) ? double(fw) / double(kel + vel) : 0;
   }
   r.k_nmse = ks.nmse();

@@ -54,7 +54,7 @@ struct QuantizeReport {
   double static_bytes = 0;      // per-cache constants (global scales, permutations), not per token
   double fp16_bytes_per_token = 0;  // the unquantized cache, for the compression ratio
   double fixed_width_bits_per_element = 0;  // entropy-coded methods (WaterSIC): the same codes packed at fixed width
-  double calibration_seconds = 0;          // time spent calibrating (WaterSIC search), part of wall_seconds
+  double calibration_seconds = 0;  // calibration work (WaterSIC search, SKVQ k-means, KVSmooth maxima), summed over items
   double k_nmse = 0, v_nmse = 0;
   double k_cos = 1, v_cos = 1;
   double attn_cos_mean = 1, attn_cos_min = 1, attn_nmse = 0, attn_kl_mean = 0;

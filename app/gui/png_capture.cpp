@@ -1,0 +1,36 @@
+#include "app/gui/png_capture.h"
+
+#include <GL/gl.h>
+#include <stb/stb_image_write.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include "core/util/error.h"
+
+namespace kvscope::gui {
+
+void write_framebuffer_png(const std::string& path, int x, int y, int w, int h, int framebuffer_h) {
+  if (w <= 0 || h <= 0) fail(path, "nothing to capture ({}x{} pixels)", w, h);
+  std::vector<uint8_t> pixels(static_cast<size_t>(w) * h * 3);
+  glPixelStorei(GL_PACK_ALIGNMENT, 1);
+  glReadBuffer(GL_BACK);
+  // OpenGL rows start at the bottom.
+  glReadPixels(x, framebuffer_h - y - h, w, h, GL_RGB, GL_UNSIGNED_BYTE, pixels.data());
+  std::vector<uint8_t> flipped(pixels.size());
+  size_t row = static_cast<size_t>(w) * 3;
+  for (int r = 0; r < h; ++r) std::copy_n(&pixels[(h - 1 - r) * row], row, &flipped[r * row]);
+  std::string tmp = path + ".tmp.png";
+  if (!stbi_write_png(tmp.c_str(), w, h, 3, flipped.data(), static_cast<int>(row))) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    fail(path, "cannot write the PNG (is the directory writable?)");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) fail(path, "cannot move the PNG into place: {}", ec.message());
+}
+
+}  // namespace kvscope::gui

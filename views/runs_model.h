@@ -1,0 +1,44 @@
+#pragma once
+// What the runs table and the rate-distortion plot draw: one plain row per stored run, filtering,
+// sorting, pairwise deltas, and the per-method RD curves with their Pareto front. No ImGui here.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "views/plot_model.h"
+
+namespace kvscope::views {
+
+struct RunRow {
+  int64_t id = 0;
+  std::string created;  // ISO time
+  std::string model, dump, method, policy, tag, note;
+  double bits_per_element = 0, bytes_per_token = 0;
+  double k_nmse = 0, v_nmse = 0;
+  double attn_cos = 1;      // mean attention output cosine (NaN when not measured)
+  double greedy_match = 0;  // replay greedy match ratio (NaN when not replayed)
+};
+
+enum class RunColumn { Id, Created, Model, Method, Policy, Bits, BytesPerToken, KNmse, VNmse, AttnCos, GreedyMatch, Tag };
+inline constexpr int kRunColumnCount = 12;
+const char* run_column_name(RunColumn c);
+
+// Indices of the rows whose text columns contain every whitespace-separated word of `filter`
+// (case-insensitive), sorted by `column`. Sorting is stable; NaN sorts last in either direction.
+std::vector<int> filter_and_sort(const std::vector<RunRow>& rows, const std::string& filter, RunColumn column,
+                                 bool ascending);
+
+// b - a for every numeric column, for the compare panel.
+struct RunDelta {
+  double bits_per_element, bytes_per_token, k_nmse, v_nmse, attn_cos, greedy_match;
+};
+RunDelta run_delta(const RunRow& a, const RunRow& b);
+
+enum class RdMetric { KNmse, VNmse, AttnCosDistance, GreedyMatch };
+const char* rd_metric_name(RdMetric m);
+
+// x = bits/element, y = the metric; one series per method (sorted by bits), ids = run ids,
+// log y for errors, Pareto front on.
+PlotData rd_plot(const std::vector<RunRow>& rows, RdMetric m);
+
+}  // namespace kvscope::views
