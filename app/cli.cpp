@@ -12,6 +12,7 @@ void register_all(CLI::App& app) {
   register_dump(app);
   register_generate(app);
   register_models(app);
+  register_replay(app);
   register_smooth(app);
   register_gui(app);
 }

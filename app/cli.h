@@ -15,6 +15,7 @@ void register_merge(CLI::App& app);
 void register_dump(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_models(CLI::App& app);
+void register_replay(CLI::App& app);
 void register_smooth(CLI::App& app);
 
 // Registers every subcommand (the one list of commands).

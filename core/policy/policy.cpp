@@ -318,6 +318,31 @@ Policy parse_policy(const json& j, const std::string& where) {
     w.values_fp16 = v == "fp16";
     rw.reject_unknown();
   }
+  if (r.has("budget")) {
+    Reader rb(r.at("budget"), where, "$.budget");
+    auto& b = p.budget;
+    b.max_avg_bits = rb.number("max_avg_bits", b.max_avg_bits, 0, 16, true);
+    if (rb.has("bit_range")) {
+      const json& br = rb.at("bit_range");
+      if (!br.is_array() || br.size() != 2 || !br[0].is_number_integer() || !br[1].is_number_integer() ||
+          br[0].get<int64_t>() < 1 || br[1].get<int64_t>() > 16 || br[0].get<int64_t>() > br[1].get<int64_t>())
+        rb.err("bit_range", "must be [min, max] integers with 1 <= min <= max <= 16");
+      b.min_bits = br[0].get<int>();
+      b.max_bits = br[1].get<int>();
+    }
+    rb.reject_unknown();
+    auto check = [&](const TensorQuant& q, const std::string& path) {
+      if (!q.full_precision && (q.bits < b.min_bits || q.bits > b.max_bits))
+        r.err(path, fmt::format("{} bits is outside budget.bit_range [{}, {}]", q.bits, b.min_bits, b.max_bits));
+    };
+    check(p.k, "k.bits");
+    check(p.v, "v.bits");
+    for (size_t i = 0; i < p.overrides.size(); ++i) {
+      const auto& o = p.overrides[i];
+      if (o.k) check(apply_override(p.k, o), "overrides[" + std::to_string(i) + "].bits");
+      if (o.v) check(apply_override(p.v, o), "overrides[" + std::to_string(i) + "].bits");
+    }
+  }
   if (p.method == Method::Watersic && (!p.overrides.empty() || p.outliers.rule != OutlierSelect::Rule::None || p.smooth ||
                                        p.residual || p.sink_tokens))
     r.err("method", "watersic policies take no overrides, outlier heads, smoothing, residual or sink tokens here");
@@ -386,6 +411,8 @@ json policy_to_json(const Policy& p) {
                      {"queries", w.modelopt_queries ? "same_index" : "group"}, {"values", w.values_fp16 ? "fp16" : "watersic"}};
   }
   if (p.method == Method::Skvq) j["skvq"] = {{"reorder", p.skvq.reorder}, {"pre_rope", p.skvq.pre_rope}};
+  if (!p.budget.empty())
+    j["budget"] = {{"max_avg_bits", p.budget.max_avg_bits}, {"bit_range", {p.budget.min_bits, p.budget.max_bits}}};
   if (!p.overrides.empty()) {
     json arr = json::array();
     for (auto& ov : p.overrides) arr.push_back(json::parse(ov.json));

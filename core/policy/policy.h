@@ -15,6 +15,7 @@
 //   "overrides": [{"layers": [0, 1], "heads": [0], "kind": "k"|"v"|"kv", ...TensorQuant fields}],
 //   "smooth": {"factor": 1.0, "include": ["*"], "exclude": ["model.layers.0.self_attn"]},  // KVSmooth
 //   "skvq": {"reorder": true, "pre_rope": true},
+//   "budget": {"max_avg_bits": 4, "bit_range": [2, 8]},  // seed 002's shared cap and per-entry bit range
 //   "watersic": {"target_rate": 2.0, "kl_aware": false, "importance_clip": 50, "use_lmmse": true,
 //                "n_rescaler_iters": 0, "sample_frac": 0, "sort_columns": true, "seed": 0,
 //                "queries": "group"|"same_index", "values": "fp16"|"watersic"}
@@ -96,6 +97,16 @@ struct WatersicPolicy {
   bool values_fp16 = true;        // V kept fp16 as ModelOpt does; false = §5.10 fallback at the same rate
 };
 
+// Bit budget (policies v2, seed 002's budget_state / bit_range hooks). bit_range bounds the bits of
+// every quantized K/V setting (k, v, overrides) and is checked when parsing; max_avg_bits caps the
+// nominal bits per KV entry averaged over every (layer, KV head, kind) of a model (fp16 heads count
+// 16) and is checked when the policy meets a model (replay).
+struct BitBudget {
+  double max_avg_bits = 0;  // 0 = no cap
+  int min_bits = 1, max_bits = 16;
+  bool empty() const { return max_avg_bits == 0 && min_bits == 1 && max_bits == 16; }
+};
+
 struct Policy {
   std::string name;
   std::string description;
@@ -108,6 +119,7 @@ struct Policy {
   std::optional<SmoothOptions> smooth;
   SkvqOptions skvq;
   WatersicPolicy watersic;
+  BitBudget budget;
 };
 
 std::string method_name(Method m);

@@ -1,0 +1,138 @@
+// `kvscope replay --model M --workload SPEC (--preset P | --policy F)`: decode the workloads with the
+// fp16 reference cache and with the policy's quantized cache; one TEST_METRICS line per slice.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+
+#include "app/cli.h"
+#include "app/store_options.h"
+#include "core/model/discovery.h"
+#include "core/model/model.h"
+#include "core/policy/policy.h"
+#include "core/replay/replay.h"
+#include "core/tokenizer/tokenizer.h"
+#include "core/util/error.h"
+
+namespace kvscope::cli {
+
+namespace {
+
+struct ReplayCliOptions {
+  std::string model;
+  std::vector<std::string> workloads;
+  std::string preset, policy_file;
+  bool json = false;
+  int max_tokens = 0;
+  double bit_budget = 0;
+  StoreOptions store;
+};
+
+std::atomic<bool> g_cancel{false};
+extern "C" void on_sigint(int) { g_cancel.store(true); }
+
+// Installs the Ctrl-C handler for the lifetime of the replay: the replay stops at the next token
+// and throws, so nothing partial is stored.
+struct SigintGuard {
+  void (*previous)(int);
+  SigintGuard() : previous(std::signal(SIGINT, on_sigint)) { g_cancel.store(false); }
+  ~SigintGuard() { std::signal(SIGINT, previous); }
+};
+
+void run_replay_command(const ReplayCliOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (o.preset.empty() == o.policy_file.empty()) fail("replay", "give exactly one of --preset or --policy");
+  if (o.max_tokens < 0) fail("--max-tokens", "must be >= 0, got {}", o.max_tokens);
+  const Policy policy = o.preset.empty() ? load_policy_file(o.policy_file) : load_preset(o.preset);
+  const std::string dir = resolve_model(o.model);
+  auto tok = load_tokenizer(dir);
+  auto model = Model::load(dir);
+  const ModelConfig& cfg = model->config();
+  check_bit_budget(cfg, policy, o.bit_budget);
+  if (policy.method == Method::Skvq)
+    std::fprintf(stderr, "kvscope: note: skvq is replayed as seed 002's overlap baseline: per-head token groups, clipping, "
+                         "sinks and window; no channel reordering or pre-RoPE keys\n");
+  std::vector<WorkloadSlice> slices = load_workloads(o.workloads, *tok, cfg.max_position_embeddings);
+  if (o.max_tokens > 0) {
+    for (auto& s : slices)
+      for (auto& it : s.items) {
+        if (it.target.size() > static_cast<size_t>(o.max_tokens)) it.target.resize(o.max_tokens);
+        it.max_new = std::min(it.max_new, o.max_tokens);
+      }
+  }
+
+  SigintGuard guard;
+  ReplayOptions ro;
+  ro.cancel = &g_cancel;
+  ro.progress = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  const std::vector<SliceMetrics> metrics = run_replay(*model, *tok, slices, policy, ro);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  std::string workload_desc;
+  for (const auto& w : o.workloads) workload_desc += (workload_desc.empty() ? "" : " ") + w;
+  if (o.json) {
+    nlohmann::json j;
+    j["model"] = o.model;
+    j["policy"] = policy.name;
+    j["workload"] = workload_desc;
+    j["wall_seconds"] = wall;
+    for (const auto& m : metrics) {
+      nlohmann::json s;
+      s["slice"] = m.slice;
+      s["kind"] = m.kind;
+      for (const auto& [k, v] : m.fields()) s[k] = v;
+      j["slices"].push_back(s);
+    }
+    fmt::print("{}\n", j.dump(2));
+  }
+  for (const auto& m : metrics) {
+    if (o.json) std::fprintf(stderr, "%s\n", test_metrics_line(m).c_str());
+    else fmt::print("{}\n", test_metrics_line(m));
+  }
+  std::fflush(stdout);
+
+  if (o.store.no_store) return;
+  QuantizeReport identity;
+  identity.method = method_name(policy.method);
+  identity.policy_name = o.preset.empty() ? o.policy_file : o.preset;
+  identity.policy_json = canonical_policy_json(policy);
+  identity.model_id = o.model;
+  identity.shape.layers = cfg.num_layers;
+  identity.shape.kv_heads = cfg.num_kv_heads;
+  identity.shape.q_heads = cfg.num_heads;
+  identity.shape.head_dim = cfg.head_dim;
+  identity.wall_seconds = wall;
+  RunContext ctx;
+  ctx.workload = workload_desc;
+  ctx.tags = o.store.tags;
+  ctx.note = o.store.note;
+  for (const auto& m : metrics)
+    for (const auto& [k, v] : m.fields()) ctx.replay_metrics.push_back({m.slice, k, v});
+  RunStore store(resolve_db(o.store.db));
+  const int64_t id = store.add_replay_run(identity, ctx);
+  std::fprintf(stderr, "kvscope: stored run %lld in %s\n", static_cast<long long>(id), store.path().c_str());
+}
+
+}  // namespace
+
+void register_replay(CLI::App& app) {
+  auto o = std::make_shared<ReplayCliOptions>();
+  auto* cmd = app.add_subcommand("replay", "Decode workloads with a quantized KV cache and compare with fp16");
+  cmd->add_option("--model", o->model, "Model folder or Hugging Face id (org/name)")->required();
+  cmd->add_option("--workload", o->workloads,
+                  "text:PATH[;window=W][;n=N] | jsonl:PATH[;max_new=M] | passkey:len=L,depth=D,n=N | file:PATH "
+                  "(repeatable)")
+      ->required();
+  cmd->add_option("--preset", o->preset, "Policy preset (kvscope presets)");
+  cmd->add_option("--policy", o->policy_file, "Policy JSON file")->type_name("FILE");
+  cmd->add_flag("--json", o->json, "Print the metrics as JSON on stdout (TEST_METRICS lines go to stderr)");
+  cmd->add_option("--max-tokens", o->max_tokens, "Cap on scored/generated tokens per item (0 = no cap)");
+  cmd->add_option("--bit-budget", o->bit_budget, "Refuse policies above this average of bits per KV entry (0 = none)");
+  add_store_options(cmd, o->store);
+  cmd->callback([o] { run_replay_command(*o); });
+}
+
+}  // namespace kvscope::cli

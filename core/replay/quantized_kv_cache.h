@@ -1,0 +1,99 @@
+#pragma once
+// KV caches for replay.
+//
+// QuantizedKvCache implements the runtime's KvCache with a policy: tokens are quantized as they
+// leave the residual (full-precision) window, the first `sink_tokens` stay fp16 forever, and the
+// storage is packed (QuantizedTensor blocks + fp16 rows), so stored_bits() is the real size of the
+// cache's buffers. The forward reads a dequantized f32 mirror, exactly the values a packed runtime
+// would attend to; the mirror is a working buffer of the simulation and is not counted.
+//
+// Timing (KIVI, ALGORITHMS.md §2.2): append() stores the new tokens in fp16 and the attention of
+// that forward reads them exactly; the "after attention" quantization happens in flush(), which
+// append() runs first (so the next forward sees it) and which callers may run explicitly.
+// So a prefill attends to fp16 K/V, and every decode step attends to quantized history + exact
+// residual + its own exact token, as KIVI does.
+//
+// Which tokens are quantized at flush, per (layer, KV head, kind), with S sinks, window R and the
+// T tokens cached (`settled` = S + tokens already quantized):
+//   Axis::Token (per-token groups: KIVI V, uniform, kvmix-2, SKVQ): every token older than the last R
+//       is quantized, one token at a time (groups never span tokens, so a token's codes do not depend
+//       on when it is quantized): fp16 tokens = min(T - S, R).
+//   KIVI keys (Axis::Channel, method kivi): whole blocks of R tokens from the fp16 buffer; fp16
+//       tokens = (T - S) mod R. Blocks are aligned at the first non-sink token.
+//   Other Axis::Channel (uniform per-channel): keep R tokens fp16, quantize older tokens in blocks of
+//       group_size (group_size 0: blocks of 32).
+//   Axis::Head (kvmix strat1, one scale per head): the first flush that quantizes anything calibrates
+//       the scale (and zero point) on the tokens it quantizes (normally the prefill); later tokens are
+//       encoded with that scale, clamped to its range. The scale is counted once.
+//   Full precision (fp16 method, fp16 outlier heads): everything fp16.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/model/config.h"
+#include "core/model/model.h"
+#include "core/policy/policy.h"
+#include "core/quant/quantized_tensor.h"
+
+namespace kvscope {
+
+// Reference cache: the full-precision fp16 cache a runtime keeps (values rounded to fp16, f32 compute).
+class Fp16KvCache : public KvCache {
+ public:
+  Fp16KvCache(int layers, int kv_heads, int head_dim, int reserve_tokens = 256);
+  int length(int layer) const override { return dense_.length(layer); }
+  void append(int layer, const float* k, const float* v, int n) override;
+  KvLayerView view(int layer) const override { return dense_.view(layer); }
+  void clear() override { dense_.clear(); }
+  uint64_t stored_bits() const;  // 16 bits per cached element
+
+ private:
+  DenseKvCache dense_;
+  int kv_heads_, head_dim_, layers_;
+  std::vector<float> scratch_k_, scratch_v_;
+};
+
+// The settings one (layer, KV head, kind) runs with after overrides and outlier heads.
+struct HeadQuantPlan {
+  TensorQuant quant;
+  bool channel_blocks = false;  // Axis::Channel: quantized in blocks of block_len tokens
+  int block_len = 1;
+  int window = 0;               // tokens kept fp16 before a block may be quantized (0 for KIVI keys)
+};
+
+// Resolves the policy for replay. Throws Error naming the policy when the method cannot be replayed
+// (watersic, kvsmooth) or an outlier rule needs dump statistics (only "list" is supported here).
+std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy);
+
+class QuantizedKvCache : public KvCache {
+ public:
+  QuantizedKvCache(const ModelConfig& cfg, const Policy& policy, int reserve_tokens = 256);
+  ~QuantizedKvCache() override;
+
+  int length(int layer) const override;
+  void append(int layer, const float* k, const float* v, int n) override;
+  KvLayerView view(int layer) const override;
+  void clear() override;
+
+  // Applies the pending quantization of every layer (what happens after attention).
+  void flush();
+
+  // Exact packed size now: codes + scales/zero points + fp16 rows (sinks and residual window).
+  uint64_t stored_bits() const;
+  // Max of stored_bits() after each flush() and right after each single-token append (the decode
+  // step's fp16 token before its quantization), since construction / clear().
+  uint64_t peak_stored_bits() const;
+  uint64_t elements() const;          // K and V elements cached (tokens * head_dim per head and kind)
+  // Sum over quantized elements of (x - x^)^2 and, over all cached elements, of x^2 (x = fp16 value).
+  double squared_error() const;
+  double squared_norm() const;
+  double calibration_seconds() const;  // time spent calibrating per-head-global scales
+  // Tokens of (layer, head, kind) currently kept in fp16 after the sinks (the residual window).
+  int residual_fp16_tokens(int layer, int head, char kind) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvscope

@@ -1,0 +1,217 @@
+#include "core/replay/replay.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "core/replay/quantized_kv_cache.h"
+#include "core/util/error.h"
+
+namespace kvscope {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+int32_t argmax(const std::vector<float>& x) {
+  int32_t best = 0;  // first maximum, as numpy argmax
+  for (int32_t i = 1; i < static_cast<int32_t>(x.size()); ++i)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+// log-softmax in double.
+std::vector<double> log_softmax(const std::vector<float>& x) {
+  double mx = -INFINITY;
+  for (float v : x) mx = std::max(mx, static_cast<double>(v));
+  double sum = 0;
+  for (float v : x) sum += std::exp(static_cast<double>(v) - mx);
+  const double lse = mx + std::log(sum);
+  std::vector<double> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = static_cast<double>(x[i]) - lse;
+  return out;
+}
+
+// KL(P_ref || P_q) in nats.
+double kl_divergence(const std::vector<double>& lp_ref, const std::vector<double>& lp_q) {
+  double kl = 0;
+  for (size_t i = 0; i < lp_ref.size(); ++i) {
+    const double p = std::exp(lp_ref[i]);
+    if (p > 0) kl += p * (lp_ref[i] - lp_q[i]);
+  }
+  return std::max(0.0, kl);
+}
+
+void check_cancel(const ReplayOptions& o) {
+  if (o.cancel && o.cancel->load()) throw Error("replay: interrupted");
+}
+
+std::vector<int32_t> greedy_quantized(const Model& model, const Policy& policy, const WorkloadItem& it,
+                                      const ReplayOptions& o) {
+  QuantizedKvCache cache(model.config(), policy, static_cast<int>(it.prompt.size()) + it.max_new);
+  std::vector<float> logits = model.forward(it.prompt, cache);
+  std::vector<int32_t> out;
+  for (int i = 0; i < it.max_new; ++i) {
+    check_cancel(o);
+    out.push_back(argmax(logits));
+    if (i + 1 < it.max_new) logits = model.forward(std::span<const int32_t>(&out.back(), 1), cache);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, double>> SliceMetrics::fields() const {
+  return {{"quality_main", quality_main},
+          {"quality_delta_vs_ref", quality_delta_vs_ref},
+          {"peak_kv_memory_mb", peak_kv_memory_mb},
+          {"decode_tokens_per_s", decode_tokens_per_s},
+          {"prefill_latency_ms", prefill_latency_ms},
+          {"calibration_cost_s", calibration_cost_s},
+          {"avg_bits_per_kv_token", avg_bits_per_kv_token},
+          {"cache_error", cache_error},
+          {"greedy_match_ratio", greedy_match_ratio},
+          {"next_token_kl", next_token_kl},
+          {"ppl_delta", ppl_delta},
+          {"ppl", ppl},
+          {"ppl_ref", ppl_ref},
+          {"quality_ref", quality_ref},
+          {"ref_peak_kv_memory_mb", ref_peak_kv_memory_mb},
+          {"ref_decode_tokens_per_s", ref_decode_tokens_per_s},
+          {"contains_rate", contains_rate},
+          {"steps", static_cast<double>(steps)},
+          {"items", static_cast<double>(items)}};
+}
+
+std::string test_metrics_line(const SliceMetrics& m) {
+  std::string s = "TEST_METRICS: slice=" + m.slice;
+  for (const auto& [k, v] : m.fields()) s += fmt::format(" {}={:.6g}", k, v);
+  return s;
+}
+
+double nominal_bits_per_entry(const ModelConfig& cfg, const Policy& policy) {
+  const auto plans = plan_replay_heads(cfg, policy);
+  double sum = 0;
+  for (const auto& p : plans) sum += p.quant.full_precision ? 16.0 : p.quant.bits;
+  return plans.empty() ? 0 : sum / static_cast<double>(plans.size());
+}
+
+void check_bit_budget(const ModelConfig& cfg, const Policy& policy, double cap) {
+  const double bits = nominal_bits_per_entry(cfg, policy);
+  const std::string where = "policy " + (policy.name.empty() ? std::string("(unnamed)") : policy.name);
+  if (policy.budget.max_avg_bits > 0 && bits > policy.budget.max_avg_bits)
+    fail(where, "$.budget.max_avg_bits: the policy averages {:.4g} bits per KV entry on this model, over the budget of {:.4g}",
+         bits, policy.budget.max_avg_bits);
+  if (cap > 0 && bits > cap)
+    fail(where, "averages {:.4g} bits per KV entry on this model, over the budget of {:.4g} (--bit-budget)", bits, cap);
+}
+
+std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, const std::vector<WorkloadSlice>& slices,
+                                     const Policy& policy, const ReplayOptions& o) {
+  const ModelConfig& cfg = model.config();
+  check_bit_budget(cfg, policy);  // policy errors before any compute
+  std::vector<SliceMetrics> out;
+  for (const auto& slice : slices) {
+    SliceMetrics m;
+    m.slice = slice.name;
+    m.kind = workload_kind_name(slice.kind);
+    double nll = 0, nll_ref = 0, kl = 0, decode_s = 0, ref_decode_s = 0, prefill_s = 0;
+    int matches = 0, hits = 0, hits_ref = 0, contains = 0, contains_ref = 0, decode_steps = 0;
+    double bits = 0, elements = 0, sq_err = 0, sq_norm = 0, peak_bits = 0, ref_peak_bits = 0;
+    for (size_t idx = 0; idx < slice.items.size(); ++idx) {
+      const WorkloadItem& it = slice.items[idx];
+      if (o.progress) o.progress(fmt::format("replay: {} item {}/{}", slice.name, idx + 1, slice.items.size()));
+      const bool generate = it.target.empty();
+      const int steps = generate ? it.max_new : static_cast<int>(it.target.size());
+      const int reserve = static_cast<int>(it.prompt.size()) + steps;
+      if (reserve > cfg.max_position_embeddings)
+        fail(slice.name, "item {} needs {} positions, the model supports {}", idx + 1, reserve, cfg.max_position_embeddings);
+      Fp16KvCache ref_cache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, reserve);
+      QuantizedKvCache q_cache(cfg, policy, reserve);
+
+      check_cancel(o);
+      std::vector<float> ref_logits = model.forward(it.prompt, ref_cache);
+      auto t0 = Clock::now();
+      std::vector<float> q_logits = model.forward(it.prompt, q_cache);
+      q_cache.flush();  // the prefill's quantization is part of the prefill
+      prefill_s += seconds_since(t0);
+
+      std::vector<int32_t> fed;  // the teacher-forced tokens (text or reference continuation)
+      bool all_match = true;
+      for (int s = 0; s < steps; ++s) {
+        check_cancel(o);
+        const int32_t ref_top = argmax(ref_logits), q_top = argmax(q_logits);
+        const int32_t next = generate ? ref_top : it.target[s];
+        const auto lp_ref = log_softmax(ref_logits), lp_q = log_softmax(q_logits);
+        kl += kl_divergence(lp_ref, lp_q);
+        nll_ref -= lp_ref[next];
+        nll -= lp_q[next];
+        if (ref_top == q_top) ++matches;
+        else all_match = false;
+        if (!generate) {
+          hits_ref += ref_top == next;
+          hits += q_top == next;
+        }
+        fed.push_back(next);
+        ++m.steps;
+        if (s + 1 == steps) break;
+        const std::span<const int32_t> one(&fed.back(), 1);
+        auto r0 = Clock::now();
+        ref_logits = model.forward(one, ref_cache);
+        ref_decode_s += seconds_since(r0);
+        auto q0 = Clock::now();
+        q_logits = model.forward(one, q_cache);
+        decode_s += seconds_since(q0);
+        ++decode_steps;
+      }
+      q_cache.flush();
+      bits += static_cast<double>(q_cache.stored_bits());
+      elements += static_cast<double>(q_cache.elements());
+      sq_err += q_cache.squared_error();
+      sq_norm += q_cache.squared_norm();
+      peak_bits = std::max(peak_bits, static_cast<double>(q_cache.peak_stored_bits()));
+      ref_peak_bits = std::max(ref_peak_bits, static_cast<double>(ref_cache.stored_bits()));
+      m.calibration_cost_s += q_cache.calibration_seconds();
+
+      if (generate) {
+        const std::string ref_text = tok.decode(fed);
+        // Teacher forcing and free-running greedy agree until the first mismatch; only then rerun.
+        const std::string q_text = all_match ? ref_text : tok.decode(greedy_quantized(model, policy, it, o));
+        const bool passkey = slice.kind == WorkloadKind::Passkey;
+        const bool ok_ref = passkey ? answer_contains(ref_text, it.answer) : answer_exact_match(ref_text, it.answer);
+        const bool ok_q = passkey ? answer_contains(q_text, it.answer) : answer_exact_match(q_text, it.answer);
+        hits_ref += ok_ref;
+        hits += ok_q;
+        contains_ref += answer_contains(ref_text, it.answer);
+        contains += answer_contains(q_text, it.answer);
+      }
+      ++m.items;
+    }
+    const double n_steps = std::max(1, m.steps);
+    const double denom = slice.kind == WorkloadKind::Text ? n_steps : std::max(1, m.items);
+    m.quality_main = hits / denom;
+    m.quality_ref = hits_ref / denom;
+    m.quality_delta_vs_ref = m.quality_main - m.quality_ref;
+    m.contains_rate = contains / static_cast<double>(std::max(1, m.items));
+    m.contains_rate_ref = contains_ref / static_cast<double>(std::max(1, m.items));
+    m.peak_kv_memory_mb = peak_bits / 8.0 / (1024.0 * 1024.0);
+    m.ref_peak_kv_memory_mb = ref_peak_bits / 8.0 / (1024.0 * 1024.0);
+    m.decode_tokens_per_s = decode_s > 0 ? decode_steps / decode_s : 0;
+    m.ref_decode_tokens_per_s = ref_decode_s > 0 ? decode_steps / ref_decode_s : 0;
+    m.prefill_latency_ms = 1000.0 * prefill_s / std::max(1, m.items);
+    m.avg_bits_per_kv_token = elements > 0 ? bits / elements : 0;
+    m.cache_error = sq_norm > 0 ? sq_err / sq_norm : 0;
+    m.greedy_match_ratio = matches / n_steps;
+    m.next_token_kl = kl / n_steps;
+    m.ppl = std::exp(nll / n_steps);
+    m.ppl_ref = std::exp(nll_ref / n_steps);
+    m.ppl_delta = m.ppl - m.ppl_ref;
+    out.push_back(m);
+  }
+  return out;
+}
+
+}  // namespace kvscope

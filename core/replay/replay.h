@@ -1,0 +1,55 @@
+#pragma once
+// Replay: run each workload item with the full-precision (fp16) reference cache and with the
+// policy's QuantizedKvCache in lockstep, feeding both the same tokens (teacher forcing: the text for
+// text workloads, the reference's greedy continuation for generation workloads), and measure what
+// the quantized cache does to the next-token distribution. Metric definitions: docs/REPLAY.md.
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/model/model.h"
+#include "core/policy/policy.h"
+#include "core/replay/workload.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace kvscope {
+
+struct SliceMetrics {
+  std::string slice;
+  std::string kind;  // text | jsonl | passkey
+  int items = 0;
+  int steps = 0;  // scored next-token predictions
+  double quality_main = 0, quality_ref = 0, quality_delta_vs_ref = 0;
+  double peak_kv_memory_mb = 0, ref_peak_kv_memory_mb = 0;
+  double decode_tokens_per_s = 0, ref_decode_tokens_per_s = 0;
+  double prefill_latency_ms = 0;
+  double calibration_cost_s = 0;
+  double avg_bits_per_kv_token = 0;
+  double cache_error = 0;
+  double greedy_match_ratio = 0;
+  double next_token_kl = 0;
+  double ppl = 0, ppl_ref = 0, ppl_delta = 0;
+  double contains_rate = 0, contains_rate_ref = 0;  // generation workloads
+
+  // name -> value, in the order of the TEST_METRICS line.
+  std::vector<std::pair<std::string, double>> fields() const;
+};
+
+struct ReplayOptions {
+  std::function<void(const std::string&)> progress;  // one line per item
+  const std::atomic<bool>* cancel = nullptr;          // set -> Error("replay: interrupted")
+};
+
+// The average nominal bits per KV entry the policy asks for (16 for fp16 heads), for budget checks.
+double nominal_bits_per_entry(const ModelConfig& cfg, const Policy& policy);
+// Error when the nominal bits exceed the policy's $.budget.max_avg_bits or `cap` (> 0, e.g. --bit-budget).
+void check_bit_budget(const ModelConfig& cfg, const Policy& policy, double cap = 0);
+
+std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, const std::vector<WorkloadSlice>& slices,
+                                     const Policy& policy, const ReplayOptions& opts = {});
+
+// "TEST_METRICS: slice=<name> quality_main=... ..." (seed 002's parser reads key=value pairs).
+std::string test_metrics_line(const SliceMetrics& m);
+
+}  // namespace kvscope

@@ -1,0 +1,52 @@
+#pragma once
+// Replay workloads: what the model reads and what counts as a good answer.
+//
+// A workload is given as a spec string (several may be given):
+//   text:PATH[;window=W][;n=N]      teacher-forced perplexity: N windows of W tokens (defaults 256, 4;
+//                                   W is capped by max_position_embeddings), consecutive from the start
+//                                   of the file; the first half of a window is the prompt, the second
+//                                   half is scored token by token.
+//   jsonl:PATH[;max_new=M]          one JSON object per line: {"prompt": "...", "answer": "..."}
+//                                   (optional "max_new"); scored by exact match and contains.
+//   passkey:len=L,depth=D,n=N[,max_new=M][,filler=PATH]
+//                                   N generated prompts of L tokens with a 5-digit pass key placed at
+//                                   depth D (0 = start, 1 = end) of generated filler sentences (or of
+//                                   text from PATH); scored by whether the answer contains the key.
+//   file:PATH                       a workload file: one spec per line, '#' starts a comment, relative
+//                                   paths are relative to the file.
+// Bad specs and files give one Error naming the file (and line) and the problem.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tokenizer/tokenizer.h"
+
+namespace kvscope {
+
+struct WorkloadItem {
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> target;  // text: the tokens to score (teacher-forced); empty for generation
+  std::string answer;           // generation: expected answer
+  int max_new = 0;              // generation: greedy tokens to produce
+};
+
+enum class WorkloadKind { Text, Jsonl, Passkey };
+
+struct WorkloadSlice {
+  std::string name;  // e.g. "text:alice.txt", "passkey:len=512,depth=0.5"
+  WorkloadKind kind = WorkloadKind::Text;
+  std::vector<WorkloadItem> items;
+};
+
+std::string workload_kind_name(WorkloadKind k);
+
+// Parses the specs and builds the slices; every item must fit in `max_positions`.
+std::vector<WorkloadSlice> load_workloads(const std::vector<std::string>& specs, const Tokenizer& tok,
+                                          int max_positions);
+
+// Scoring of generated answers (both sides trimmed of whitespace; the output is cut at its first newline
+// for exact match).
+bool answer_exact_match(const std::string& output, const std::string& answer);
+bool answer_contains(const std::string& output, const std::string& answer);
+
+}  // namespace kvscope
