@@ -200,8 +200,7 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
           for (int c = 0; c < D; ++c) xs[static_cast<size_t>(t) * D + c] = x[static_cast<size_t>(t) * D + c] / sc[c];
         x = xs.data();
       }
-      QuantizedTensor qt = quantize_tensor(x, T, D, p.quant, p.fp_head, p.fp_tail);
-      qt.dequantize(y);
+      QuantizedTensor qt = quantize_tensor(x, T, D, p.quant, p.fp_head, p.fp_tail, y);  // y: reconstruction
       if (sc)
         for (int t = 0; t < T; ++t)
           for (int c = 0; c < D; ++c) y[static_cast<size_t>(t) * D + c] *= sc[c];

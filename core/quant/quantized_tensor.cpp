@@ -100,9 +100,14 @@ inline float decode(uint8_t code, float s, float z, float qmax) {
 }
 
 // One row with per-column scale/zero arrays: the hot loop (vectorizes; sc/zc expand the groups).
+// recon (may be null) receives the reconstruction, bit-identical to what dequantize() gives.
 template <Mode M>
 __attribute__((target_clones("avx2", "default"))) void encode_row(const float* x, const float* sc, const float* zc,
-                                                                   int n, float qmax, uint8_t* codes) {
+                                                                   int n, float qmax, uint8_t* codes, float* recon) {
+  if (recon) {
+    for (int i = 0; i < n; ++i) codes[i] = encode<M>(x[i], sc[i], zc[i], qmax, &recon[i]);
+    return;
+  }
   for (int i = 0; i < n; ++i) {
     float y;
     codes[i] = encode<M>(x[i], sc[i], zc[i], qmax, &y);
@@ -118,7 +123,11 @@ __attribute__((target_clones("avx2", "default"))) void decode_row(const uint8_t*
 // One group with scalar parameters (per-token groups are contiguous runs of a row).
 template <Mode M>
 __attribute__((target_clones("avx2", "default"))) void encode_span(const float* x, int n, float s, float z,
-                                                                    float qmax, uint8_t* codes) {
+                                                                    float qmax, uint8_t* codes, float* recon) {
+  if (recon) {
+    for (int i = 0; i < n; ++i) codes[i] = encode<M>(x[i], s, z, qmax, &recon[i]);
+    return;
+  }
   for (int i = 0; i < n; ++i) {
     float y;
     codes[i] = encode<M>(x[i], s, z, qmax, &y);
@@ -246,9 +255,10 @@ QuantizedTensor prepare(const float* x, int rows, int cols, const TensorQuant& s
 }
 
 template <Mode M>
-void quantize_fast(const float* x, QuantizedTensor& t) {
+void quantize_fast(const float* x, QuantizedTensor& t, float* recon) {
   const int D = t.cols, g = t.group_len, rq = t.quantized_rows(), qmax = qmax_of(t.spec);
   const float* xq = x + static_cast<size_t>(t.fp_head) * D;
+  float* rq_out = recon ? recon + static_cast<size_t>(t.fp_head) * D : nullptr;
   const bool has_z = !t.zeros.empty();
   // 1. Group parameters.
   switch (t.spec.axis) {
@@ -301,7 +311,7 @@ void quantize_fast(const float* x, QuantizedTensor& t) {
         Params p = choose_params<M>(v, mn, mx, t.spec, qmax);
         t.scales[gi] = p.s;
         if (has_z) t.zeros[gi] = p.z;
-        encode_span<M>(xq + off, n, p.s, p.z, static_cast<float>(qmax), codes.data() + off);
+        encode_span<M>(xq + off, n, p.s, p.z, static_cast<float>(qmax), codes.data() + off, rq_out ? rq_out + off : nullptr);
       }
     t.codes.resize(packed_bytes(codes.size(), t.spec.bits));
     pack_codes(codes.data(), codes.size(), t.spec.bits, t.codes.data());
@@ -312,7 +322,7 @@ void quantize_fast(const float* x, QuantizedTensor& t) {
     if (r == 0 || t.spec.axis == Axis::Token || (t.spec.axis == Axis::Channel && r % g == 0))
       column_params(t, r, sc.data(), zc.data());
     encode_row<M>(xq + static_cast<size_t>(r) * D, sc.data(), zc.data(), D, static_cast<float>(qmax),
-                  codes.data() + static_cast<size_t>(r) * D);
+                  codes.data() + static_cast<size_t>(r) * D, rq_out ? rq_out + static_cast<size_t>(r) * D : nullptr);
   }
   t.codes.resize(packed_bytes(codes.size(), t.spec.bits));
   pack_codes(codes.data(), codes.size(), t.spec.bits, t.codes.data());
@@ -492,14 +502,20 @@ int QuantizedTensor::code_at(int row, int col) const {
   return spec.symmetric ? c - qmax_of(spec) : c;
 }
 
-QuantizedTensor quantize_tensor(const float* x, int rows, int cols, const TensorQuant& spec, int fp_head, int fp_tail) {
+QuantizedTensor quantize_tensor(const float* x, int rows, int cols, const TensorQuant& spec, int fp_head, int fp_tail,
+                                float* recon) {
   QuantizedTensor t = prepare(x, rows, cols, spec, fp_head, fp_tail);
+  if (recon) {  // the kept rows as the decoder sees them (fp16)
+    convert_to_f32(DType::F16, t.fp16_rows.data(), static_cast<size_t>(t.fp_head) * cols, recon);
+    convert_to_f32(DType::F16, t.fp16_rows.data() + static_cast<size_t>(t.fp_head) * cols,
+                   static_cast<size_t>(t.fp_tail) * cols, recon + static_cast<size_t>(rows - t.fp_tail) * cols);
+  }
   if (t.quantized_rows() <= 0) return t;
   switch (mode_of(spec)) {
-    case Mode::Sym: quantize_fast<Mode::Sym>(x, t); break;
-    case Mode::SymInverse: quantize_fast<Mode::SymInverse>(x, t); break;
-    case Mode::AsymFloat: quantize_fast<Mode::AsymFloat>(x, t); break;
-    case Mode::AsymInt: quantize_fast<Mode::AsymInt>(x, t); break;
+    case Mode::Sym: quantize_fast<Mode::Sym>(x, t, recon); break;
+    case Mode::SymInverse: quantize_fast<Mode::SymInverse>(x, t, recon); break;
+    case Mode::AsymFloat: quantize_fast<Mode::AsymFloat>(x, t, recon); break;
+    case Mode::AsymInt: quantize_fast<Mode::AsymInt>(x, t, recon); break;
   }
   return t;
 }

@@ -44,9 +44,10 @@ struct QuantizedTensor {
   int code_at(int row, int col) const;
 };
 
-// Fast path. `x` is [rows, cols] row-major. Throws Error for invalid specs.
+// Fast path. `x` is [rows, cols] row-major. Throws Error for invalid specs. When `recon` is given
+// it receives the reconstruction computed on the way (bit-identical to dequantize(), one pass less).
 QuantizedTensor quantize_tensor(const float* x, int rows, int cols, const TensorQuant& spec, int fp_head = 0,
-                                int fp_tail = 0);
+                                int fp_tail = 0, float* recon = nullptr);
 // Plain reference implementation (scalar loops, std::nearbyint, no packing tricks) producing the
 // identical result; the fast path is tested against it (as ggml tests from_float vs from_float_ref).
 QuantizedTensor quantize_tensor_reference(const float* x, int rows, int cols, const TensorQuant& spec,

@@ -239,6 +239,11 @@ TEST_CASE("fast path equals the reference implementation for every configuration
             REQUIRE(fast.zeros == ref.zeros);
             REQUIRE(fast.fp16_rows == ref.fp16_rows);
             REQUIRE(fast.total_bits() == ref.total_bits());
+            // The reconstruction produced while encoding is exactly what the decoder gives.
+            std::vector<float> recon(300 * 40), dec(300 * 40);
+            quantize_tensor(x.data(), 300, 40, q, head, tail, recon.data());
+            fast.dequantize(dec.data());
+            REQUIRE(recon == dec);
           }
         }
 }
