@@ -11,7 +11,7 @@ PACKAGES=(
   libimgui-dev libglfw3-dev libgl-dev libstb-dev fonts-dejavu-core
   libsqlitecpp-dev libsqlite3-dev sqlite3
   catch2 libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev
-  xvfb xauth
+  xvfb xauth python3   # python3: a test reads exported CSV with the standard csv module
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -147,3 +147,52 @@ TEST_CASE("kvscope merge, the default database and bad databases", "[storage][cl
   CHECK(r.code == 1);
   CHECK_THAT(r.err, StartsWith("kvscope: error: " + junk + ": file is not a database"));
 }
+
+TEST_CASE("hostile tags and notes are stored and exported verbatim; CSV parses with Python's csv module",
+          "[storage][cli]") {
+  TempDir tmp;
+  const std::string db = tmp.path("runs.sqlite");
+  const std::string evil_tag = "x');DROP_TABLE_runs;--\"";  // tags may not contain spaces
+  const std::string evil_note = "x'); DROP TABLE runs; -- quote \" comma , newline\nand 'single'";
+  {
+    RunStore store(db);
+    store.add_quantize_run(test::make_report(2, 2, 1, "kivi", "model, \"quoted\""), {});
+    store.add_tag(1, evil_tag);
+    store.set_note(1, evil_note);
+  }
+  const std::string D = " --db " + q(db);
+  Result r = kvscope_cli(tmp, "runs show 1 --json" + D);
+  REQUIRE(r.code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j.dump().find("x'); DROP TABLE runs; --") != std::string::npos);
+  {
+    RunStore store(db);  // the table is still there, with its run, tag and note intact
+    auto runs = store.list_runs({});
+    REQUIRE(runs.size() == 1);
+    CHECK(runs[0].note == evil_note);
+    CHECK(std::count(runs[0].tags.begin(), runs[0].tags.end(), evil_tag) == 1);
+  }
+  // CSV through a standard parser: every row has the header's width, the awkward model name
+  // comes back intact.
+  r = kvscope_cli(tmp, "export --run 1 --format csv --table per-head --out " + q(tmp.path("h.csv")) + D);
+  REQUIRE(r.code == 0);
+  r = kvscope_cli(tmp, "export --run 1 --format csv --table summary --out " + q(tmp.path("s.csv")) + D);
+  REQUIRE(r.code == 0);
+  const std::string py =
+      "import csv,sys\n"
+      "for f in sys.argv[1:]:\n"
+      "  rows = list(csv.reader(open(f, newline='')))\n"
+      "  assert len(rows) > 1, f\n"
+      "  assert all(len(x) == len(rows[0]) for x in rows), f\n"
+      "  print(f, len(rows), len(rows[0]))\n"
+      "  if f.endswith('s.csv'): print('MODEL' if any('model, \"quoted\"' in c for x in rows for c in x) else 'NOMODEL')\n";
+  std::ofstream(tmp.path("check.py")) << py;
+  const std::string cmd = "python3 " + q(tmp.path("check.py")) + " " + q(tmp.path("h.csv")) + " " + q(tmp.path("s.csv")) +
+                          " >" + q(tmp.path("py.out")) + " 2>&1";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  const std::string out = slurp(tmp.path("py.out"));
+  INFO(out);
+  const size_t head_rows = test::make_report(2, 2, 1, "kivi", "m").per_head.size();  // one CSV row each + header
+  CHECK_THAT(out, Contains("h.csv " + std::to_string(head_rows + 1) + " ") && Contains("MODEL"));
+  CHECK_THAT(out, !Contains("NOMODEL"));
+}
