@@ -192,7 +192,8 @@ TEST_CASE("hostile tags and notes are stored and exported verbatim; CSV parses w
   REQUIRE(std::system(cmd.c_str()) == 0);
   const std::string out = slurp(tmp.path("py.out"));
   INFO(out);
-  const size_t head_rows = test::make_report(2, 2, 1, "kivi", "m").per_head.size();  // one CSV row each + header
+  // per-head table: one row per (layer, KV head) with K and V side by side, plus the header.
+  const size_t head_rows = test::make_report(2, 2, 1, "kivi", "m").per_head.size() / 2;
   CHECK_THAT(out, Contains("h.csv " + std::to_string(head_rows + 1) + " ") && Contains("MODEL"));
   CHECK_THAT(out, !Contains("NOMODEL"));
 }
