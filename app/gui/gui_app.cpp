@@ -25,10 +25,15 @@
 #include "app/gui/settings.h"
 #include "core/dump/kv_dump.h"
 #include "core/metrics/head_profile.h"
+#include "core/model/capture.h"
+#include "core/model/discovery.h"
+#include "core/model/model.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
 #include "core/synth/synth.h"
 #include "core/util/error.h"
+#include "core/util/file.h"
+#include "core/tokenizer/tokenizer.h"
 #include "storage/run_store.h"
 #include "views/head_detail_view.h"
 #include "views/heatmap_view.h"
@@ -84,23 +89,6 @@ double percentile(std::vector<double> v, double q) {
 }
 
 // Checkpoint directories (config.json present) under the shared models dir and the HF cache.
-std::vector<std::string> find_models() {
-  std::vector<std::string> roots;
-  if (const char* m = std::getenv("KVSCOPE_TEST_MODELS")) roots.push_back(m);
-  if (const char* hf = std::getenv("HF_HOME")) roots.push_back(std::string(hf) + "/hub");
-  else if (const char* home = std::getenv("HOME")) roots.push_back(std::string(home) + "/.cache/huggingface/hub");
-  std::vector<std::string> out;
-  for (const auto& root : roots) {
-    std::error_code ec;
-    for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
-         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-      if (it.depth() > 4) it.disable_recursion_pending();
-      if (it->path().filename() == "config.json") out.push_back(it->path().parent_path().string());
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 class App {
  public:
@@ -117,6 +105,7 @@ class App {
   // Work.
   void open_demo();
   void open_dump(const std::string& path);
+  void capture_dump_job(const ModelEntry& model);
   void set_dump(std::shared_ptr<const KvDump> dump, const std::string& name);
   void policy_edited(bool commit);
   void maybe_requantize();
@@ -190,7 +179,9 @@ class App {
   views::RdMetric rd_metric_ = views::RdMetric::KNmse;
   bool attn_nmse_ = false;
   std::vector<int64_t> attn_runs_;  // session runs overlaid in the attention view
-  std::vector<std::string> models_;
+  std::vector<ModelEntry> models_;  // discover_models(): HF cache and $KVSCOPE_MODEL_PATH
+  std::string capture_text_;        // text file to capture a dump on (empty: a built-in passage)
+  int capture_tokens_ = 512;
   std::vector<std::string> preset_names_;
 
   std::vector<std::string> errors_;
@@ -283,7 +274,7 @@ bool App::init() {
   ImGui_ImplGlfw_InitForOpenGL(window_, true);
   ImGui_ImplOpenGL3_Init("#version 130");
   apply_style();
-  models_ = find_models();
+  models_ = discover_models();
   for (const auto& p : list_presets()) preset_names_.push_back(p.name);
   return true;
 }
@@ -378,6 +369,47 @@ void App::open_dump(const std::string& path) {
           remember_recent(settings_.recent_dumps, path);
           set_dump(dump, path);
         };
+      },
+      "dump");
+}
+
+// Public-domain prose (Alice in Wonderland, ch. 1) used when no capture text file is given.
+constexpr const char* kCapturePassage =
+    "Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do: once "
+    "or twice she had peeped into the book her sister was reading, but it had no pictures or conversations in it, "
+    "'and what is the use of a book,' thought Alice 'without pictures or conversations?' So she was considering in "
+    "her own mind (as well as she could, for the hot day made her feel very sleepy and stupid), whether the pleasure "
+    "of making a daisy-chain would be worth the trouble of getting up and picking the daisies, when suddenly a White "
+    "Rabbit with pink eyes ran close by her. ";
+
+void App::capture_dump_job(const ModelEntry& entry) {
+  const std::string dir = entry.dir, id = entry.id, text_file = capture_text_;
+  const int tokens = capture_tokens_;
+  runner_.submit(
+      "capture " + id + " (" + std::to_string(tokens) + " tokens)",
+      [this, dir, id, text_file, tokens](JobContext& ctx) -> JobRunner::Completion {
+        std::string text;
+        if (text_file.empty()) {
+          while (text.size() < static_cast<size_t>(tokens) * 8) text += kCapturePassage;
+        } else {
+          text = read_file(text_file, "text file");
+        }
+        auto tok = load_tokenizer(dir);
+        auto model = Model::load(dir);
+        std::vector<int32_t> ids = tok->encode(text, /*add_bos=*/true);
+        int limit = tokens;
+        if (model->config().max_position_embeddings > 0) limit = std::min(limit, model->config().max_position_embeddings);
+        if (static_cast<int>(ids.size()) > limit) ids.resize(limit);
+        CaptureOptions co;
+        co.model_id = id;
+        co.prompt = text_file.empty() ? "built-in passage" : text_file;
+        co.workload = text_file.empty() ? "gui:passage" : "text:" + std::filesystem::path(text_file).filename().string();
+        co.progress = [c = &ctx](int done, int total) {
+          c->progress = double(done) / total;
+          if (c->cancel) throw Cancelled();  // between prefill chunks
+        };
+        auto dump = std::make_shared<const KvDump>(capture_dump(*model, ids, co));
+        return [this, dump, id] { set_dump(dump, id + " (captured)"); };
       },
       "dump");
 }
@@ -770,9 +802,27 @@ void App::sidebar(ImVec2 size) {
     ImGui::SameLine();
     if (ImGui::SmallButton("Demo")) open_demo();
     if (!models_.empty() && ImGui::TreeNode("models", "Models found (%d)", static_cast<int>(models_.size()))) {
-      for (const auto& m : models_) {
-        ImGui::BulletText("%s", std::filesystem::path(m).filename().c_str());
-        if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s\ncapture a dump with: kvscope dump %s", m.c_str(), m.c_str());
+      ImGui::SetNextItemWidth(-1);
+      ImGui::InputTextWithHint("##captext", "capture text file (empty: built-in passage)", &capture_text_);
+      ImGui::SetNextItemWidth(120 * settings_.ui_scale);
+      ImGui::SliderInt("tokens##cap", &capture_tokens_, 16, 4096);
+      for (size_t i = 0; i < models_.size(); ++i) {
+        const ModelEntry& m = models_[i];
+        ImGui::PushID(static_cast<int>(i));
+        if (m.error.empty()) {
+          if (ImGui::SmallButton("Capture")) capture_dump_job(m);
+          ImGui::SameLine();
+        }
+        ImGui::TextUnformatted(m.id.c_str());
+        if (ImGui::IsItemHovered()) {
+          if (m.error.empty())
+            ImGui::SetTooltip("%s\n%s, %d layers, %d/%d heads, head_dim %d, %s\nCapture: run it on the text and open the dump",
+                              m.dir.c_str(), std::string(arch_name(m.config.arch)).c_str(), m.config.num_layers, m.config.num_heads,
+                              m.config.num_kv_heads, m.config.head_dim, m.dtype.c_str());
+          else
+            ImGui::SetTooltip("%s\n%s", m.dir.c_str(), m.error.c_str());
+        }
+        ImGui::PopID();
       }
       ImGui::TreePop();
     }
@@ -1317,6 +1367,14 @@ bool App::script_action(const ScriptAction& a) {
   }
   if (v == "sweep") {
     start_sweep();
+    return true;
+  }
+  if (v == "capture") {
+    auto it = std::find_if(models_.begin(), models_.end(), [&](const ModelEntry& m) { return m.id == a.args[0]; });
+    if (it == models_.end()) fail(where, "no model '{}' found (HF cache, $KVSCOPE_MODEL_PATH)", a.args[0]);
+    if (!it->error.empty()) fail(where, "model '{}' is unusable: {}", a.args[0], it->error);
+    capture_tokens_ = arg_int(1);
+    capture_dump_job(*it);
     return true;
   }
   if (v == "save_run") {

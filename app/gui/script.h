@@ -8,6 +8,7 @@
 //   sweep                               save_run                      wait_jobs
 //   wait_frames <n>                     screenshot <out.png>          save_figure heatmap|rd|attention <out.png> <w> <h>
 //   perf_begin                          perf_end <out.json>           open <dump.safetensors>
+//   capture <model id> <tokens>         (a model from discover_models: captures a dump on the built-in passage)
 //   quit
 #include <string>
 #include <vector>

@@ -1,0 +1,36 @@
+// The GUI captures a real model's KV cache itself (a background job, like `kvscope dump`) and shows it:
+// stories260K has 5 layers and 4 KV heads, so the heatmap must be a 5 x 4 grid.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "test_util.h"
+
+TEST_CASE("GUI: capture a dump from a discovered model and show its heatmap") {
+  TempDir tmp;
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  std::string env = "env KVSCOPE_MODEL_PATH=" + kvscope::test::models_dir() + " XDG_CONFIG_HOME=" + tmp.path("cfg") +
+                    " XDG_DATA_HOME=" + tmp.path("data") + " ";
+  std::string png = tmp.path("cap.png");
+  std::ofstream(tmp.path("s.txt")) << "capture stories260K 64\nwait_jobs\nview heatmap\nwait_jobs\nscreenshot " << png << "\n";
+  int rc = std::system((env + "xvfb-run -a -s '-screen 0 1600x1000x24' " KVSCOPE_BIN " gui --width 1600 --height 1000 --script " +
+                        tmp.path("s.txt") + " > " + tmp.path("gui.log") + " 2>&1").c_str());
+  INFO(slurp(tmp.path("gui.log")));
+  REQUIRE(rc == 0);
+  auto layout = nlohmann::json::parse(slurp(png + ".json"));
+  CHECK(layout["heatmaps"]["k"]["rows"] == 5);
+  CHECK(layout["heatmaps"]["k"]["cols"] == 4);
+  // An unknown model is a clear script error naming the line, and a non-zero exit.
+  std::ofstream(tmp.path("bad.txt")) << "capture no-such-model 64\n";
+  rc = std::system((env + "xvfb-run -a -s '-screen 0 1600x1000x24' " KVSCOPE_BIN " gui --width 800 --height 600 --script " +
+                    tmp.path("bad.txt") + " > " + tmp.path("bad.log") + " 2>&1").c_str());
+  CHECK(rc != 0);
+  CHECK_THAT(slurp(tmp.path("bad.log")), Catch::Contains("no model 'no-such-model' found"));
+}
