@@ -30,6 +30,7 @@
 #include "core/model/model.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
+#include "core/replay/replay.h"
 #include "core/synth/synth.h"
 #include "core/util/error.h"
 #include "core/util/file.h"
@@ -106,6 +107,7 @@ class App {
   void open_demo();
   void open_dump(const std::string& path);
   void capture_dump_job(const ModelEntry& model);
+  void replay_job(const ModelEntry& model);
   void set_dump(std::shared_ptr<const KvDump> dump, const std::string& name);
   void policy_edited(bool commit);
   void maybe_requantize();
@@ -182,6 +184,8 @@ class App {
   std::vector<ModelEntry> models_;  // discover_models(): HF cache and $KVSCOPE_MODEL_PATH
   std::string capture_text_;        // text file to capture a dump on (empty: a built-in passage)
   int capture_tokens_ = 512;
+  std::string replay_spec_ = "passkey:len=256,depth=0.5,n=2";  // workload for Replay (see docs/REPLAY.md)
+  std::vector<std::string> replay_lines_;                       // TEST_METRICS of the last replay
   std::vector<std::string> preset_names_;
 
   std::vector<std::string> errors_;
@@ -412,6 +416,41 @@ void App::capture_dump_job(const ModelEntry& entry) {
         return [this, dump, id] { set_dump(dump, id + " (captured)"); };
       },
       "dump");
+}
+
+// Replays the model with the policy in the editor against the fp16 reference (core/replay), off the
+// UI thread; the TEST_METRICS lines go to the sidebar and to stdout (as `kvscope replay` prints them).
+void App::replay_job(const ModelEntry& entry) {
+  Policy p;
+  try {
+    p = parse_policy(policy_to_json(policy_), "policy editor");
+  } catch (const Error& e) {
+    error(e.what());
+    return;
+  }
+  const std::string dir = entry.dir, id = entry.id, spec = replay_spec_;
+  runner_.submit(
+      "replay " + id + " " + (p.name.empty() ? method_name(p.method) : p.name) + " on " + spec,
+      [this, dir, spec, p](JobContext& ctx) -> JobRunner::Completion {
+        auto tok = load_tokenizer(dir);
+        auto model = Model::load(dir);
+        check_bit_budget(model->config(), p);
+        auto slices = load_workloads({spec}, *tok, model->config().max_position_embeddings);
+        size_t total = 0, done = 0;
+        for (const auto& sl : slices) total += sl.items.size();
+        ReplayOptions ro;
+        ro.cancel = &ctx.cancel;
+        ro.progress = [&](const std::string&) { ctx.progress = total ? double(++done) / total : 0.5; };
+        auto metrics = run_replay(*model, *tok, slices, p, ro);
+        auto lines = std::make_shared<std::vector<std::string>>();
+        for (const auto& m : metrics) lines->push_back(test_metrics_line(m));
+        return [this, lines] {
+          replay_lines_ = *lines;
+          for (const auto& l : replay_lines_) std::printf("%s\n", l.c_str());
+          std::fflush(stdout);
+        };
+      },
+      "replay");
 }
 
 void App::policy_edited(bool commit) {
@@ -806,11 +845,16 @@ void App::sidebar(ImVec2 size) {
       ImGui::InputTextWithHint("##captext", "capture text file (empty: built-in passage)", &capture_text_);
       ImGui::SetNextItemWidth(120 * settings_.ui_scale);
       ImGui::SliderInt("tokens##cap", &capture_tokens_, 16, 4096);
+      ImGui::SetNextItemWidth(-1);
+      ImGui::InputTextWithHint("##replayspec", "replay workload: text:PATH | jsonl:PATH | passkey:len=L,depth=D,n=N", &replay_spec_);
+      for (const auto& l : replay_lines_) ImGui::TextWrapped("%s", l.c_str());
       for (size_t i = 0; i < models_.size(); ++i) {
         const ModelEntry& m = models_[i];
         ImGui::PushID(static_cast<int>(i));
         if (m.error.empty()) {
           if (ImGui::SmallButton("Capture")) capture_dump_job(m);
+          ImGui::SameLine();
+          if (ImGui::SmallButton("Replay")) replay_job(m);
           ImGui::SameLine();
         }
         ImGui::TextUnformatted(m.id.c_str());
@@ -1367,6 +1411,13 @@ bool App::script_action(const ScriptAction& a) {
   }
   if (v == "sweep") {
     start_sweep();
+    return true;
+  }
+  if (v == "replay") {
+    auto it = std::find_if(models_.begin(), models_.end(), [&](const ModelEntry& m) { return m.id == a.args[0]; });
+    if (it == models_.end()) fail(where, "no model '{}' found (HF cache, $KVSCOPE_MODEL_PATH)", a.args[0]);
+    replay_spec_ = a.args[1];
+    replay_job(*it);
     return true;
   }
   if (v == "capture") {

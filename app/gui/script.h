@@ -9,6 +9,7 @@
 //   wait_frames <n>                     screenshot <out.png>          save_figure heatmap|rd|attention <out.png> <w> <h>
 //   perf_begin                          perf_end <out.json>           open <dump.safetensors>
 //   capture <model id> <tokens>         (a model from discover_models: captures a dump on the built-in passage)
+//   replay <model id> <workload spec>   (replays the model with the editor's policy; TEST_METRICS on stdout)
 //   quit
 #include <string>
 #include <vector>

@@ -27,6 +27,14 @@ TEST_CASE("GUI: capture a dump from a discovered model and show its heatmap") {
   auto layout = nlohmann::json::parse(slurp(png + ".json"));
   CHECK(layout["heatmaps"]["k"]["rows"] == 5);
   CHECK(layout["heatmaps"]["k"]["cols"] == 4);
+  // Replay from the GUI with the editor's policy (kivi-4 here): TEST_METRICS lines like the CLI's.
+  std::ofstream(tmp.path("r.txt")) << "preset kivi-4\nreplay stories260K passkey:len=256,depth=0.5,n=1\nwait_jobs\n";
+  rc = std::system((env + "xvfb-run -a -s '-screen 0 1600x1000x24' " KVSCOPE_BIN " gui --width 800 --height 600 --script " +
+                    tmp.path("r.txt") + " > " + tmp.path("r.log") + " 2>&1").c_str());
+  INFO(slurp(tmp.path("r.log")));
+  CHECK(rc == 0);
+  CHECK_THAT(slurp(tmp.path("r.log")), Catch::Contains("TEST_METRICS: slice=passkey_len256_depth0.5") &&
+                                           Catch::Contains("greedy_match_ratio="));
   // An unknown model is a clear script error naming the line, and a non-zero exit.
   std::ofstream(tmp.path("bad.txt")) << "capture no-such-model 64\n";
   rc = std::system((env + "xvfb-run -a -s '-screen 0 1600x1000x24' " KVSCOPE_BIN " gui --width 800 --height 600 --script " +
