@@ -128,6 +128,15 @@ RunsTableIntent draw_runs_table(const std::vector<RunRow>& rows, RunsTableState&
   if (ImGui::Button("Export selected")) in.export_file = true;
   ImGui::SameLine();
   if (ImGui::Button("Copy to clipboard")) in.export_clipboard = true;
+  ImGui::SameLine();
+  // Deleting asks twice: the first click arms the button, the second deletes.
+  static bool armed = false;
+  if (!armed && ImGui::Button("Delete selected")) armed = true;
+  else if (armed) {
+    if (ImGui::Button("Really delete?")) in.delete_selected = true, armed = false;
+    ImGui::SameLine();
+    if (ImGui::SmallButton("keep")) armed = false;
+  }
   ImGui::EndDisabled();
   ImGui::PopID();
   return in;

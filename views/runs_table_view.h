@@ -29,6 +29,7 @@ inline constexpr const char* kExportFormats[] = {"csv", "markdown", "latex"};
 struct RunsTableIntent {
   std::optional<int64_t> open_run;  // double-click
   bool export_file = false, export_clipboard = false;
+  bool delete_selected = false;  // confirmed in the view (second click)
   std::optional<int64_t> edit_run;  // the tag/note of this run was edited
   std::string new_tag, new_note;
   bool refresh = false;

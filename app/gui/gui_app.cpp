@@ -1176,6 +1176,11 @@ void App::runs_view() {
   try {
     if (in.refresh) runs_.refresh();
     if (in.edit_run) runs_.set_tags_and_note(*in.edit_run, in.new_tag, in.new_note);
+    if (in.delete_selected) {
+      for (int64_t id : runs_state_.selected) runs_.remove(id);
+      live_status_ = "deleted " + std::to_string(runs_state_.selected.size()) + " run(s)";
+      runs_state_.selected.clear();
+    }
     if (in.open_run) open_run(*in.open_run);
     if (in.export_file || in.export_clipboard) {
       static const char* kFormats[] = {"csv", "md", "tex"};

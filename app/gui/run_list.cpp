@@ -1,5 +1,7 @@
 #include "app/gui/run_list.h"
 
+#include <algorithm>
+
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -74,6 +76,19 @@ void RunList::open_store(const std::string& path) {
 }
 
 std::string RunList::store_path() const { return store_ ? store_->path() : std::string(); }
+
+void RunList::remove(int64_t id) {
+  if (id < 0) {
+    if (!cache_.erase(id)) fail("runs", "no run {}", id);
+    session_ids_.erase(std::remove(session_ids_.begin(), session_ids_.end(), id), session_ids_.end());
+    rebuild_rows();
+    return;
+  }
+  if (!store_) fail("runs", "no run {}", id);
+  store_->delete_run(id);
+  cache_.erase(id);
+  refresh();
+}
 
 void RunList::refresh() {
   listing_ = store_ ? store_->list_runs() : std::vector<RunListing>{};

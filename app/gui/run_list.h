@@ -34,6 +34,7 @@ class RunList {
   std::shared_ptr<const QuantizeReport> report(int64_t id);  // null when unknown
   Policy policy(int64_t id);                                 // the policy the run used; Error if unreadable
   void set_tags_and_note(int64_t id, const std::string& tags, const std::string& note);  // tags: space/comma separated
+  void remove(int64_t id);  // deletes a store run (with all its rows) or forgets a session run
   // Selected runs as a table in `format` ("csv", "md", "tex", "json"): the summary table, or the
   // compare table (deltas against the first) when `compare` is set.
   std::string export_text(const std::vector<int64_t>& ids, const std::string& format, bool compare);

@@ -94,3 +94,24 @@ TEST_CASE("opening a database that is not one names the file") {
   }
   CHECK(!runs.has_store());
 }
+
+TEST_CASE("deleting runs: from the store with all their rows, or from the session") {
+  TempDir tmp;
+  RunList runs;
+  int64_t s = runs.add(small_report("kivi-2"));
+  runs.remove(s);
+  CHECK(runs.rows().empty());
+  CHECK_THROWS_AS(runs.remove(s), Error);
+  runs.open_store(tmp.path("runs.sqlite"));
+  int64_t a = runs.add(small_report("kivi-2"));
+  int64_t b = runs.add(small_report("uniform-4"));
+  REQUIRE(runs.rows().size() == 2);
+  runs.remove(a);
+  REQUIRE(runs.rows().size() == 1);
+  CHECK(runs.rows()[0].id == b);
+  RunStore store(tmp.path("runs.sqlite"));  // a second connection sees the deletion
+  auto listed = store.list_runs({});
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].id == b);
+  CHECK_THROWS_AS(store.load_run(a), Error);
+}
