@@ -130,12 +130,12 @@ RunsTableIntent draw_runs_table(const std::vector<RunRow>& rows, RunsTableState&
   if (ImGui::Button("Copy to clipboard")) in.export_clipboard = true;
   ImGui::SameLine();
   // Deleting asks twice: the first click arms the button, the second deletes.
-  static bool armed = false;
-  if (!armed && ImGui::Button("Delete selected")) armed = true;
-  else if (armed) {
-    if (ImGui::Button("Really delete?")) in.delete_selected = true, armed = false;
+  if (!st.delete_armed) {
+    if (ImGui::Button("Delete selected")) st.delete_armed = true;
+  } else {
+    if (ImGui::Button("Really delete?")) in.delete_selected = true, st.delete_armed = false;
     ImGui::SameLine();
-    if (ImGui::SmallButton("keep")) armed = false;
+    if (ImGui::SmallButton("keep")) st.delete_armed = false;
   }
   ImGui::EndDisabled();
   ImGui::PopID();

@@ -17,6 +17,7 @@ struct RunsTableState {
   RunColumn sort = RunColumn::Id;
   bool ascending = false;
   std::set<int64_t> selected;
+  bool delete_armed = false;  // "Delete selected" clicked once; the next click confirms
   std::string export_path;
   int export_format = 0;  // index into kExportFormats
   bool compare = false;   // export the compare table (deltas against the first run)
