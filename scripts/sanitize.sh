@@ -17,9 +17,10 @@ fi
 JOBS=${KVSCOPE_SANITIZE_JOBS:-$(nproc)}
 FILTER=${KVSCOPE_SANITIZE_TESTS:-}
 
-# RelWithDebInfo: -O2 keeps the suite fast enough, -g makes the reports readable.
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSCOPE_SANITIZE=ON \
-  -DKVSCOPE_BUILD_BENCH=OFF >/dev/null
+# Release keeps the suite fast; -g1 gives line numbers in reports. GCC 12 with ASan reports false
+# -Wmaybe-uninitialized inside <regex>/<functional>, which -Werror would turn into a failed build.
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DKVSCOPE_SANITIZE=ON -DKVSCOPE_BUILD_BENCH=OFF \
+  -DCMAKE_CXX_FLAGS="-g1 -Wno-maybe-uninitialized" >/dev/null
 if [ -n "$FILTER" ]; then
   targets=(kvscope)
   for dir in core model storage views app faults; do

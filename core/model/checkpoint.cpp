@@ -81,7 +81,7 @@ Checkpoint Checkpoint::open(const std::string& dir_in) {
     json j;
     try {
       j = json::parse(ss.str());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e309
       fail(index.string(), "not valid JSON ({})", e.what());
     }
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())

@@ -65,7 +65,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   json header;
   try {
     header = json::parse(base + 8, base + 8 + n);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e309
     fail(path, "header is not valid JSON ({})", e.what());
   }
   if (!header.is_object()) fail(path, "header is not a JSON object");

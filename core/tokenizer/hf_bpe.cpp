@@ -353,7 +353,7 @@ class HfBpeTokenizer final : public Tokenizer {
     json j;
     try {
       j = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e309
       fail(where_, "not valid JSON ({})", e.what());
     }
     if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) fail(where_, "missing \"model\" object");

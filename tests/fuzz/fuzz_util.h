@@ -15,14 +15,15 @@
 namespace kvscope::fuzz {
 
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  // Never destroyed: the atexit cleanup runs after static destructors.
+  static const std::string* dir = [] {
     const char* base = std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";
-    std::string d = std::string(base) + "/kvscope-fuzz-" + std::to_string(getpid());
-    std::filesystem::create_directories(d);
+    auto* d = new std::string(std::string(base) + "/kvscope-fuzz-" + std::to_string(getpid()));
+    std::filesystem::create_directories(*d);
     std::atexit([] { std::error_code ec; std::filesystem::remove_all(scratch_dir(), ec); });
     return d;
   }();
-  return dir;
+  return *dir;
 }
 
 // Writes the input to scratch_dir()/name and returns the path.
