@@ -3,12 +3,14 @@
 
 #include "app/cli.h"
 #include "core/util/error.h"
+#include "core/util/interrupt.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"kvscope " KVSCOPE_VERSION " - a lab for KV-cache quantization of LLMs"};
   app.set_version_flag("--version", std::string("kvscope ") + KVSCOPE_VERSION);
   app.require_subcommand(0, 1);
   kvscope::cli::register_all(app);
+  kvscope::install_interrupt_handlers();  // SIGINT/SIGTERM: one clear line, no half-written file
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {

@@ -79,7 +79,7 @@ ModelConfig parse_config(const std::string& text, const std::string& where) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e309
     fail(where, "not valid JSON ({})", e.what());
   }
   if (!j.is_object()) fail(where, "not a JSON object");

@@ -372,7 +372,7 @@ Policy load_policy_file(const std::string& path) {
   json j;
   try {
     j = json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e309
     fail(path, "not valid JSON ({})", e.what());
   }
   Policy p = parse_policy(j, path);

@@ -91,6 +91,7 @@ uint16_t f32_to_bf16(float f) {
 }
 
 void convert_to_f32(DType t, const void* src, size_t n, float* dst) {
+  if (n == 0) return;  // dst may be the null data() of an empty vector: memcpy(nullptr, ..., 0) is UB
   const auto* p = static_cast<const unsigned char*>(src);
   switch (t) {
     case DType::F32: std::memcpy(dst, p, n * 4); return;
@@ -132,6 +133,7 @@ void convert_to_f32(DType t, const void* src, size_t n, float* dst) {
 }
 
 void convert_from_f32(DType t, const float* src, size_t n, void* dst) {
+  if (n == 0) return;
   auto* p = static_cast<unsigned char*>(dst);
   switch (t) {
     case DType::F32: std::memcpy(p, src, n * 4); return;

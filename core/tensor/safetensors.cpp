@@ -1,6 +1,8 @@
 #include "core/tensor/safetensors.h"
 
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,9 +11,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "core/util/error.h"
+#include "core/util/interrupt.h"
 
 namespace kvscope {
 
@@ -31,6 +35,50 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 SafetensorsFile::~SafetensorsFile() {
   if (map_ && map_size_) munmap(map_, map_size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+namespace {
+
+// A mapped file truncated by another process raises SIGBUS on the first access past its new end.
+// The size is re-checked before every read; this guard covers the race between that check and
+// the copy: the handler jumps back to the read, which then reports an Error.
+thread_local sigjmp_buf* t_sigbus_jump = nullptr;
+struct sigaction g_previous_sigbus {};
+
+void on_sigbus(int sig, siginfo_t* info, void* context) {
+  if (t_sigbus_jump) siglongjmp(*t_sigbus_jump, 1);
+  // Not a guarded copy: behave as if we were not here.
+  if (g_previous_sigbus.sa_flags & SA_SIGINFO) {
+    if (g_previous_sigbus.sa_sigaction) return g_previous_sigbus.sa_sigaction(sig, info, context);
+  } else if (g_previous_sigbus.sa_handler != SIG_DFL && g_previous_sigbus.sa_handler != SIG_IGN) {
+    return g_previous_sigbus.sa_handler(sig);
+  }
+  signal(SIGBUS, SIG_DFL);
+  raise(SIGBUS);
+}
+
+}  // namespace
+
+bool run_sigbus_guarded(const std::function<void()>& copy) {
+  static std::once_flag installed;
+  std::call_once(installed, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &g_previous_sigbus);
+  });
+  sigjmp_buf jump;
+  sigjmp_buf* const outer = t_sigbus_jump;
+  if (sigsetjmp(jump, 1) != 0) {
+    t_sigbus_jump = outer;
+    return false;
+  }
+  t_sigbus_jump = &jump;
+  copy();
+  t_sigbus_jump = outer;
+  return true;
 }
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
@@ -49,23 +97,34 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     fail(path, "truncated safetensors file: {} bytes, the 8-byte header length is missing", file_size);
   }
   void* m = mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) fail(path, "cannot memory-map: {}", std::strerror(errno));
+  if (m == MAP_FAILED) {
+    const int err = errno;
+    ::close(fd);
+    fail(path, "cannot memory-map: {}", std::strerror(err));
+  }
+  f->fd_ = fd;
   f->map_ = m;
   f->map_size_ = file_size;
   const auto* base = static_cast<const unsigned char*>(m);
 
+  // The header is copied out of the map under the SIGBUS guard (the file may shrink meanwhile).
+  unsigned char len_bytes[8];
+  if (!run_sigbus_guarded([&] { std::memcpy(len_bytes, base, 8); }))
+    fail(path, "file shrank while being opened (truncated by another process?)");
   uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
+  for (int i = 7; i >= 0; --i) n = (n << 8) | len_bytes[i];
   if (n > kMaxHeaderBytes) fail(path, "header length {} exceeds the {} byte limit (corrupt file?)", n, kMaxHeaderBytes);
   if (n > file_size - 8) fail(path, "truncated: header length {} but only {} bytes follow", n, file_size - 8);
   uint64_t data_size = file_size - 8 - n;
   f->data_ = base + 8 + n;
+  std::string header_text(static_cast<size_t>(n), '\0');
+  if (!run_sigbus_guarded([&] { std::memcpy(header_text.data(), base + 8, header_text.size()); }))
+    fail(path, "file shrank while being opened (truncated by another process?)");
 
   json header;
   try {
-    header = json::parse(base + 8, base + 8 + n);
-  } catch (const json::parse_error& e) {
+    header = json::parse(header_text);
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e309
     fail(path, "header is not valid JSON ({})", e.what());
   }
   if (!header.is_object()) fail(path, "header is not a JSON object");
@@ -140,8 +199,25 @@ std::vector<float> SafetensorsFile::read_f32(const std::string& name, const std:
   if (!expect_shape.empty() && expect_shape != t.shape)
     fail(path_, "tensor '{}' has shape {}, expected {}", name, shape_str(t.shape), shape_str(expect_shape));
   std::vector<float> out(static_cast<size_t>(t.numel()));
-  convert_to_f32(t.dtype, data(t), out.size(), out.data());
+  read_f32_into(t, out.data());
   return out;
+}
+
+void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
+  const uint64_t end = static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin + t.nbytes;
+  struct stat st {};
+  if (fstat(fd_, &st) != 0) fail(path_, "cannot stat the open file: {}", std::strerror(errno));
+  const auto truncated = [&](uint64_t now) {
+    fail(path_, "file shrank to {} bytes while open (truncated by another process?); tensor '{}' ends at byte {}",
+         now, t.name, end);
+  };
+  if (static_cast<uint64_t>(st.st_size) < end) truncated(static_cast<uint64_t>(st.st_size));
+  const unsigned char* src = data(t);
+  const size_t n = static_cast<size_t>(t.numel());
+  if (!run_sigbus_guarded([&] { convert_to_f32(t.dtype, src, n, dst); })) {
+    fstat(fd_, &st);
+    truncated(static_cast<uint64_t>(st.st_size));
+  }
 }
 
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
@@ -164,6 +240,7 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // keep the data block 8-byte aligned
 
   std::string tmp = path + ".tmp-" + std::to_string(getpid());
+  TempFileGuard interrupted_cleanup(tmp);  // deleted if SIGINT/SIGTERM arrives mid-write
   FILE* fp = std::fopen(tmp.c_str(), "wb");
   if (!fp) fail(path, "cannot create '{}': {}", tmp, std::strerror(errno));
   bool ok = true;

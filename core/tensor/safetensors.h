@@ -4,6 +4,7 @@
 // Header: {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
 //          "__metadata__": {"key": "string value", ...}}; offsets are relative to the data block.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,10 +43,14 @@ class SafetensorsFile {
 
   // Reads a tensor as f32 (any float or int dtype), checking the expected shape if given.
   std::vector<float> read_f32(const std::string& name, const std::vector<int64_t>& expect_shape = {}) const;
+  // Converts one tensor of this file into dst (numel floats). Throws Error naming the file when
+  // the file was truncated since open() (by another process), instead of dying of SIGBUS.
+  void read_f32_into(const TensorInfo& t, float* dst) const;
 
  private:
   SafetensorsFile() = default;
   std::string path_;
+  int fd_ = -1;  // kept open to re-check the size before each read
   void* map_ = nullptr;
   size_t map_size_ = 0;
   const unsigned char* data_ = nullptr;
@@ -65,6 +70,11 @@ struct TensorView {
 // Writes atomically: to "<path>.tmp-<pid>" first, renamed over `path` only when complete.
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// Runs `copy`, which reads from a memory map, and returns false instead of crashing when the map
+// faults with SIGBUS (the file shrank under it). Only SIGBUS raised inside `copy` on this thread
+// is caught; any other SIGBUS goes to the previous handler. `copy` must not allocate or lock.
+bool run_sigbus_guarded(const std::function<void()>& copy);
 
 std::string shape_str(const std::vector<int64_t>& shape);  // "[2, 3, 4]"
 

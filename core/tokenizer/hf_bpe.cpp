@@ -349,13 +349,28 @@ class HfBpeTokenizer final : public Tokenizer {
     if (cache_.size() < 200000) cache_.emplace(mapped, std::move(ids));
   }
 
+  // Ids index a dense table: a huge id in a crafted file must not allocate gigabytes.
+  static constexpr int32_t kMaxId = (1 << 24) - 1;
+  static bool valid_id(const json& v) {
+    return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= kMaxId;
+  }
+
   void parse(const std::string& text) {
     json j;
     try {
       j = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e309
       fail(where_, "not valid JSON ({})", e.what());
     }
+    // Any value of the wrong type (a string where a number goes, ...) surfaces as a json::exception.
+    try {
+      build(j);
+    } catch (const json::exception& e) {
+      fail(where_, "unexpected tokenizer.json structure ({})", e.what());
+    }
+  }
+
+  void build(json& j) {
     if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) fail(where_, "missing \"model\" object");
     const json& m = j["model"];
     const std::string type = m.value("type", std::string("BPE"));
@@ -384,6 +399,8 @@ class HfBpeTokenizer final : public Tokenizer {
     if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
       const json& pt = j["pre_tokenizer"];
       if (pt.value("type", std::string()) == "Sequence") {
+        if (!pt.contains("pretokenizers") || !pt["pretokenizers"].is_array())
+          fail(where_, "pre_tokenizer Sequence without a \"pretokenizers\" array");
         for (const auto& p : pt["pretokenizers"]) visit(p);
       } else {
         visit(pt);
@@ -404,13 +421,15 @@ class HfBpeTokenizer final : public Tokenizer {
     for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
       if (!it.value().is_number_integer()) fail(where_, "vocab entry \"{}\" has no integer id", it.key());
       const int32_t id = it.value().get<int32_t>();
-      if (id < 0) fail(where_, "vocab entry \"{}\" has negative id", it.key());
+      if (!valid_id(it.value())) fail(where_, "vocab entry \"{}\" has id {} outside 0..{}", it.key(), it.value().dump(), kMaxId);
       vocab_[it.key()] = id;
       max_id = std::max(max_id, id);
     }
     std::vector<std::pair<std::string, int32_t>> added;
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
       for (const auto& a : j["added_tokens"]) {
+        if (!a.is_object() || !a.contains("id") || !valid_id(a["id"]))
+          fail(where_, "added token {} has no id in 0..{}", a.dump(), kMaxId);
         const int32_t id = a.at("id").get<int32_t>();
         const std::string content = a.at("content").get<std::string>();
         if (content.empty()) continue;

@@ -91,6 +91,14 @@ struct Piece {
   int type = kNormal;
 };
 
+// The byte value of a byte-fallback piece "<0xHH>", or -1 when the text has another form.
+int byte_piece_value(const std::string& text) {
+  auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
+  if (text.size() != 6 || text.compare(0, 3, "<0x") != 0 || text[5] != '>') return -1;
+  const int hi = hex(text[3]), lo = hex(text[4]);
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
 const std::string kSpace = "\xe2\x96\x81";  // U+2581 '▁', SentencePiece's visible space
 
 // Score-ordered BPE shared by both vocabularies.
@@ -104,8 +112,8 @@ struct ScoredVocab {
     std::fill(std::begin(byte_id), std::end(byte_id), -1);
     for (int32_t i = 0; i < static_cast<int32_t>(pieces.size()); ++i) {
       const Piece& p = pieces[i];
-      if (p.type == kByte && p.text.size() == 6 && p.text.rfind("<0x", 0) == 0 && p.text[5] == '>') {
-        byte_id[std::stoi(p.text.substr(3, 2), nullptr, 16)] = i;
+      if (const int b = p.type == kByte ? byte_piece_value(p.text) : -1; b >= 0) {
+        byte_id[b] = i;
         if (!mergeable_all) continue;
       }
       if (mergeable_all || p.type == kNormal || p.type == kUserDefined) id_of.emplace(p.text, i);
@@ -189,7 +197,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       const Piece& p = v_.pieces[id];
       if (p.type == kControl || p.type == kUnused) continue;
       if (p.type == kByte) {
-        out.push_back(static_cast<char>(std::stoi(p.text.substr(3, 2), nullptr, 16)));
+        out.push_back(static_cast<char>(byte_piece_value(p.text)));  // checked at load
       } else if (p.type == kUnknown) {
         out += " \xe2\x81\x87 ";  // SentencePiece's unk surface " ⁇ "
       } else {
@@ -297,7 +305,10 @@ class SentencePieceTokenizer final : public Tokenizer {
       fail(path_, "SentencePiece normalizer \"{}\" is not supported (only identity)", normalizer);
     if (!escape_whitespaces_) fail(path_, "SentencePiece escape_whitespaces = false is not supported");
     const int n = static_cast<int>(v_.pieces.size());
-    if (v_.unk >= n || v_.bos >= n || v_.eos >= n) fail(path_, "unk/bos/eos id outside the {} pieces", n);
+    if (v_.unk < 0 || v_.unk >= n || v_.bos >= n || v_.eos >= n) fail(path_, "unk/bos/eos id outside the {} pieces", n);
+    for (int i = 0; i < n; ++i)
+      if (v_.pieces[i].type == kByte && byte_piece_value(v_.pieces[i].text) < 0)
+        fail(path_, "byte piece {} is \"{}\", expected the form <0xHH>", i, v_.pieces[i].text);
     v_.index(false);
     for (const auto& p : v_.pieces)
       if (p.type == kUserDefined && !p.text.empty()) user_defined_.push_back(p.text);
