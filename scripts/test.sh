@@ -11,5 +11,11 @@ if [ ! -d "$KVSCOPE_TEST_MODELS" ]; then
   exit 1
 fi
 scripts/setup.sh build
+# Every input parser fuzzed briefly (libFuzzer + ASan/UBSan, its own clang build; a release run
+# uses KVSCOPE_FUZZ_SECONDS=600). Before ctest so that ctest's summary closes the output.
+KVSCOPE_FUZZ_SECONDS=${KVSCOPE_FUZZ_SECONDS:-10} scripts/fuzz.sh build-fuzz
+# The full suite under ASan+UBSan (scripts/sanitize.sh, a separate Debug build) takes 25-40 min to
+# build here: opt in with KVSCOPE_CI_SANITIZE=1.
+if [ "${KVSCOPE_CI_SANITIZE:-0}" = 1 ]; then scripts/sanitize.sh; fi
 cd build
 ctest --output-on-failure --timeout 1500
