@@ -26,6 +26,8 @@
 #include "core/model/model.h"
 #include "core/util/parallel.h"
 
+#include "bench_common.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -34,25 +36,8 @@ constexpr int kDecodeContext = 128;
 
 std::map<std::string, double> g_rate;  // name -> items per second (our own wall-clock measure)
 
-kvscope::Model& model() {
-  static std::unique_ptr<kvscope::Model> m = [] {
-    const char* env = std::getenv("KVSCOPE_TEST_MODELS");
-    const std::string dir = std::string(env && *env ? env : "../shared/models") + "/tinystories-llama-8L";
-    return kvscope::Model::load(dir);
-  }();
-  return *m;
-}
-
-std::vector<int32_t> tokens(int n) {
-  std::vector<int32_t> ids(n);
-  uint32_t x = 12345;
-  ids[0] = 1;
-  for (int i = 1; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    ids[i] = 3 + static_cast<int32_t>((x >> 8) % 31000);
-  }
-  return ids;
-}
+using bench::model;
+using bench::tokens;
 
 void record(benchmark::State& state, const std::string& name, double items, Clock::time_point t0) {
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();

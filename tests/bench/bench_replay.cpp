@@ -17,6 +17,8 @@
 #include "core/model/model.h"
 #include "core/replay/quantized_kv_cache.h"
 
+#include "bench_common.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -25,25 +27,8 @@ constexpr int kSteps = 256;
 
 std::map<std::string, double> g_rate;  // name -> decode steps per second (best of the repetitions)
 
-kvscope::Model& model() {
-  static std::unique_ptr<kvscope::Model> m = [] {
-    const char* env = std::getenv("KVSCOPE_TEST_MODELS");
-    const std::string dir = std::string(env && *env ? env : "../shared/models") + "/tinystories-llama-8L";
-    return kvscope::Model::load(dir);
-  }();
-  return *m;
-}
-
-std::vector<int32_t> tokens(int n) {
-  std::vector<int32_t> ids(n);
-  uint32_t x = 12345;
-  ids[0] = 1;
-  for (int i = 1; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    ids[i] = 3 + static_cast<int32_t>((x >> 8) % 31000);
-  }
-  return ids;
-}
+using bench::model;
+using bench::tokens;
 
 std::unique_ptr<kvscope::KvCache> make_cache(const std::string& preset) {
   const auto& c = model().config();
