@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 #include <regex>
+#include <thread>
 
 #include <SQLiteCpp/Database.h>
 #include <fmt/format.h>
@@ -288,9 +289,23 @@ RunStore::RunStore(const std::string& path, const RunStoreOptions& opts) : impl_
   }
   // WAL: readers never block the writer nor each other. synchronous=FULL: a committed run
   // survives a power cut too, not only a crash of kvscope.
-  sql::exec(s.db, s.path, "PRAGMA journal_mode = WAL");
-  sql::exec(s.db, s.path, "PRAGMA synchronous = FULL");
-  migrate_schema(s.db, s.path);
+  // Two processes opening a fresh file at once (the GUI and a CLI run) can get SQLITE_BUSY from the
+  // switch to WAL or the first migration without the busy handler being consulted (SQLite refuses
+  // to wait where waiting could deadlock). Retry the whole idempotent set-up for a while.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(opts.busy_timeout_ms, 1000));
+  for (;;) {
+    try {
+      sql::exec(s.db, s.path, "PRAGMA journal_mode = WAL");
+      sql::exec(s.db, s.path, "PRAGMA synchronous = FULL");
+      migrate_schema(s.db, s.path);
+      return;
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      const bool busy = what.find("database is locked") != std::string::npos || what.find("database is busy") != std::string::npos;
+      if (!busy || std::chrono::steady_clock::now() > deadline) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
 }
 
 RunStore::~RunStore() = default;

@@ -146,6 +146,8 @@ TEST_CASE("a reader and a writer in two processes never see 'database is locked'
   // Every read must succeed (an Error would fail the test) and see only whole runs.
   while (growths < 20 || reads < 100) {
     REQUIRE(std::chrono::steady_clock::now() < deadline);
+    int early = 0;  // a writer that died (e.g. an error opening the store) ends the test with its status
+    if (waitpid(writer, &early, WNOHANG) == writer) FAIL("the writer exited early, status " << early);
     const auto listing = reader.list_runs();
     ++reads;
     REQUIRE(listing.size() >= seen);  // runs never disappear
