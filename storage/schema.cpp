@@ -1,5 +1,7 @@
 #include "storage/schema.h"
 
+#include <sqlite3.h>
+
 #include <fmt/format.h>
 
 #include "core/util/error.h"
@@ -113,7 +115,9 @@ int schema_version_of(SQLite::Database& db, const std::string& db_path) {
   return static_cast<int>(q.i64(0));
 }
 
-int checked_schema_version(SQLite::Database& db, const std::string& db_path) {
+namespace {
+
+int checked_schema_version_in_snapshot(SQLite::Database& db, const std::string& db_path) {
   const int version = schema_version_of(db, db_path);
   if (version > kSchemaVersion) {
     fail(db_path, "schema version {} is newer than this kvscope {} understands ({}); use a newer kvscope", version,
@@ -129,6 +133,24 @@ int checked_schema_version(SQLite::Database& db, const std::string& db_path) {
     if (tables.i64(0) != 0) fail(db_path, "not a kvscope database (it has tables but no kvscope schema version)");
   }
   return version;
+}
+
+}  // namespace
+
+int checked_schema_version(SQLite::Database& db, const std::string& db_path) {
+  // The version and the table count must come from one snapshot: as separate autocommit reads,
+  // another process's first migration could commit in between (tables, yet version 0) and a fresh
+  // store would be reported as a foreign database.
+  const bool own_txn = sqlite3_get_autocommit(db.getHandle()) != 0;
+  if (own_txn) sql::exec(db, db_path, "BEGIN");
+  try {
+    const int version = checked_schema_version_in_snapshot(db, db_path);
+    if (own_txn) sql::exec(db, db_path, "COMMIT");
+    return version;
+  } catch (...) {
+    if (own_txn) db.tryExec("ROLLBACK");
+    throw;
+  }
 }
 
 void migrate_schema(SQLite::Database& db, const std::string& db_path, int target) {
