@@ -86,11 +86,24 @@ std::vector<Tick> log_ticks(double lo, double hi) {
   if (majors >= 2)
     for (auto& t : out)
       if (!t.major) t.label.clear();
+  // A range too narrow to hold two of the 1..9 x 10^k values (0.144 .. 0.168): plain 1-2-5 ticks,
+  // placed on the log axis, so it is never unlabeled.
+  int labelled = static_cast<int>(std::count_if(out.begin(), out.end(), [](const Tick& t) { return !t.label.empty(); }));
+  if (labelled < 2) return linear_ticks(lo, hi, 4);
   return out;
 }
 
+std::vector<Tick> integer_ticks(double lo, double hi) {
+  std::vector<Tick> t = linear_ticks(lo, hi);
+  if (t.size() >= 2 && t[1].value - t[0].value >= 1) return t;  // a 1-2-5 step of 1 or more
+  t.clear();
+  for (double v = std::ceil(lo); v <= hi; v += 1) t.push_back({v, std::to_string(static_cast<long long>(v)), true});
+  return t;
+}
+
 std::vector<Tick> axis_ticks(const PlotAxis& a) {
-  return a.kind == ScaleKind::Log ? log_ticks(a.lo, a.hi) : linear_ticks(a.lo, a.hi);
+  if (a.kind == ScaleKind::Log) return log_ticks(a.lo, a.hi);
+  return a.integer ? integer_ticks(a.lo, a.hi) : linear_ticks(a.lo, a.hi);
 }
 
 std::vector<PlotPoint> all_points(const PlotData& d) {
@@ -154,7 +167,9 @@ PlotFrame fit_frame(const PlotData& d, const Rect& area) {
     xs.insert(xs.end(), s.x.begin(), s.x.end());
     ys.insert(ys.end(), s.y.begin(), s.y.end());
   }
-  return {fit(d.x_scale, xs, area.x0, area.x1), fit(d.y_scale, ys, area.y1, area.y0)};
+  PlotFrame f{fit(d.x_scale, xs, area.x0, area.x1), fit(d.y_scale, ys, area.y1, area.y0)};
+  f.x.integer = d.integer_x;
+  return f;
 }
 
 PointRef hit_test(const PlotData& d, const PlotFrame& f, float mx, float my, float radius) {

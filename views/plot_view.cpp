@@ -89,6 +89,36 @@ PlotIntent draw_plot(const char* id, const PlotData& d, ImVec2 size) {
     if (pts.size() >= 2) dl->AddPolyline(pts.data(), static_cast<int>(pts.size()), col, 0, 2.0f);
     for (const ImVec2& p : pts) dl->AddCircleFilled(p, 4.0f, col);
   }
+  // Point annotations (static figures): beside the point, the first of four places that overlaps
+  // neither the legend (drawn below, top right) nor an earlier annotation; dropped when none is free.
+  std::vector<Rect> taken;
+  {
+    float w = 0;
+    for (const auto& ser : d.series) w = std::max(w, ImGui::CalcTextSize(ser.name.c_str()).x);
+    if (d.show_pareto) w = std::max(w, ImGui::CalcTextSize("Pareto front").x);
+    int entries = static_cast<int>(d.series.size()) + (d.show_pareto ? 1 : 0);
+    if (entries > 0) taken.push_back({area.x1 - w - 32, area.y0 + 5, area.x1 - 4, area.y0 + 7 + entries * (line + 2)});
+  }
+  for (int s = 0; s < static_cast<int>(d.series.size()); ++s) {
+    const Series& ser = d.series[s];
+    for (size_t i = 0; i < std::min({ser.x.size(), ser.y.size(), ser.annotations.size()}); ++i) {
+      if (ser.annotations[i].empty() || !drawable(d, ser.x[i], ser.y[i])) continue;
+      ImVec2 p(f.x.to_pixel(ser.x[i]), f.y.to_pixel(ser.y[i]));
+      ImVec2 ts = ImGui::CalcTextSize(ser.annotations[i].c_str());
+      const ImVec2 offsets[] = {{6, -ts.y - 2}, {6, 2}, {-ts.x - 6, -ts.y - 2}, {-ts.x - 6, 2}};
+      for (const ImVec2& o : offsets) {
+        Rect r{p.x + o.x, p.y + o.y, p.x + o.x + ts.x, p.y + o.y + ts.y};
+        bool inside = r.x0 >= area.x0 && r.x1 <= area.x1 && r.y0 >= area.y0 && r.y1 <= area.y1;
+        bool clear = std::none_of(taken.begin(), taken.end(), [&](const Rect& t) {
+          return r.x0 < t.x1 && t.x0 < r.x1 && r.y0 < t.y1 && t.y0 < r.y1;
+        });
+        if (!inside || !clear) continue;
+        dl->AddText(ImVec2(r.x0, r.y0), to_imu32(series_color(s)), ser.annotations[i].c_str());
+        taken.push_back(r);
+        break;
+      }
+    }
+  }
   dl->PopClipRect();
 
   // Legend, top right inside the plot.
