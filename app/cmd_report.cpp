@@ -30,7 +30,6 @@ struct ReportArgs {
   std::string db, out, model, tag, metric = "attn_cos_mean";
   int64_t run = 0;
   bool has_run = false;
-  bool light = false;
 };
 
 bool has_display() {
@@ -122,9 +121,7 @@ void run_report(const ReportArgs& a) {
   const fs::path md = fs::path(a.out) / "report.md";
   fs::remove(md, ec);
 
-  gui::FigureStyle style;
-  style.dark = !a.light;
-  gui::FigureRenderer renderer(style);
+  gui::FigureRenderer renderer;  // the GUI's dark theme and font
   for (const auto& f : plan.figures)
     renderer.render((fs::path(a.out) / f.file).string(), f.width, f.height,
                     [&](ImVec2 size) { draw_figure(f, size); });
@@ -161,7 +158,6 @@ void register_report(CLI::App& app) {
                   "Distortion for the RD curves and the run choice: attn_cos_mean, attn_cos_min, attn_nmse, "
                   "attn_kl_mean, k_nmse, v_nmse")
       ->capture_default_str();
-  cmd->add_flag("--light", a->light, "Light theme figures (default: the GUI's dark theme)");
   cmd->callback([a, run] {
     a->has_run = run->count() > 0;
     run_report(*a);

@@ -81,11 +81,14 @@ std::vector<Tick> log_ticks(double lo, double hi) {
       }
     }
   }
-  // Minor labels only when fewer than two decades are visible; otherwise they clutter.
   int majors = static_cast<int>(std::count_if(out.begin(), out.end(), [](const Tick& t) { return t.major; }));
+  // Two decades visible: 2x and 5x keep their labels (values stay readable); more: majors only.
   if (majors >= 2)
-    for (auto& t : out)
-      if (!t.major) t.label.clear();
+    for (auto& t : out) {
+      double m = t.value / std::pow(10.0, std::floor(std::log10(t.value) + 1e-9));
+      bool two_or_five = std::abs(m - 2) < 1e-6 || std::abs(m - 5) < 1e-6;
+      if (!t.major && !(majors == 2 && two_or_five)) t.label.clear();
+    }
   // A range too narrow to hold two of the 1..9 x 10^k values (0.144 .. 0.168): plain 1-2-5 ticks,
   // placed on the log axis, so it is never unlabeled.
   int labelled = static_cast<int>(std::count_if(out.begin(), out.end(), [](const Tick& t) { return !t.label.empty(); }));
@@ -94,9 +97,9 @@ std::vector<Tick> log_ticks(double lo, double hi) {
 }
 
 std::vector<Tick> integer_ticks(double lo, double hi) {
-  std::vector<Tick> t = linear_ticks(lo, hi);
-  if (t.size() >= 2 && t[1].value - t[0].value >= 1) return t;  // a 1-2-5 step of 1 or more
-  t.clear();
+  std::vector<Tick> t;
+  if (hi - lo > 16) return linear_ticks(lo, hi);  // 1-2-5 steps of 2 or more
+  // Up to 16 indices: every one gets its tick.
   for (double v = std::ceil(lo); v <= hi; v += 1) t.push_back({v, std::to_string(static_cast<long long>(v)), true});
   return t;
 }

@@ -30,10 +30,11 @@ struct Tick {
 // "Nice" 1-2-5 steps, about `target` ticks inside [lo, hi].
 std::vector<Tick> linear_ticks(double lo, double hi, int target = 6);
 // Majors at powers of ten inside [lo, hi] (lo > 0), minors at 2..9 x 10^k; when the range spans
-// less than one decade the 2..9 multiples get labels too, and a range holding fewer than two of
-// those gets 1-2-5 linear ticks instead, so the axis is never unlabeled.
+// less than one decade the 2..9 multiples get labels too (with two majors, the 2x and 5x ones),
+// and a range holding fewer than two of those gets 1-2-5 linear ticks instead, so the axis is
+// never unlabeled.
 std::vector<Tick> log_ticks(double lo, double hi);
-// Ticks at whole numbers only: the 1-2-5 ticks when their step is >= 1, else every integer.
+// Ticks at whole numbers only: every integer when the range spans at most 16, else 1-2-5 ticks.
 std::vector<Tick> integer_ticks(double lo, double hi);
 std::vector<Tick> axis_ticks(const PlotAxis& a);
 
@@ -52,6 +53,7 @@ struct PlotData {
   bool show_pareto = false;
   bool lower_y_is_better = true;  // NMSE: lower is better; cosine / greedy match: higher
   bool integer_x = false;         // x is an index (layer): whole-number ticks
+  bool legend_outside = false;    // legend right of the plot, not over it (static figures)
 };
 
 struct PointRef {

@@ -228,6 +228,7 @@ ReportPlan plan_report(std::vector<ReportRun> runs, const ReportOptions& o) {
       f.file = fmt::format("rd-{}-{}.png", gi + 1, views::report_metric_key(rm));
       f.plot = views::rd_curves(p.runs, g, rm);
       f.plot.title += "   (" + dump_title(g, true) + ")";
+      f.plot.legend_outside = true;
       f.caption = fmt::format("{} vs bits/element", views::report_metric_label(rm));
       md += fmt::format("![{}]({})\n\n", f.caption, f.file);
       auto front = views::pareto_front(views::all_points(f.plot), true);
@@ -300,6 +301,7 @@ ReportPlan plan_report(std::vector<ReportRun> runs, const ReportOptions& o) {
       f.kind = ReportFigure::Kind::Plot;
       f.file = fmt::format("attn-layers-{}-run-{}.png", worst ? "min" : "mean", c.id);
       f.plot = views::attention_layers(p.runs, p.overlay, worst);
+      f.plot.legend_outside = true;
       f.caption = worst ? "1 - minimum attention output cosine per layer" : "1 - mean attention output cosine per layer";
       md += fmt::format("![{}]({})\n\n", f.caption, f.file);
       p.figures.push_back(std::move(f));

@@ -118,8 +118,15 @@ TEST_CASE("report: integer ticks for layer axes", "[report]") {
   // 2 layers: the 1-2-5 step would be 0.2; whole numbers only.
   CHECK(values(integer_ticks(-0.06, 1.06)) == std::vector<double>{0, 1});
   CHECK(integer_ticks(-0.06, 1.06)[1].label == "1");
-  // 24 layers: the 1-2-5 step (5) is already whole.
+  // 8 layers: every layer (the 1-2-5 step would be 2).
+  CHECK(values(integer_ticks(-0.4, 7.4)) == std::vector<double>{0, 1, 2, 3, 4, 5, 6, 7});
+  // 24 layers: 1-2-5 steps (5).
   CHECK(values(integer_ticks(-1.4, 24.4)) == std::vector<double>{0, 5, 10, 15, 20});
+  // Two decades on a log axis: 0.1, 0.2, 0.5, 1 labelled, the other minors not.
+  std::vector<std::string> labels;
+  for (const auto& t : log_ticks(0.09, 1.3))
+    if (!t.label.empty()) labels.push_back(t.label);
+  CHECK(labels == std::vector<std::string>{"0.1", "0.2", "0.5", "1"});
   // A log range too narrow for two 1..9 x 10^k values (a heatmap of near-equal NMSEs): 1-2-5
   // ticks, labelled. (0.1437 .. 0.1681: step 0.01 -> 0.15, 0.16.)
   auto narrow = log_ticks(0.1437, 0.1681);
