@@ -43,7 +43,7 @@ struct Series {
   std::vector<double> x, y;
   std::vector<std::string> labels;  // per point, shown on hover (e.g. "run 12: kivi-2")
   std::vector<int64_t> ids;         // per point, returned on click (run ids); may be empty
-  std::vector<std::string> annotations;  // per point, drawn beside it (static figures); may be empty
+  std::vector<std::string> annotations{};  // per point, drawn beside it (static figures); may be empty
 };
 
 struct PlotData {
