@@ -17,6 +17,7 @@
 #include "app/gui/report_doc.h"
 #include "app/store_options.h"
 #include "core/util/error.h"
+#include "core/util/interrupt.h"
 #include "views/heatmap_view.h"
 #include "views/plot_view.h"
 
@@ -127,6 +128,7 @@ void run_report(const ReportArgs& a) {
                     [&](ImVec2 size) { draw_figure(f, size); });
 
   const std::string tmp = md.string() + ".tmp";
+  TempFileGuard guard(tmp);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << plan.markdown;

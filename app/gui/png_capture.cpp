@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "core/util/error.h"
+#include "core/util/interrupt.h"
 
 namespace kvscope::gui {
 
@@ -27,6 +28,7 @@ void write_gl_pixels_png(const std::string& path, int w, int h, const std::vecto
   size_t row = static_cast<size_t>(w) * 3;
   for (int r = 0; r < h; ++r) std::copy_n(&pixels[(h - 1 - r) * row], row, &flipped[r * row]);
   std::string tmp = path + ".tmp.png";
+  TempFileGuard guard(tmp);  // removed if the process is interrupted mid-write
   if (!stbi_write_png(tmp.c_str(), w, h, 3, flipped.data(), static_cast<int>(row))) {
     std::error_code ec;
     std::filesystem::remove(tmp, ec);
