@@ -236,9 +236,9 @@ PlotData attention_layers(const std::vector<ReportRun>& runs, const std::vector<
     d.title = "Attention output 1 - cosine per layer (mean over KV heads)";
     d.y_label = "1 - attention output cosine (mean)";
   } else {
-    d.title = "Attention output 1 - cosine per layer (worst query, worst KV head)";
+    d.title = "Attention output 1 - cosine per layer (worst KV head)";
     d.x_label = "layer";
-    d.y_label = "1 - min attention output cosine";
+    d.y_label = "1 - attention output cosine (min over KV heads)";
     d.y_scale = ScaleKind::Log;
     for (int i : which) {
       const QuantizeReport& r = runs[i].report;
@@ -247,7 +247,7 @@ PlotData attention_layers(const std::vector<ReportRun>& runs, const std::vector<
       int layers = r.shape.layers;
       std::vector<double> lo(layers, std::numeric_limits<double>::infinity());
       for (const auto& a : r.attention)
-        if (a.layer >= 0 && a.layer < layers) lo[a.layer] = std::min(lo[a.layer], a.out_cos_min);
+        if (a.layer >= 0 && a.layer < layers) lo[a.layer] = std::min(lo[a.layer], a.out_cos_mean);
       for (int l = 0; l < layers; ++l) {
         if (!std::isfinite(lo[l])) continue;
         s.x.push_back(l);

@@ -79,7 +79,7 @@ std::vector<int> similar_rate_runs(const std::vector<ReportRun>& runs, const Dum
                                    double max_ratio = 1.5);
 
 // Per-layer attention output quality of the given runs: y = 1 - (mean over KV heads of
-// out_cos_mean), or with `worst` 1 - (min over KV heads of out_cos_min). x = layer (integer
+// out_cos_mean), or with `worst` 1 - (min over KV heads of out_cos_mean). x = layer (integer
 // ticks), log y, one series per run named "<policy> (<bits> b)".
 PlotData attention_layers(const std::vector<ReportRun>& runs, const std::vector<int>& which, bool worst);
 

@@ -299,10 +299,11 @@ ReportPlan plan_report(std::vector<ReportRun> runs, const ReportOptions& o) {
     for (bool worst : {false, true}) {
       ReportFigure f;
       f.kind = ReportFigure::Kind::Plot;
-      f.file = fmt::format("attn-layers-{}-run-{}.png", worst ? "min" : "mean", c.id);
+      f.file = fmt::format("attn-layers-{}-run-{}.png", worst ? "worst" : "mean", c.id);
       f.plot = views::attention_layers(p.runs, p.overlay, worst);
       f.plot.legend_outside = true;
-      f.caption = worst ? "1 - minimum attention output cosine per layer" : "1 - mean attention output cosine per layer";
+      f.caption = worst ? "1 - attention output cosine per layer, worst KV head"
+                        : "1 - attention output cosine per layer, mean over KV heads";
       md += fmt::format("![{}]({})\n\n", f.caption, f.file);
       p.figures.push_back(std::move(f));
     }
