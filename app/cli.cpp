@@ -14,6 +14,7 @@ void register_all(CLI::App& app) {
   register_models(app);
   register_replay(app);
   register_smooth(app);
+  register_report(app);
   register_gui(app);
 }
 
