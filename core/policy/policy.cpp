@@ -351,7 +351,18 @@ Policy parse_policy(const json& j, const std::string& where) {
     auto& a = p.attention;
     a.use_attentions = ra.boolean("use_attentions", a.use_attentions);
     a.last_n_attentions = ra.integer("last_n_attentions", a.last_n_attentions, 1, 1 << 20);
-    a.target_quantization_error = ra.number("target_quantization_error", a.target_quantization_error, 0, 1e12);
+    if (ra.has("target_quantization_error")) {
+      const json& t = ra.at("target_quantization_error");
+      if (t.is_object()) {
+        Reader rt(t, where, "$.attention.target_quantization_error");
+        a.target_k = rt.number("k", 0, 0, 1e12, true);
+        a.target_v = rt.number("v", 0, 0, 1e12, true);
+        if (!rt.has("k") || !rt.has("v")) rt.err(rt.has("k") ? "v" : "k", "is required (a number > 0)");
+        rt.reject_unknown();
+      } else {
+        a.target_k = a.target_v = ra.number("target_quantization_error", 0, 0, 1e12, true);
+      }
+    }
     if (ra.has("q_norm")) {
       const json& qn = ra.at("q_norm");
       if (qn.is_string() && qn.get<std::string>() == "measured") a.q_norm = 0;
@@ -359,7 +370,7 @@ Policy parse_policy(const json& j, const std::string& where) {
       else ra.err("q_norm", "must be a number > 0 or \"measured\"");
     }
     if (a.use_attentions) {
-      if (!(a.target_quantization_error > 0)) ra.err("target_quantization_error", "must be > 0 when use_attentions is true");
+      if (!(a.target_k > 0 && a.target_v > 0)) ra.err("target_quantization_error", "must be > 0 when use_attentions is true");
       if (p.calibration.mode == CalibrationSpec::Mode::None)
         ra.err("use_attentions", "needs $.calibration.mode \"text\" or \"online\" (the attention is measured there)");
       if (p.method != Method::Uniform && p.method != Method::Kivi && p.method != Method::Kvmix)
@@ -497,7 +508,8 @@ json policy_to_json(const Policy& p) {
   const auto& a = p.attention;
   if (a.use_attentions) {
     j["attention"] = {{"use_attentions", true}, {"last_n_attentions", a.last_n_attentions},
-                      {"target_quantization_error", a.target_quantization_error}};
+                      {"target_quantization_error", a.target_k == a.target_v ? json(a.target_k)
+                                                                           : json{{"k", a.target_k}, {"v", a.target_v}}}};
     if (a.q_norm > 0) j["attention"]["q_norm"] = a.q_norm;
     else j["attention"]["q_norm"] = "measured";
   }

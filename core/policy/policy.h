@@ -17,7 +17,7 @@
 //   "rules": [{"layer_range": [0, 3], "layers": [...], "head_groups": [0], "heads": [...], "kind": "k",
 //              ...TensorQuant fields}],   // applied in order before the overrides (overrides win)
 //   "calibration": {"mode": "none"|"text"|"online", "text": "calib.txt", "tokens": 512},
-//   "attention": {"use_attentions": false, "last_n_attentions": 5, "target_quantization_error": 0.05,
+//   "attention": {"use_attentions": false, "last_n_attentions": 5, "target_quantization_error": 0.05 | {"k": 1e-4, "v": 0.05},
 //                 "q_norm": "measured" | 4.0},   // QAQ-style bits per (layer, kind, head group)
 //   "smooth": {"factor": 1.0, "include": ["*"], "exclude": ["model.layers.0.self_attn"]},  // KVSmooth
 //   "skvq": {"reorder": true, "pre_rope": true},
@@ -129,7 +129,9 @@ struct CalibrationSpec {
 struct AttentionGuided {
   bool use_attentions = false;
   int last_n_attentions = 5;             // query rows (the last of the calibration) whose attention is used
-  double target_quantization_error = 0;  // sigma of QAQ's bounds; > 0 when use_attentions
+  // sigma of QAQ's bounds for K and V (the hook takes kv_kind; the two bounds differ in scale); > 0 when
+  // use_attentions. JSON: one number for both, or {"k": sigma_k, "v": sigma_v}.
+  double target_k = 0, target_v = 0;
   double q_norm = 0;                     // QAQ's q_norm for the key bound; 0 = measured (max |q|^2 / head_dim)
 };
 

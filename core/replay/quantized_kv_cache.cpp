@@ -92,9 +92,9 @@ void choose_attention_bits(const ModelConfig& cfg, const Policy& policy, const C
         double e;
         if (kind == 0) {
           const double qn = a.q_norm > 0 ? a.q_norm : measured_q_norm(c, l, h0 * G, h1 * G, a.last_n_attentions);
-          e = qaq_key_tolerance(qn, T, a.target_quantization_error);
+          e = qaq_key_tolerance(qn, T, a.target_k);
         } else {
-          e = qaq_value_tolerance(max_recent_attention(c, l, h0 * G, h1 * G, a.last_n_attentions), T, a.target_quantization_error);
+          e = qaq_value_tolerance(max_recent_attention(c, l, h0 * G, h1 * G, a.last_n_attentions), T, a.target_v);
         }
         u.floor = std::max(u.floor, policy.budget.min_bits);
         u.bits = qaq_bits(r, e, u.floor, std::max(u.floor, policy.budget.max_bits));

@@ -91,7 +91,7 @@ TEST_CASE("calibrated policies on a real model: budgets hold, calibration is tim
   const auto slices = load_workloads({"text:" + shared_data("tinystories_validation_head.txt") + ";window=256;n=1"}, *tok,
                                      cfg.max_position_embeddings);
   // Attention-guided bits within bit_range [2, 4] and an average of 3: the plan's nominal bits obey both.
-  const Policy adaptive = load_preset("adaptive-3");
+  const Policy adaptive = load_preset("kivi-qaq-3");
   CalibrationSpec spec;
   spec.mode = CalibrationSpec::Mode::Text;
   spec.text = shared_data("pg11_alice_in_wonderland.txt");

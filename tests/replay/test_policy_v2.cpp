@@ -72,7 +72,13 @@ TEST_CASE("policies v2 fields parse, round-trip and name the JSON path of each e
   const Policy back = parse_policy(policy_to_json(p), "round-trip");
   CHECK(canonical_policy_json(back) == canonical_policy_json(p));
   CHECK(back.rules[0].layer_hi == 2);
-  CHECK(back.attention.target_quantization_error == 0.5);
+  CHECK(back.attention.target_k == 0.5);
+  CHECK(back.attention.target_v == 0.5);
+  const Policy per_kind = parse(R"({"method":"uniform","calibration":{"mode":"online"},
+      "attention":{"use_attentions":true,"target_quantization_error":{"k":1e-4,"v":0.02}}})");
+  CHECK(per_kind.attention.target_k == 1e-4);
+  CHECK(per_kind.attention.target_v == 0.02);
+  CHECK(canonical_policy_json(parse_policy(policy_to_json(per_kind), "rt")) == canonical_policy_json(per_kind));
 
   const Policy text = parse(R"({"method":"uniform","k":{"axis":"head"},"calibration":{"mode":"text","text":"c.txt","tokens":64},
       "outlier_heads":{"rule":"count","count":2},"smooth":{"factor":0.5},"attention":{"use_attentions":false}})");
@@ -102,6 +108,10 @@ TEST_CASE("policies v2 fields parse, round-trip and name the JSON path of each e
         "p.json: $.attention.use_attentions: needs $.calibration.mode \"text\" or \"online\" (the attention is measured there)");
   CHECK(err(R"({"method":"uniform","calibration":{"mode":"online"},"attention":{"use_attentions":true}})") ==
         "p.json: $.attention.target_quantization_error: must be > 0 when use_attentions is true");
+  CHECK(err(R"({"method":"uniform","attention":{"target_quantization_error":{"k":1}}})") ==
+        "p.json: $.attention.target_quantization_error.v: is required (a number > 0)");
+  CHECK_THROWS_WITH(parse(R"({"method":"uniform","attention":{"target_quantization_error":-2}})"),
+                    Catch::StartsWith("p.json: $.attention.target_quantization_error: must be in (0, "));
   CHECK(err(R"({"method":"uniform","attention":{"q_norm":-1}})") == "p.json: $.attention.q_norm: must be a number > 0 or \"measured\"");
   CHECK(err(R"({"method":"uniform","attention":{"last_n":3}})") == "p.json: $.attention.last_n: unknown field");
   CHECK(err(R"({"method":"skvq","calibration":{"mode":"online"},"attention":{"use_attentions":true,"target_quantization_error":1}})") ==
