@@ -378,6 +378,20 @@ Policy parse_policy(const json& j, const std::string& where) {
     }
     ra.reject_unknown();
   }
+  if (r.has("outliers_ratio")) {
+    const json& o = r.at("outliers_ratio");
+    if (o.is_object()) {
+      Reader ro(o, where, "$.outliers_ratio");
+      p.outliers_ratio_k = ro.number("k", 0, 0, 0.5);
+      p.outliers_ratio_v = ro.number("v", 0, 0, 0.5);
+      ro.reject_unknown();
+    } else {
+      p.outliers_ratio_k = p.outliers_ratio_v = r.number("outliers_ratio", 0, 0, 0.5);
+    }
+    if ((p.outliers_ratio_k > 0 || p.outliers_ratio_v > 0) && p.method != Method::Uniform && p.method != Method::Kivi &&
+        p.method != Method::Kvmix)
+      r.err("outliers_ratio", "applies to methods uniform, kivi and kvmix");
+  }
   if (r.has("budget")) {
     Reader rb(r.at("budget"), where, "$.budget");
     auto& b = p.budget;
@@ -500,6 +514,9 @@ json policy_to_json(const Policy& p) {
     j[key] = arr;
   }
   if (p.head_group_size != 1) j["head_group_size"] = p.head_group_size;
+  if (p.outliers_ratio_k > 0 || p.outliers_ratio_v > 0)
+    j["outliers_ratio"] = p.outliers_ratio_k == p.outliers_ratio_v ? json(p.outliers_ratio_k)
+                                                                   : json{{"k", p.outliers_ratio_k}, {"v", p.outliers_ratio_v}};
   if (p.calibration.mode != CalibrationSpec::Mode::None) {
     const auto& c = p.calibration;
     j["calibration"] = {{"mode", c.mode == CalibrationSpec::Mode::Text ? "text" : "online"}, {"tokens", c.tokens}};

@@ -19,6 +19,7 @@
 //   "calibration": {"mode": "none"|"text"|"online", "text": "calib.txt", "tokens": 512},
 //   "attention": {"use_attentions": false, "last_n_attentions": 5, "target_quantization_error": 0.05 | {"k": 1e-4, "v": 0.05},
 //                 "q_norm": "measured" | 4.0},   // QAQ-style bits per (layer, kind, head group)
+//   "outliers_ratio": 0.01 | {"k": 0.01, "v": 0},   // per-group outliers kept exact (replay)
 //   "smooth": {"factor": 1.0, "include": ["*"], "exclude": ["model.layers.0.self_attn"]},  // KVSmooth
 //   "skvq": {"reorder": true, "pre_rope": true},
 //   "budget": {"max_avg_bits": 4, "bit_range": [2, 8]},  // seed 002's shared cap and per-entry bit range
@@ -148,6 +149,9 @@ struct Policy {
   std::vector<PolicyOverride> rules;  // like overrides, applied before them
   CalibrationSpec calibration;
   AttentionGuided attention;
+  // Seed 002's outliers_ratio (QAQ): per quantization group, the ceil(ratio/2 * n) smallest and largest
+  // elements are kept exactly (fp16 + position) and the group is quantized without them. Replay only.
+  double outliers_ratio_k = 0, outliers_ratio_v = 0;
   std::optional<SmoothOptions> smooth;
   SkvqOptions skvq;
   WatersicPolicy watersic;

@@ -180,6 +180,7 @@ std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Polic
             if (override_matches(o, l, h, kind == 0 ? 'k' : 'v', policy.head_group_size)) p.quant = apply_override(p.quant, o);
         if (kind == 0 && std::find(outliers.begin(), outliers.end(), std::make_pair(l, h)) != outliers.end())
           p.quant.full_precision = true;
+        p.outliers_ratio = kind == 0 ? policy.outliers_ratio_k : policy.outliers_ratio_v;
         if (kind == 0 && !smooth.empty() && !smooth[l].empty())
           p.smooth.assign(smooth[l].begin() + static_cast<ptrdiff_t>(h) * cfg.head_dim,
                           smooth[l].begin() + static_cast<ptrdiff_t>(h + 1) * cfg.head_dim);
@@ -276,6 +277,50 @@ struct QuantizedKvCache::Impl {
   bool pending = false;  // online calibration not done yet
   std::vector<HeadQuantPlan> plans;
   std::vector<float> smoothed;
+  std::vector<size_t> outlier_idx;
+
+  // QAQ outliers: per quantization group of the block x [n, head_dim], the m = ceil(ratio/2 * size)
+  // smallest and m largest elements (ties by position) are recorded and clamped to the nearest kept
+  // value, so the group's range excludes them. Returns their storage: 16 bits + ceil(log2 size) each.
+  uint64_t clamp_outliers(float* x, int n, const HeadQuantPlan& p, std::vector<size_t>& out) {
+    const int D = head_dim;
+    std::vector<std::vector<size_t>> groups;
+    if (p.quant.axis == Axis::Head) {
+      groups.emplace_back(static_cast<size_t>(n) * D);
+      for (size_t i = 0; i < groups[0].size(); ++i) groups[0][i] = i;
+    } else {
+      const int g = resolved_group_len(p.quant, n, D);
+      if (p.quant.axis == Axis::Token) {
+        for (int t = 0; t < n; ++t)
+          for (int c0 = 0; c0 < D; c0 += g) {
+            groups.emplace_back();
+            for (int c = c0; c < std::min(D, c0 + g); ++c) groups.back().push_back(static_cast<size_t>(t) * D + c);
+          }
+      } else {
+        for (int c = 0; c < D; ++c)
+          for (int t0 = 0; t0 < n; t0 += g) {
+            groups.emplace_back();
+            for (int t = t0; t < std::min(n, t0 + g); ++t) groups.back().push_back(static_cast<size_t>(t) * D + c);
+          }
+      }
+    }
+    uint64_t bits = 0;
+    for (auto& idx : groups) {
+      const size_t size = idx.size();
+      const size_t m = static_cast<size_t>(std::ceil(p.outliers_ratio / 2 * static_cast<double>(size) - 1e-9));
+      if (m == 0 || 2 * m >= size) continue;
+      std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
+      const float lo = x[idx[m]], hi = x[idx[size - 1 - m]];
+      for (size_t i = 0; i < m; ++i) {
+        out.push_back(idx[i]);
+        out.push_back(idx[size - 1 - i]);
+        x[idx[i]] = lo;
+        x[idx[size - 1 - i]] = hi;
+      }
+      bits += 2 * m * (16 + static_cast<uint64_t>(std::ceil(std::log2(static_cast<double>(size)))));
+    }
+    return bits;
+  }
   std::vector<Layer> layers;
   uint64_t peak_bits = 0;
   double sq_err = 0, sq_norm = 0, calib_seconds = 0;
@@ -312,11 +357,13 @@ struct QuantizedKvCache::Impl {
     float* base = (kind == 0 ? L.k.data() : L.v.data()) + (static_cast<size_t>(h) * L.capacity + first) * head_dim;
     const size_t count = static_cast<size_t>(n) * head_dim;
     const float* x = base;
-    if (!p.smooth.empty()) {  // KVSmooth: the codes are of K / s
+    if (!p.smooth.empty() || p.outliers_ratio > 0) {
       smoothed.resize(count);
-      for (size_t i = 0; i < count; ++i) smoothed[i] = base[i] / p.smooth[i % head_dim];
+      for (size_t i = 0; i < count; ++i) smoothed[i] = p.smooth.empty() ? base[i] : base[i] / p.smooth[i % head_dim];  // KVSmooth: codes of K / s
       x = smoothed.data();
     }
+    outlier_idx.clear();
+    if (p.outliers_ratio > 0) s.block_bits += clamp_outliers(smoothed.data(), n, p, outlier_idx);
     QuantizedTensor t;
     if (p.quant.axis == Axis::Head && s.calibrated) {
       t = encode_with_scale(x, n, head_dim, s.calib);
@@ -335,6 +382,7 @@ struct QuantizedKvCache::Impl {
     t.dequantize(scratch.data());
     if (!p.smooth.empty())  // attention reads s * (K/s)^, i.e. the queries carry s
       for (size_t i = 0; i < count; ++i) scratch[i] *= p.smooth[i % head_dim];
+    for (size_t i : outlier_idx) scratch[i] = base[i];  // kept exactly
     for (size_t i = 0; i < count; ++i) {
       const double d = static_cast<double>(base[i]) - scratch[i];
       sq_err += d * d;

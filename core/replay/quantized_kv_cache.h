@@ -33,6 +33,9 @@
 // prefill forward and before the first flush. KVSmooth is folded into the cache: a smoothed K head
 // quantizes K / s and attention reads s * dequant(...), which equals scaling the queries by s
 // (Q'K'^T = QK^T, ALGORITHMS.md 4.4); fp16 rows are exact either way.
+// outliers_ratio (QAQ): in each quantization group of a block, the m = ceil(ratio/2 * n) smallest and
+// m largest elements are clamped to the (m+1)-th before quantizing and read back exactly; each costs
+// 16 bits + ceil(log2 n) bits of position.
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -67,6 +70,7 @@ struct HeadQuantPlan {
   int block_len = 1;
   int window = 0;               // tokens kept fp16 before a block may be quantized (0 for KIVI keys)
   std::vector<float> smooth;    // K of a smoothed layer: per-channel scales s [head_dim]; empty = none
+  double outliers_ratio = 0;    // per quantization group, ceil(ratio/2 n) lowest and highest kept exact
   // Attention-guided bits ($.attention): what the choice was made from (docs/REPLAY.md).
   bool attention_chosen = false;
   double range = 0, tolerance = 0;

@@ -318,3 +318,36 @@ TEST_CASE("measured q_norm and recent attention come from the calibration's last
   CHECK(max_recent_attention(cal, 0, 0, 1, 1) == Approx(1.0 / 3));  // query head 0: zeros, uniform over 3 keys
   CHECK(max_recent_attention(cal, 0, 0, 1, 2) == Approx(1.0 / 2));  // row 1 sees 2 keys
 }
+
+TEST_CASE("outliers_ratio keeps the extremes of each quantization group exact, worked by hand") {
+  const Policy p = parse(R"({"method":"uniform","k":{"bits":4,"axis":"token","group_size":0},"v":{"fp16":true},
+                             "outliers_ratio":{"k":0.25,"v":0}})");
+  CHECK(p.outliers_ratio_k == 0.25);
+  CHECK(canonical_policy_json(parse_policy(policy_to_json(p), "rt")) == canonical_policy_json(p));
+  CHECK_THROWS_WITH(parse(R"({"method":"uniform","outliers_ratio":0.6})"), Catch::StartsWith("p.json: $.outliers_ratio: must be in [0, 0.5"));
+  CHECK_THROWS_WITH(parse(R"({"method":"uniform","outliers_ratio":{"q":0.1}})"), Catch::Contains("$.outliers_ratio.q: unknown field"));
+  CHECK_THROWS_WITH(parse(R"({"method":"skvq","outliers_ratio":0.1})"),
+                    Catch::Contains("$.outliers_ratio: applies to methods uniform, kivi and kvmix"));
+  // One token, D = 8: [0, 1, 2, 3, 4, 5, 6, 100]. ratio 0.25 -> m = ceil(0.125 * 8) = 1: 0 and 100 are
+  // kept exactly, the rest is quantized on [1, 6]: scale 5/15 (fp16 0.33325195), min 1, codes
+  // [_, 0, 3, 6, 9, 12, 15, _]. Bits: 8 codes * 4 + fp16 scale + fp16 min + 2 * (16 + log2 8) = 102;
+  // V fp16: 8 * 16 = 128.
+  const ModelConfig c = config(1, 1, 8);
+  QuantizedKvCache cache(c, p);
+  std::vector<float> k = {0, 1, 2, 3, 4, 5, 6, 100}, v(8, 0.5f);
+  cache.append(0, k.data(), v.data(), 1);
+  cache.flush();
+  const KvLayerView view = cache.view(0);
+  CHECK(view.k[0] == 0.0f);
+  CHECK(view.k[7] == 100.0f);
+  CHECK(view.k[1] == 1.0f);
+  const float s = 0.33325195f;
+  for (int i = 2; i < 7; ++i) CHECK(view.k[i] == Approx(1.0f + 3 * (i - 1) * s));
+  CHECK(cache.stored_bits() == 102 + 128);
+  // Without outliers the range is [0, 100] (step 6.67): token 2 reads back 0.
+  QuantizedKvCache plain(c, parse(R"({"method":"uniform","k":{"bits":4,"axis":"token","group_size":0},"v":{"fp16":true}})"));
+  plain.append(0, k.data(), v.data(), 1);
+  plain.flush();
+  CHECK(plain.view(0).k[2] == 0.0f);
+  CHECK(plain.squared_error() > 100 * cache.squared_error());
+}
