@@ -67,6 +67,7 @@ void run_replay_command(const ReplayCliOptions& o) {
   SigintGuard guard;
   ReplayOptions ro;
   ro.cancel = &g_cancel;
+  ro.bit_budget = o.bit_budget;
   ro.progress = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   const std::vector<SliceMetrics> metrics = run_replay(*model, *tok, slices, policy, ro);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

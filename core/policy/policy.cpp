@@ -161,6 +161,38 @@ std::vector<int> int_list(Reader& r, const std::string& key, int hi) {
   return out;
 }
 
+// One entry of "rules" or "overrides": which (layers, heads, kind) it selects and the TensorQuant
+// fields it changes (validated against the K and V settings it applies to).
+PolicyOverride read_override(const json& j, const Policy& p, const std::string& where, const std::string& path) {
+  Reader ro(j, where, path);
+  PolicyOverride o;
+  o.layers = int_list(ro, "layers", 1 << 16);
+  o.heads = int_list(ro, "heads", 1 << 16);
+  o.head_groups = int_list(ro, "head_groups", 1 << 16);
+  if (ro.has("layer_range")) {
+    const json& lr = ro.at("layer_range");
+    if (!lr.is_array() || lr.size() != 2 || !lr[0].is_number_unsigned() || !lr[1].is_number_unsigned() ||
+        lr[0].get<int64_t>() > lr[1].get<int64_t>() || lr[1].get<int64_t>() > (1 << 16))
+      ro.err("layer_range", "must be [first, last] layer indices with 0 <= first <= last");
+    o.layer_lo = lr[0].get<int>();
+    o.layer_hi = lr[1].get<int>();
+  }
+  std::string kind = ro.str("kind", "kv");
+  if (kind != "k" && kind != "v" && kind != "kv") ro.err("kind", "must be \"k\", \"v\" or \"kv\"");
+  o.k = kind.find('k') != std::string::npos;
+  o.v = kind.find('v') != std::string::npos;
+  // An override changes only the fields it names; it applies on top of K's or V's settings.
+  for (const TensorQuant* base : {&p.k, &p.v}) {
+    if ((base == &p.k && !o.k) || (base == &p.v && !o.v)) continue;
+    TensorQuant q = *base;
+    Reader rq(j, where, path);
+    read_tensor_quant(rq, q);
+  }
+  o.json = j.dump();
+  ro.reject_unknown(kTensorQuantKeys);
+  return o;
+}
+
 }  // namespace
 
 Policy parse_policy(const json& j, const std::string& where) {
@@ -247,31 +279,13 @@ Policy parse_policy(const json& j, const std::string& where) {
     if (o.rule == OutlierSelect::Rule::List && o.heads.empty()) ro.err("heads", "rule 'list' needs at least one [layer, head]");
     ro.reject_unknown();
   }
-  if (r.has("overrides")) {
-    const json& ov = r.at("overrides");
-    if (!ov.is_array()) r.err("overrides", "must be an array");
-    for (size_t i = 0; i < ov.size(); ++i) {
-      std::string path = "$.overrides[" + std::to_string(i) + "]";
-      Reader ro(ov[i], where, path);
-      PolicyOverride o;
-      o.layers = int_list(ro, "layers", 1 << 16);
-      o.heads = int_list(ro, "heads", 1 << 16);
-      std::string kind = ro.str("kind", "kv");
-      if (kind != "k" && kind != "v" && kind != "kv") ro.err("kind", "must be \"k\", \"v\" or \"kv\"");
-      o.k = kind.find('k') != std::string::npos;
-      o.v = kind.find('v') != std::string::npos;
-      // An override changes only the fields it names; it applies on top of K's or V's settings.
-      // We validate it against both bases here; quantize_dump applies it per kind.
-      for (const TensorQuant* base : {&p.k, &p.v}) {
-        if ((base == &p.k && !o.k) || (base == &p.v && !o.v)) continue;
-        TensorQuant q = *base;
-        Reader rq(ov[i], where, path);
-        read_tensor_quant(rq, q);
-      }
-      o.json = ov[i].dump();
-      ro.reject_unknown(kTensorQuantKeys);
-      p.overrides.push_back(std::move(o));
-    }
+  p.head_group_size = r.integer("head_group_size", p.head_group_size, 1, 1 << 16);
+  for (const char* key : {"rules", "overrides"}) {
+    if (!r.has(key)) continue;
+    const json& ov = r.at(key);
+    if (!ov.is_array()) r.err(key, "must be an array");
+    for (size_t i = 0; i < ov.size(); ++i)
+      (key[0] == 'r' ? p.rules : p.overrides).push_back(read_override(ov[i], p, where, fmt::format("$.{}[{}]", key, i)));
   }
   if (r.has("smooth")) {
     Reader rs(r.at("smooth"), where, "$.smooth");
@@ -318,6 +332,66 @@ Policy parse_policy(const json& j, const std::string& where) {
     w.values_fp16 = v == "fp16";
     rw.reject_unknown();
   }
+  if (r.has("calibration")) {
+    Reader rc(r.at("calibration"), where, "$.calibration");
+    auto& c = p.calibration;
+    const std::string mode = rc.str("mode", "none");
+    if (mode == "none") c.mode = CalibrationSpec::Mode::None;
+    else if (mode == "text") c.mode = CalibrationSpec::Mode::Text;
+    else if (mode == "online") c.mode = CalibrationSpec::Mode::Online;
+    else rc.err("mode", "must be \"none\", \"text\" or \"online\"");
+    c.text = rc.str("text", "");
+    c.tokens = rc.integer("tokens", c.tokens, 2, 1 << 20);
+    if (c.mode == CalibrationSpec::Mode::Text && c.text.empty()) rc.err("text", "is required with mode \"text\" (a text file)");
+    if (c.mode != CalibrationSpec::Mode::Text && !c.text.empty()) rc.err("text", "only applies to mode \"text\"");
+    rc.reject_unknown();
+  }
+  if (r.has("attention")) {
+    Reader ra(r.at("attention"), where, "$.attention");
+    auto& a = p.attention;
+    a.use_attentions = ra.boolean("use_attentions", a.use_attentions);
+    a.last_n_attentions = ra.integer("last_n_attentions", a.last_n_attentions, 1, 1 << 20);
+    if (ra.has("target_quantization_error")) {
+      const json& t = ra.at("target_quantization_error");
+      if (t.is_object()) {
+        Reader rt(t, where, "$.attention.target_quantization_error");
+        a.target_k = rt.number("k", 0, 0, 1e12, true);
+        a.target_v = rt.number("v", 0, 0, 1e12, true);
+        if (!rt.has("k") || !rt.has("v")) rt.err(rt.has("k") ? "v" : "k", "is required (a number > 0)");
+        rt.reject_unknown();
+      } else {
+        a.target_k = a.target_v = ra.number("target_quantization_error", 0, 0, 1e12, true);
+      }
+    }
+    if (ra.has("q_norm")) {
+      const json& qn = ra.at("q_norm");
+      if (qn.is_string() && qn.get<std::string>() == "measured") a.q_norm = 0;
+      else if (qn.is_number() && qn.get<double>() > 0 && qn.get<double>() < 1e12) a.q_norm = qn.get<double>();
+      else ra.err("q_norm", "must be a number > 0 or \"measured\"");
+    }
+    if (a.use_attentions) {
+      if (!(a.target_k > 0 && a.target_v > 0)) ra.err("target_quantization_error", "must be > 0 when use_attentions is true");
+      if (p.calibration.mode == CalibrationSpec::Mode::None)
+        ra.err("use_attentions", "needs $.calibration.mode \"text\" or \"online\" (the attention is measured there)");
+      if (p.method != Method::Uniform && p.method != Method::Kivi && p.method != Method::Kvmix)
+        ra.err("use_attentions", "applies to methods uniform, kivi and kvmix");
+    }
+    ra.reject_unknown();
+  }
+  if (r.has("outliers_ratio")) {
+    const json& o = r.at("outliers_ratio");
+    if (o.is_object()) {
+      Reader ro(o, where, "$.outliers_ratio");
+      p.outliers_ratio_k = ro.number("k", 0, 0, 0.5);
+      p.outliers_ratio_v = ro.number("v", 0, 0, 0.5);
+      ro.reject_unknown();
+    } else {
+      p.outliers_ratio_k = p.outliers_ratio_v = r.number("outliers_ratio", 0, 0, 0.5);
+    }
+    if ((p.outliers_ratio_k > 0 || p.outliers_ratio_v > 0) && p.method != Method::Uniform && p.method != Method::Kivi &&
+        p.method != Method::Kvmix)
+      r.err("outliers_ratio", "applies to methods uniform, kivi and kvmix");
+  }
   if (r.has("budget")) {
     Reader rb(r.at("budget"), where, "$.budget");
     auto& b = p.budget;
@@ -337,21 +411,24 @@ Policy parse_policy(const json& j, const std::string& where) {
     };
     check(p.k, "k.bits");
     check(p.v, "v.bits");
-    for (size_t i = 0; i < p.overrides.size(); ++i) {
-      const auto& o = p.overrides[i];
-      if (o.k) check(apply_override(p.k, o), "overrides[" + std::to_string(i) + "].bits");
-      if (o.v) check(apply_override(p.v, o), "overrides[" + std::to_string(i) + "].bits");
+    for (const char* key : {"rules", "overrides"}) {
+      const auto& list = key[0] == 'r' ? p.rules : p.overrides;
+      for (size_t i = 0; i < list.size(); ++i) {
+        const auto& o = list[i];
+        if (o.k) check(apply_override(p.k, o), fmt::format("{}[{}].bits", key, i));
+        if (o.v) check(apply_override(p.v, o), fmt::format("{}[{}].bits", key, i));
+      }
     }
   }
-  if (p.method == Method::Watersic && (!p.overrides.empty() || p.outliers.rule != OutlierSelect::Rule::None || p.smooth ||
+  if (p.method == Method::Watersic && (!p.overrides.empty() || !p.rules.empty() || p.attention.use_attentions || p.outliers.rule != OutlierSelect::Rule::None || p.smooth ||
                                        p.residual || p.sink_tokens))
     r.err("method", "watersic policies take no overrides, outlier heads, smoothing, residual or sink tokens here");
   if (p.method == Method::Skvq) {
     for (const TensorQuant* q : {&p.k, &p.v})
       if (q->symmetric || q->axis != Axis::Token || q->integer_zero_point || q->clip_search || q->full_precision)
         r.err(q == &p.k ? "k" : "v", "skvq quantizes per token, asymmetric with a float zero point and a fixed clip ratio");
-    if (!p.overrides.empty() || p.outliers.rule != OutlierSelect::Rule::None)
-      r.err("overrides", "skvq policies take no per-head overrides or outlier heads (SKVQ groups span all heads)");
+    if (!p.overrides.empty() || !p.rules.empty() || p.outliers.rule != OutlierSelect::Rule::None)
+      r.err(p.rules.empty() ? "overrides" : "rules", "skvq policies take no per-head overrides or outlier heads (SKVQ groups span all heads)");
     if (p.smooth) r.err("smooth", "KVSmooth is not combined with skvq here");
   }
   r.reject_unknown();
@@ -366,6 +443,19 @@ TensorQuant apply_override(const TensorQuant& base, const PolicyOverride& o) {
   return q;
 }
 
+bool override_matches(const PolicyOverride& o, int layer, int head, char kind, int head_group_size) {
+  const auto in = [](const std::vector<int>& v, int x) { return v.empty() || std::find(v.begin(), v.end(), x) != v.end(); };
+  const bool range_ok = o.layer_lo < 0 || (layer >= o.layer_lo && layer <= o.layer_hi);
+  return in(o.layers, layer) && range_ok && in(o.heads, head) && in(o.head_groups, head / std::max(1, head_group_size)) &&
+         (kind == 'k' ? o.k : o.v);
+}
+
+bool needs_calibration(const Policy& p) {
+  const auto rule = p.outliers.rule;
+  return (rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List) || p.smooth.has_value() ||
+         p.attention.use_attentions;
+}
+
 Policy load_policy_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) fail(path, "cannot open policy file");
@@ -377,6 +467,9 @@ Policy load_policy_file(const std::string& path) {
   }
   Policy p = parse_policy(j, path);
   if (p.name.empty()) p.name = std::filesystem::path(path).stem().string();
+  auto& text = p.calibration.text;  // relative to the policy file, like workload files
+  if (!text.empty() && std::filesystem::path(text).is_relative())
+    text = (std::filesystem::path(path).parent_path() / text).lexically_normal().string();
   return p;
 }
 
@@ -413,10 +506,29 @@ json policy_to_json(const Policy& p) {
   if (p.method == Method::Skvq) j["skvq"] = {{"reorder", p.skvq.reorder}, {"pre_rope", p.skvq.pre_rope}};
   if (!p.budget.empty())
     j["budget"] = {{"max_avg_bits", p.budget.max_avg_bits}, {"bit_range", {p.budget.min_bits, p.budget.max_bits}}};
-  if (!p.overrides.empty()) {
+  for (const char* key : {"rules", "overrides"}) {
+    const auto& list = key[0] == 'r' ? p.rules : p.overrides;
+    if (list.empty()) continue;
     json arr = json::array();
-    for (auto& ov : p.overrides) arr.push_back(json::parse(ov.json));
-    j["overrides"] = arr;
+    for (auto& ov : list) arr.push_back(json::parse(ov.json));
+    j[key] = arr;
+  }
+  if (p.head_group_size != 1) j["head_group_size"] = p.head_group_size;
+  if (p.outliers_ratio_k > 0 || p.outliers_ratio_v > 0)
+    j["outliers_ratio"] = p.outliers_ratio_k == p.outliers_ratio_v ? json(p.outliers_ratio_k)
+                                                                   : json{{"k", p.outliers_ratio_k}, {"v", p.outliers_ratio_v}};
+  if (p.calibration.mode != CalibrationSpec::Mode::None) {
+    const auto& c = p.calibration;
+    j["calibration"] = {{"mode", c.mode == CalibrationSpec::Mode::Text ? "text" : "online"}, {"tokens", c.tokens}};
+    if (!c.text.empty()) j["calibration"]["text"] = c.text;
+  }
+  const auto& a = p.attention;
+  if (a.use_attentions) {
+    j["attention"] = {{"use_attentions", true}, {"last_n_attentions", a.last_n_attentions},
+                      {"target_quantization_error", a.target_k == a.target_v ? json(a.target_k)
+                                                                           : json{{"k", a.target_k}, {"v", a.target_v}}}};
+    if (a.q_norm > 0) j["attention"]["q_norm"] = a.q_norm;
+    else j["attention"]["q_norm"] = "measured";
   }
   return j;
 }

@@ -13,6 +13,13 @@
 //   "outlier_heads": {"rule": "none"|"list"|"mse_over_median"|"mse_share"|"count",
 //                     "heads": [[layer, head], ...], "ratio": 5.0, "share": 0.9, "count": 6},
 //   "overrides": [{"layers": [0, 1], "heads": [0], "kind": "k"|"v"|"kv", ...TensorQuant fields}],
+//   "head_group_size": 1,     // KV heads per head group (seed 002's head_group): group = head / size
+//   "rules": [{"layer_range": [0, 3], "layers": [...], "head_groups": [0], "heads": [...], "kind": "k",
+//              ...TensorQuant fields}],   // applied in order before the overrides (overrides win)
+//   "calibration": {"mode": "none"|"text"|"online", "text": "calib.txt", "tokens": 512},
+//   "attention": {"use_attentions": false, "last_n_attentions": 5, "target_quantization_error": 0.05 | {"k": 1e-4, "v": 0.05},
+//                 "q_norm": "measured" | 4.0},   // QAQ-style bits per (layer, kind, head group)
+//   "outliers_ratio": 0.01 | {"k": 0.01, "v": 0},   // per-group outliers kept exact (replay)
 //   "smooth": {"factor": 1.0, "include": ["*"], "exclude": ["model.layers.0.self_attn"]},  // KVSmooth
 //   "skvq": {"reorder": true, "pre_rope": true},
 //   "budget": {"max_avg_bits": 4, "bit_range": [2, 8]},  // seed 002's shared cap and per-entry bit range
@@ -62,7 +69,9 @@ struct OutlierSelect {
 
 struct PolicyOverride {
   std::vector<int> layers;  // empty = all layers
+  int layer_lo = -1, layer_hi = -1;  // "layer_range" [lo, hi] inclusive; -1 = no range
   std::vector<int> heads;   // empty = all KV heads
+  std::vector<int> head_groups;  // empty = all head groups (group = head / head_group_size)
   bool k = true, v = true;  // which kinds it applies to
   TensorQuant quant;        // the base K or V settings with the override's fields applied
   std::string json;         // the override as written (for round trips)
@@ -107,6 +116,26 @@ struct BitBudget {
   bool empty() const { return max_avg_bits == 0 && min_bits == 1 && max_bits == 16; }
 };
 
+// Where the statistics of data-dependent decisions come from (seed 002's calibration_mode hook):
+// ranked outlier heads, KVSmooth scales and attention-guided bits. docs/REPLAY.md.
+struct CalibrationSpec {
+  enum class Mode { None, Text, Online };
+  Mode mode = Mode::None;
+  std::string text;    // mode text: the calibration text file (relative paths: to the policy file)
+  int tokens = 512;    // calibration tokens: the first N of the text (BOS included) or of each prompt
+};
+
+// QAQ-style attention-guided bit choice (seed 002's use_attentions, last_n_attentions,
+// target_quantization_error, q_norm hooks); bits bounded by budget.bit_range and max_avg_bits.
+struct AttentionGuided {
+  bool use_attentions = false;
+  int last_n_attentions = 5;             // query rows (the last of the calibration) whose attention is used
+  // sigma of QAQ's bounds for K and V (the hook takes kv_kind; the two bounds differ in scale); > 0 when
+  // use_attentions. JSON: one number for both, or {"k": sigma_k, "v": sigma_v}.
+  double target_k = 0, target_v = 0;
+  double q_norm = 0;                     // QAQ's q_norm for the key bound; 0 = measured (max |q|^2 / head_dim)
+};
+
 struct Policy {
   std::string name;
   std::string description;
@@ -116,6 +145,13 @@ struct Policy {
   int sink_tokens = 0;
   OutlierSelect outliers;   // K heads kept in fp16
   std::vector<PolicyOverride> overrides;
+  int head_group_size = 1;
+  std::vector<PolicyOverride> rules;  // like overrides, applied before them
+  CalibrationSpec calibration;
+  AttentionGuided attention;
+  // Seed 002's outliers_ratio (QAQ): per quantization group, the ceil(ratio/2 * n) smallest and largest
+  // elements are kept exactly (fp16 + position) and the group is quantized without them. Replay only.
+  double outliers_ratio_k = 0, outliers_ratio_v = 0;
   std::optional<SmoothOptions> smooth;
   SkvqOptions skvq;
   WatersicPolicy watersic;
@@ -130,6 +166,10 @@ Policy load_policy_file(const std::string& path);
 nlohmann::json policy_to_json(const Policy& p);
 // K or V settings with an override's fields applied on top.
 TensorQuant apply_override(const TensorQuant& base, const PolicyOverride& o);
+// Whether a rule / override applies to (layer, KV head, kind 'k' or 'v').
+bool override_matches(const PolicyOverride& o, int layer, int head, char kind, int head_group_size);
+// Outlier rules that rank heads, KVSmooth or attention-guided bits: replay needs calibration.
+bool needs_calibration(const Policy& p);
 std::string canonical_policy_json(const Policy& p);  // sorted keys, no whitespace: hashed by the run store
 
 struct PresetInfo {

@@ -39,34 +39,39 @@ std::vector<double> strat1_k_mse(const KvDump& dump) {
   return mse;
 }
 
-std::vector<std::pair<int, int>> select_outlier_heads(const KvDump& dump, const OutlierSelect& rule) {
+std::vector<std::pair<int, int>> rank_outlier_heads(const std::vector<double>& mse, int kv_heads, const OutlierSelect& rule) {
   using Rule = OutlierSelect::Rule;
   std::vector<std::pair<int, int>> out;
-  const int H = dump.shape.kv_heads;
-  if (rule.rule == Rule::None) return out;
-  if (rule.rule == Rule::List) {
-    out = rule.heads;
-  } else {
-    std::vector<double> mse = strat1_k_mse(dump);
-    std::vector<size_t> order(mse.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return mse[a] > mse[b]; });
-    size_t take = 0;
-    if (rule.rule == Rule::Count) {
-      take = std::min<size_t>(rule.count, order.size());
-    } else if (rule.rule == Rule::MseShare) {
-      double total = std::accumulate(mse.begin(), mse.end(), 0.0), acc = 0;
-      while (take < order.size() && acc < rule.share * total) acc += mse[order[take++]];
-    } else {  // MseOverMedian: heads whose error stands far above the typical head
-      std::vector<double> sorted = mse;
-      std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
-      double median = sorted[sorted.size() / 2];
-      while (take < order.size() && mse[order[take]] >= rule.ratio * median && mse[order[take]] > 0) ++take;
-    }
-    for (size_t i = 0; i < take; ++i) out.emplace_back(static_cast<int>(order[i] / H), static_cast<int>(order[i] % H));
+  const int H = kv_heads;
+  std::vector<size_t> order(mse.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return mse[a] > mse[b]; });
+  size_t take = 0;
+  if (rule.rule == Rule::Count) {
+    take = std::min<size_t>(rule.count, order.size());
+  } else if (rule.rule == Rule::MseShare) {
+    double total = std::accumulate(mse.begin(), mse.end(), 0.0), acc = 0;
+    while (take < order.size() && acc < rule.share * total) acc += mse[order[take++]];
+  } else if (rule.rule == Rule::MseOverMedian && !mse.empty()) {  // heads whose error stands far above the typical head
+    std::vector<double> sorted = mse;
+    std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
+    double median = sorted[sorted.size() / 2];
+    while (take < order.size() && mse[order[take]] >= rule.ratio * median && mse[order[take]] > 0) ++take;
   }
+  for (size_t i = 0; i < take; ++i) out.emplace_back(static_cast<int>(order[i] / H), static_cast<int>(order[i] % H));
   std::sort(out.begin(), out.end());
   return out;
+}
+
+std::vector<std::pair<int, int>> select_outlier_heads(const KvDump& dump, const OutlierSelect& rule) {
+  using Rule = OutlierSelect::Rule;
+  if (rule.rule == Rule::None) return {};
+  if (rule.rule == Rule::List) {
+    auto out = rule.heads;
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  return rank_outlier_heads(strat1_k_mse(dump), dump.shape.kv_heads, rule);
 }
 
 std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy) {
@@ -94,12 +99,9 @@ std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy) {
         p.head = h;
         p.kind = kind;
         p.quant = kind == 'k' ? policy.k : policy.v;
-        for (const auto& o : policy.overrides) {
-          bool layer_ok = o.layers.empty() || std::count(o.layers.begin(), o.layers.end(), l);
-          bool head_ok = o.heads.empty() || std::count(o.heads.begin(), o.heads.end(), h);
-          bool kind_ok = kind == 'k' ? o.k : o.v;
-          if (layer_ok && head_ok && kind_ok) p.quant = apply_override(p.quant, o);
-        }
+        for (const auto* list : {&policy.rules, &policy.overrides})  // rules first, overrides win
+          for (const auto& o : *list)
+            if (override_matches(o, l, h, kind, policy.head_group_size)) p.quant = apply_override(p.quant, o);
         if (kind == 'k' && std::binary_search(outliers.begin(), outliers.end(), std::make_pair(l, h)))
           p.quant.full_precision = true;
         p.fp_tail = residual_tokens(policy, kind, s.tokens);

@@ -28,6 +28,10 @@ int residual_tokens(const Policy& p, char kind, int T);
 // statistic the outlier-head rules rank by (§6.2). Index: layer * kv_heads + head.
 std::vector<double> strat1_k_mse(const KvDump& dump);
 
+// The ranked rules (mse_over_median, mse_share, count) on strat1 K MSEs indexed layer * kv_heads + head;
+// shared by dumps and replay's calibration. Sorted (layer, head) pairs.
+std::vector<std::pair<int, int>> rank_outlier_heads(const std::vector<double>& mse, int kv_heads, const OutlierSelect& rule);
+
 // The (layer, head) pairs the policy's outlier rule keeps in fp16, sorted.
 std::vector<std::pair<int, int>> select_outlier_heads(const KvDump& dump, const OutlierSelect& rule);
 

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/quant/head_plan.h"
+#include "core/replay/calibration.h"
 #include "core/tensor/dtype.h"
 #include "core/util/error.h"
 
@@ -34,15 +36,138 @@ uint64_t Fp16KvCache::stored_bits() const {
 
 // ---- Plan -----------------------------------------------------------------------------------
 
-std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy) {
+namespace {
+
+// Fails naming the JSON path when a rule selects layers, heads or head groups the model lacks.
+void check_rule_targets(const ModelConfig& cfg, const Policy& policy, const std::string& where) {
+  const int L = cfg.num_layers, H = cfg.num_kv_heads, groups = (H + policy.head_group_size - 1) / policy.head_group_size;
+  for (size_t i = 0; i < policy.rules.size(); ++i) {
+    const auto& o = policy.rules[i];
+    for (int l : o.layers)
+      if (l >= L) fail(where, "$.rules[{}].layers: layer {} is outside the model ({} layers)", i, l, L);
+    if (o.layer_lo >= L) fail(where, "$.rules[{}].layer_range: starts at layer {}, the model has {} layers", i, o.layer_lo, L);
+    for (int h : o.heads)
+      if (h >= H) fail(where, "$.rules[{}].heads: head {} is outside the model ({} KV heads)", i, h, H);
+    for (int g : o.head_groups)
+      if (g >= groups)
+        fail(where, "$.rules[{}].head_groups: group {} is outside the model ({} KV heads in groups of {})", i, g, H,
+             policy.head_group_size);
+  }
+}
+
+// Attention-guided bits (docs/REPLAY.md): QAQ's bound per (layer, kind, head group), then the
+// budget's max_avg_bits by lowering the groups that stay closest to their tolerance.
+void choose_attention_bits(const ModelConfig& cfg, const Policy& policy, const Calibration& c,
+                           std::vector<HeadQuantPlan>& plans, const std::string& where) {
+  const int L = cfg.num_layers, H = cfg.num_kv_heads, gs = policy.head_group_size, G = cfg.group();
+  const int T = c.tokens, D = c.head_dim;
+  const auto& a = policy.attention;
+  struct Unit {
+    std::vector<size_t> entries;  // plan indices of the group's quantized heads
+    int bits = 0, floor = 1;
+    double demand = 0;            // r / (2 e)
+  };
+  std::vector<Unit> units;
+  std::vector<float> smoothed(static_cast<size_t>(T) * D);
+  for (int l = 0; l < L; ++l)
+    for (int kind = 0; kind < 2; ++kind)
+      for (int h0 = 0; h0 < H; h0 += gs) {
+        const int h1 = std::min(H, h0 + gs);
+        Unit u;
+        double r = 0;
+        for (int h = h0; h < h1; ++h) {
+          const size_t idx = (static_cast<size_t>(l) * H + h) * 2 + kind;
+          const HeadQuantPlan& p = plans[idx];
+          if (p.quant.full_precision) continue;  // fp16 heads (method, rules, outliers) stay fp16
+          u.entries.push_back(idx);
+          u.floor = std::max(u.floor, p.quant.symmetric ? 2 : 1);
+          const float* x = &(kind == 0 ? c.k : c.v)[l][static_cast<size_t>(h) * T * D];
+          if (!p.smooth.empty()) {
+            for (size_t i = 0; i < smoothed.size(); ++i) smoothed[i] = x[i] / p.smooth[i % D];
+            x = smoothed.data();
+          }
+          r = std::max(r, quant_group_range(x, T, D, p.quant));
+        }
+        if (u.entries.empty()) continue;
+        double e;
+        if (kind == 0) {
+          const double qn = a.q_norm > 0 ? a.q_norm : measured_q_norm(c, l, h0 * G, h1 * G, a.last_n_attentions);
+          e = qaq_key_tolerance(qn, T, a.target_k);
+        } else {
+          e = qaq_value_tolerance(max_recent_attention(c, l, h0 * G, h1 * G, a.last_n_attentions), T, a.target_v);
+        }
+        u.floor = std::max(u.floor, policy.budget.min_bits);
+        u.bits = qaq_bits(r, e, u.floor, std::max(u.floor, policy.budget.max_bits));
+        u.demand = r / (2.0 * e);
+        for (size_t idx : u.entries) {
+          plans[idx].attention_chosen = true;
+          plans[idx].range = r;
+          plans[idx].tolerance = e;
+        }
+        units.push_back(std::move(u));
+      }
+  auto apply = [&](const Unit& u) {
+    for (size_t idx : u.entries) {
+      plans[idx].quant.full_precision = u.bits > 8;  // above the quantizer's 8 bits the group stays fp16
+      plans[idx].quant.bits = std::min(u.bits, 8);
+    }
+  };
+  for (const Unit& u : units) apply(u);
+  const double cap = policy.budget.max_avg_bits;
+  if (cap <= 0) return;
+  // Lower one group by one bit (fp16 -> 8) at a time: the one whose error after lowering, relative to its
+  // tolerance (half-step / e = demand / (2^b - 1)), is smallest; ties to the first.
+  auto excess_after = [&](const Unit& u) { return u.demand / (std::pow(2.0, std::min(u.bits - 1, 8)) - 1.0); };
+  while (nominal_bits_of_plans(plans) > cap + 1e-12) {
+    Unit* pick = nullptr;
+    for (Unit& u : units)
+      if (u.bits > u.floor && (!pick || excess_after(u) < excess_after(*pick))) pick = &u;
+    if (!pick)
+      fail(where, "$.budget.max_avg_bits: {:.4g} bits per KV entry cannot be met: at the bit_range floor the policy averages {:.4g}",
+           cap, nominal_bits_of_plans(plans));
+    pick->bits = pick->bits > 8 ? 8 : pick->bits - 1;
+    apply(*pick);
+  }
+}
+
+}  // namespace
+
+double nominal_bits_of_plans(const std::vector<HeadQuantPlan>& plans) {
+  double sum = 0;
+  for (const auto& p : plans) sum += p.quant.full_precision ? 16.0 : p.quant.bits;
+  return plans.empty() ? 0 : sum / static_cast<double>(plans.size());
+}
+
+std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib) {
   const std::string where = "policy " + (policy.name.empty() ? std::string("(unnamed)") : policy.name);
-  if (policy.method == Method::Watersic) fail(where, "method watersic cannot be replayed yet (it needs the queries of the whole sequence)");
-  if (policy.smooth) fail(where, "$.smooth: KVSmooth cannot be replayed yet (its scales are folded into the weights)");
+  if (policy.method == Method::Watersic)
+    fail(where, "method watersic cannot be replayed (ZSIC codes a whole key matrix against the queries that will read it)");
   const auto rule = policy.outliers.rule;
-  if (rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List)
-    fail(where, "$.outlier_heads.rule: replay supports only \"none\" and \"list\" (the other rules rank heads on a dump)");
+  const bool ranked = rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List;
+  if (!calib) {
+    const char* what = ranked ? "$.outlier_heads.rule: ranking heads" : policy.smooth ? "$.smooth: KVSmooth" : "$.attention: use_attentions";
+    if (needs_calibration(policy)) {
+      if (policy.calibration.mode == CalibrationSpec::Mode::None)
+        fail(where, "{} needs $.calibration.mode \"text\" or \"online\" in replay (the statistics come from calibration)", what);
+      fail(where, "{} needs its calibration before the cache is planned", what);
+    }
+  }
   if (policy.residual < 0 || policy.sink_tokens < 0) fail(where, "residual and sink_tokens must be >= 0");
+  check_rule_targets(cfg, policy, where);
   const int L = cfg.num_layers, H = cfg.num_kv_heads;
+  if (calib && (calib->layers != L || calib->kv_heads != H || calib->head_dim != cfg.head_dim || calib->q_heads != cfg.num_heads))
+    fail(where, "the calibration was taken on a model of another shape");
+  std::vector<std::pair<int, int>> outliers;
+  if (rule == OutlierSelect::Rule::List) {
+    for (const auto& [ol, oh] : policy.outliers.heads)
+      if (ol < 0 || ol >= L || oh < 0 || oh >= H)
+        fail(where, "$.outlier_heads.heads: head [{}, {}] is outside the model ({} layers, {} KV heads)", ol, oh, L, H);
+    outliers = policy.outliers.heads;
+  } else if (ranked) {
+    outliers = rank_outlier_heads(calibration_strat1_k_mse(*calib), H, policy.outliers);
+  }
+  std::vector<std::vector<float>> smooth;
+  if (policy.smooth) smooth = calibration_smooth_scales(*calib, *policy.smooth, where + ": $.smooth");
   std::vector<HeadQuantPlan> plans(static_cast<size_t>(L) * H * 2);
   for (int l = 0; l < L; ++l) {
     for (int h = 0; h < H; ++h) {
@@ -50,19 +175,24 @@ std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Polic
         HeadQuantPlan p;
         p.quant = kind == 0 ? policy.k : policy.v;
         if (policy.method == Method::FP16) p.quant.full_precision = true;
-        for (const auto& o : policy.overrides) {
-          const bool layer_ok = o.layers.empty() || std::find(o.layers.begin(), o.layers.end(), l) != o.layers.end();
-          const bool head_ok = o.heads.empty() || std::find(o.heads.begin(), o.heads.end(), h) != o.heads.end();
-          const bool kind_ok = kind == 0 ? o.k : o.v;
-          if (layer_ok && head_ok && kind_ok) p.quant = apply_override(p.quant, o);
-        }
-        if (kind == 0 && rule == OutlierSelect::Rule::List) {
-          for (const auto& [ol, oh] : policy.outliers.heads) {
-            if (ol < 0 || ol >= L || oh < 0 || oh >= H)
-              fail(where, "$.outlier_heads.heads: head [{}, {}] is outside the model ({} layers, {} KV heads)", ol, oh, L, H);
-            if (ol == l && oh == h) p.quant.full_precision = true;
-          }
-        }
+        for (const auto* list : {&policy.rules, &policy.overrides})  // rules first, overrides win
+          for (const auto& o : *list)
+            if (override_matches(o, l, h, kind == 0 ? 'k' : 'v', policy.head_group_size)) p.quant = apply_override(p.quant, o);
+        if (kind == 0 && std::find(outliers.begin(), outliers.end(), std::make_pair(l, h)) != outliers.end())
+          p.quant.full_precision = true;
+        p.outliers_ratio = kind == 0 ? policy.outliers_ratio_k : policy.outliers_ratio_v;
+        if (kind == 0 && !smooth.empty() && !smooth[l].empty())
+          p.smooth.assign(smooth[l].begin() + static_cast<ptrdiff_t>(h) * cfg.head_dim,
+                          smooth[l].begin() + static_cast<ptrdiff_t>(h + 1) * cfg.head_dim);
+        plans[(static_cast<size_t>(l) * H + h) * 2 + kind] = p;
+      }
+    }
+  }
+  if (policy.attention.use_attentions) choose_attention_bits(cfg, policy, *calib, plans, where);
+  for (int l = 0; l < L; ++l) {
+    for (int h = 0; h < H; ++h) {
+      for (int kind = 0; kind < 2; ++kind) {
+        HeadQuantPlan& p = plans[(static_cast<size_t>(l) * H + h) * 2 + kind];
         if (!p.quant.full_precision) {
           const std::string problem = check_tensor_quant(p.quant);
           if (!problem.empty()) fail(where, "$.{}: {}", kind == 0 ? "k" : "v", problem);
@@ -80,7 +210,6 @@ std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Polic
             p.block_len = g;
           }
         }
-        plans[(static_cast<size_t>(l) * H + h) * 2 + kind] = p;
       }
     }
   }
@@ -143,7 +272,55 @@ struct QuantizedKvCache::Impl {
     std::vector<HeadState> state;  // [head * 2 + kind]
   };
   int kv_heads = 0, head_dim = 0, reserve = 256, sinks = 0;
+  ModelConfig cfg;
+  Policy policy;
+  bool pending = false;  // online calibration not done yet
   std::vector<HeadQuantPlan> plans;
+  std::vector<float> smoothed;
+  std::vector<size_t> outlier_idx;
+
+  // QAQ outliers: per quantization group of the block x [n, head_dim], the m = ceil(ratio/2 * size)
+  // smallest and m largest elements (ties by position) are recorded and clamped to the nearest kept
+  // value, so the group's range excludes them. Returns their storage: 16 bits + ceil(log2 size) each.
+  uint64_t clamp_outliers(float* x, int n, const HeadQuantPlan& p, std::vector<size_t>& out) {
+    const int D = head_dim;
+    std::vector<std::vector<size_t>> groups;
+    if (p.quant.axis == Axis::Head) {
+      groups.emplace_back(static_cast<size_t>(n) * D);
+      for (size_t i = 0; i < groups[0].size(); ++i) groups[0][i] = i;
+    } else {
+      const int g = resolved_group_len(p.quant, n, D);
+      if (p.quant.axis == Axis::Token) {
+        for (int t = 0; t < n; ++t)
+          for (int c0 = 0; c0 < D; c0 += g) {
+            groups.emplace_back();
+            for (int c = c0; c < std::min(D, c0 + g); ++c) groups.back().push_back(static_cast<size_t>(t) * D + c);
+          }
+      } else {
+        for (int c = 0; c < D; ++c)
+          for (int t0 = 0; t0 < n; t0 += g) {
+            groups.emplace_back();
+            for (int t = t0; t < std::min(n, t0 + g); ++t) groups.back().push_back(static_cast<size_t>(t) * D + c);
+          }
+      }
+    }
+    uint64_t bits = 0;
+    for (auto& idx : groups) {
+      const size_t size = idx.size();
+      const size_t m = static_cast<size_t>(std::ceil(p.outliers_ratio / 2 * static_cast<double>(size) - 1e-9));
+      if (m == 0 || 2 * m >= size) continue;
+      std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
+      const float lo = x[idx[m]], hi = x[idx[size - 1 - m]];
+      for (size_t i = 0; i < m; ++i) {
+        out.push_back(idx[i]);
+        out.push_back(idx[size - 1 - i]);
+        x[idx[i]] = lo;
+        x[idx[size - 1 - i]] = hi;
+      }
+      bits += 2 * m * (16 + static_cast<uint64_t>(std::ceil(std::log2(static_cast<double>(size)))));
+    }
+    return bits;
+  }
   std::vector<Layer> layers;
   uint64_t peak_bits = 0;
   double sq_err = 0, sq_norm = 0, calib_seconds = 0;
@@ -178,13 +355,22 @@ struct QuantizedKvCache::Impl {
     const HeadQuantPlan& p = plan(static_cast<int>(&L - layers.data()), h, kind);
     HeadState& s = L.state[h * 2 + kind];
     float* base = (kind == 0 ? L.k.data() : L.v.data()) + (static_cast<size_t>(h) * L.capacity + first) * head_dim;
+    const size_t count = static_cast<size_t>(n) * head_dim;
+    const float* x = base;
+    if (!p.smooth.empty() || p.outliers_ratio > 0) {
+      smoothed.resize(count);
+      for (size_t i = 0; i < count; ++i) smoothed[i] = p.smooth.empty() ? base[i] : base[i] / p.smooth[i % head_dim];  // KVSmooth: codes of K / s
+      x = smoothed.data();
+    }
+    outlier_idx.clear();
+    if (p.outliers_ratio > 0) s.block_bits += clamp_outliers(smoothed.data(), n, p, outlier_idx);
     QuantizedTensor t;
     if (p.quant.axis == Axis::Head && s.calibrated) {
-      t = encode_with_scale(base, n, head_dim, s.calib);
+      t = encode_with_scale(x, n, head_dim, s.calib);
       s.block_bits += t.code_bits();  // the scale was counted with the calibration block
     } else {
       const auto t0 = std::chrono::steady_clock::now();
-      t = quantize_tensor(base, n, head_dim, p.quant);
+      t = quantize_tensor(x, n, head_dim, p.quant);
       s.block_bits += t.total_bits();
       if (p.quant.axis == Axis::Head) {
         s.calibrated = true;
@@ -192,13 +378,16 @@ struct QuantizedKvCache::Impl {
         calib_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       }
     }
-    scratch.resize(static_cast<size_t>(n) * head_dim);
+    scratch.resize(count);
     t.dequantize(scratch.data());
-    for (size_t i = 0; i < scratch.size(); ++i) {
+    if (!p.smooth.empty())  // attention reads s * (K/s)^, i.e. the queries carry s
+      for (size_t i = 0; i < count; ++i) scratch[i] *= p.smooth[i % head_dim];
+    for (size_t i : outlier_idx) scratch[i] = base[i];  // kept exactly
+    for (size_t i = 0; i < count; ++i) {
       const double d = static_cast<double>(base[i]) - scratch[i];
       sq_err += d * d;
     }
-    std::memcpy(base, scratch.data(), scratch.size() * sizeof(float));
+    std::memcpy(base, scratch.data(), count * sizeof(float));
     s.quantized += n;
     s.settled += n;
     s.blocks.push_back(std::move(t));
@@ -207,6 +396,10 @@ struct QuantizedKvCache::Impl {
   void flush_layer(int l) {
     Layer& L = layers[l];
     const int T = L.tokens;
+    if (pending) {
+      if (T > 0) fail("replay", "policy {}: online calibration must run (calibrate) before the cache's first flush", policy.name);
+      return;
+    }
     for (int h = 0; h < kv_heads; ++h) {
       for (int kind = 0; kind < 2; ++kind) {
         const HeadQuantPlan& p = plan(l, h, kind);
@@ -226,16 +419,41 @@ struct QuantizedKvCache::Impl {
 };
 
 QuantizedKvCache::QuantizedKvCache(const ModelConfig& cfg, const Policy& policy, int reserve_tokens)
+    : QuantizedKvCache(cfg, policy, {}, reserve_tokens) {}
+
+QuantizedKvCache::QuantizedKvCache(const ModelConfig& cfg, const Policy& policy, std::vector<HeadQuantPlan> plans,
+                                   int reserve_tokens)
     : impl_(std::make_unique<Impl>()) {
   Impl& I = *impl_;
   I.kv_heads = cfg.num_kv_heads;
   I.head_dim = cfg.head_dim;
   I.reserve = std::max(1, reserve_tokens);
   I.sinks = policy.sink_tokens;
-  I.plans = plan_replay_heads(cfg, policy);
+  I.cfg = cfg;
+  I.policy = policy;
+  const size_t n_plans = static_cast<size_t>(cfg.num_layers) * cfg.num_kv_heads * 2;
+  if (!plans.empty()) {
+    if (plans.size() != n_plans) fail("replay", "policy {}: {} head plans for a model with {}", policy.name, plans.size(), n_plans);
+    I.plans = std::move(plans);
+  } else if (needs_calibration(policy) && policy.calibration.mode == CalibrationSpec::Mode::Online) {
+    I.pending = true;
+  } else {
+    I.plans = plan_replay_heads(cfg, policy);
+  }
   I.layers.resize(cfg.num_layers);
   for (auto& L : I.layers) L.state.resize(static_cast<size_t>(I.kv_heads) * 2);
 }
+
+void QuantizedKvCache::calibrate(const Calibration& c) {
+  Impl& I = *impl_;
+  const auto t0 = std::chrono::steady_clock::now();
+  I.plans = plan_replay_heads(I.cfg, I.policy, &c);
+  I.pending = false;
+  I.calib_seconds += c.seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+bool QuantizedKvCache::awaiting_calibration() const { return impl_->pending; }
+const std::vector<HeadQuantPlan>& QuantizedKvCache::plans() const { return impl_->plans; }
 
 QuantizedKvCache::~QuantizedKvCache() = default;
 
@@ -278,6 +496,7 @@ void QuantizedKvCache::clear() {
   }
   I.peak_bits = 0;
   I.sq_err = I.sq_norm = I.calib_seconds = 0;
+  if (needs_calibration(I.policy) && I.policy.calibration.mode == CalibrationSpec::Mode::Online) I.pending = true;  // a new prompt
 }
 
 void QuantizedKvCache::flush() {

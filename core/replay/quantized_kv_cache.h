@@ -26,6 +26,16 @@
 //       the scale (and zero point) on the tokens it quantizes (normally the prefill); later tokens are
 //       encoded with that scale, clamped to its range. The scale is counted once.
 //   Full precision (fp16 method, fp16 outlier heads): everything fp16.
+//
+// Calibrated decisions (core/replay/calibration.h): a policy that ranks outlier heads, smooths keys or
+// chooses bits from attention is planned from a Calibration: given at construction (mode text, or
+// plans computed once), or, for mode online, by calibrate() on the prompt's activations after the
+// prefill forward and before the first flush. KVSmooth is folded into the cache: a smoothed K head
+// quantizes K / s and attention reads s * dequant(...), which equals scaling the queries by s
+// (Q'K'^T = QK^T, ALGORITHMS.md 4.4); fp16 rows are exact either way.
+// outliers_ratio (QAQ): in each quantization group of a block, the m = ceil(ratio/2 * n) smallest and
+// m largest elements are clamped to the (m+1)-th before quantizing and read back exactly; each costs
+// 16 bits + ceil(log2 n) bits of position.
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -59,16 +69,34 @@ struct HeadQuantPlan {
   bool channel_blocks = false;  // Axis::Channel: quantized in blocks of block_len tokens
   int block_len = 1;
   int window = 0;               // tokens kept fp16 before a block may be quantized (0 for KIVI keys)
+  std::vector<float> smooth;    // K of a smoothed layer: per-channel scales s [head_dim]; empty = none
+  double outliers_ratio = 0;    // per quantization group, ceil(ratio/2 n) lowest and highest kept exact
+  // Attention-guided bits ($.attention): what the choice was made from (docs/REPLAY.md).
+  bool attention_chosen = false;
+  double range = 0, tolerance = 0;
 };
 
-// Resolves the policy for replay. Throws Error naming the policy when the method cannot be replayed
-// (watersic, kvsmooth) or an outlier rule needs dump statistics (only "list" is supported here).
-std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy);
+struct Calibration;
+
+// Resolves the policy for replay, one plan per (layer, KV head, kind) at index (layer * H + head) * 2 + kind.
+// Throws Error naming the JSON path when the method cannot be replayed (watersic) or a decision needs
+// calibration (ranked outlier rules, smooth, use_attentions) and `calib` is null.
+std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib = nullptr);
+// Mean over plans of bits per entry (16 for full precision).
+double nominal_bits_of_plans(const std::vector<HeadQuantPlan>& plans);
 
 class QuantizedKvCache : public KvCache {
  public:
+  // A policy with calibration mode online that needs calibration waits for calibrate().
   QuantizedKvCache(const ModelConfig& cfg, const Policy& policy, int reserve_tokens = 256);
+  // With plans computed beforehand (e.g. once from a text calibration).
+  QuantizedKvCache(const ModelConfig& cfg, const Policy& policy, std::vector<HeadQuantPlan> plans, int reserve_tokens = 256);
   ~QuantizedKvCache() override;
+
+  // Plans the heads from a calibration (online mode); its time and c.seconds count as calibration.
+  void calibrate(const Calibration& c);
+  bool awaiting_calibration() const;
+  const std::vector<HeadQuantPlan>& plans() const;
 
   int length(int layer) const override;
   void append(int layer, const float* k, const float* v, int n) override;
@@ -87,7 +115,7 @@ class QuantizedKvCache : public KvCache {
   // Sum over quantized elements of (x - x^)^2 and, over all cached elements, of x^2 (x = fp16 value).
   double squared_error() const;
   double squared_norm() const;
-  double calibration_seconds() const;  // time spent calibrating per-head-global scales
+  double calibration_seconds() const;  // calibrate() + per-head-global scale calibration
   // Tokens of (layer, head, kind) currently kept in fp16 after the sinks (the residual window).
   int residual_fp16_tokens(int layer, int head, char kind) const;
 

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 
 #include <fmt/format.h>
 
+#include "core/replay/calibration.h"
 #include "core/replay/quantized_kv_cache.h"
 #include "core/util/error.h"
 
@@ -49,10 +51,43 @@ void check_cancel(const ReplayOptions& o) {
   if (o.cancel && o.cancel->load()) throw Error("replay: interrupted");
 }
 
-std::vector<int32_t> greedy_quantized(const Model& model, const Policy& policy, const WorkloadItem& it,
-                                      const ReplayOptions& o) {
-  QuantizedKvCache cache(model.config(), policy, static_cast<int>(it.prompt.size()) + it.max_new);
-  std::vector<float> logits = model.forward(it.prompt, cache);
+// The quantized prefill: the prompt's forward, online calibration on its activations when the
+// policy asks for it, then the quantization of what leaves the window.
+// "avg 2.75 bits; K 2:10 4:6; V 2:4 3:12" (fp16 heads as 16), for the progress line.
+std::string plan_summary(const std::vector<HeadQuantPlan>& plans) {
+  std::map<int, int> hist[2];
+  for (size_t i = 0; i < plans.size(); ++i) ++hist[i % 2][plans[i].quant.full_precision ? 16 : plans[i].quant.bits];
+  std::string s = fmt::format("avg {:.3g} bits;", nominal_bits_of_plans(plans));
+  for (int kind = 0; kind < 2; ++kind) {
+    s += kind == 0 ? " K" : "; V";
+    for (auto [b, n] : hist[kind]) s += fmt::format(" {}:{}", b, n);
+  }
+  return s;
+}
+
+std::vector<float> prefill_quantized(const Model& model, const Policy& policy, QuantizedKvCache& cache,
+                                     std::span<const int32_t> prompt, const ReplayOptions& o) {
+  const double bit_budget = o.bit_budget;
+  std::vector<float> logits;
+  if (cache.awaiting_calibration()) {
+    CalibrationCollector col(model.config(), policy.calibration.tokens);
+    ForwardOptions fo;
+    fo.capture = &col.hook();
+    logits = model.forward(prompt, cache, fo);
+    cache.calibrate(col.finish());
+    if (o.progress) o.progress("replay: online calibration: " + plan_summary(cache.plans()));
+    check_plans_budget(cache.plans(), policy, bit_budget);
+  } else {
+    logits = model.forward(prompt, cache);
+  }
+  cache.flush();
+  return logits;
+}
+
+std::vector<int32_t> greedy_quantized(const Model& model, const Policy& policy, const std::vector<HeadQuantPlan>& plans,
+                                      const WorkloadItem& it, const ReplayOptions& o) {
+  QuantizedKvCache cache(model.config(), policy, plans, static_cast<int>(it.prompt.size()) + it.max_new);
+  std::vector<float> logits = prefill_quantized(model, policy, cache, it.prompt, o);
   std::vector<int32_t> out;
   for (int i = 0; i < it.max_new; ++i) {
     check_cancel(o);
@@ -92,15 +127,20 @@ std::string test_metrics_line(const SliceMetrics& m) {
   return s;
 }
 
-double nominal_bits_per_entry(const ModelConfig& cfg, const Policy& policy) {
-  const auto plans = plan_replay_heads(cfg, policy);
-  double sum = 0;
-  for (const auto& p : plans) sum += p.quant.full_precision ? 16.0 : p.quant.bits;
-  return plans.empty() ? 0 : sum / static_cast<double>(plans.size());
+double nominal_bits_per_entry(const ModelConfig& cfg, const Policy& policy, const Calibration* calib) {
+  return nominal_bits_of_plans(plan_replay_heads(cfg, policy, calib));
 }
 
 void check_bit_budget(const ModelConfig& cfg, const Policy& policy, double cap) {
-  const double bits = nominal_bits_per_entry(cfg, policy);
+  if (needs_calibration(policy)) {  // outlier rules still fail here when there is no calibration mode
+    if (policy.calibration.mode == CalibrationSpec::Mode::None) plan_replay_heads(cfg, policy);
+    return;
+  }
+  check_plans_budget(plan_replay_heads(cfg, policy), policy, cap);
+}
+
+void check_plans_budget(const std::vector<HeadQuantPlan>& plans, const Policy& policy, double cap) {
+  const double bits = nominal_bits_of_plans(plans);
   const std::string where = "policy " + (policy.name.empty() ? std::string("(unnamed)") : policy.name);
   if (policy.budget.max_avg_bits > 0 && bits > policy.budget.max_avg_bits)
     fail(where, "$.budget.max_avg_bits: the policy averages {:.4g} bits per KV entry on this model, over the budget of {:.4g}",
@@ -112,7 +152,19 @@ void check_bit_budget(const ModelConfig& cfg, const Policy& policy, double cap) 
 std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, const std::vector<WorkloadSlice>& slices,
                                      const Policy& policy, const ReplayOptions& o) {
   const ModelConfig& cfg = model.config();
-  check_bit_budget(cfg, policy);  // policy errors before any compute
+  check_bit_budget(cfg, policy, o.bit_budget);  // policy errors before any compute
+  // Text calibration: once, before the replay; its plans serve every item.
+  std::vector<HeadQuantPlan> plans;
+  double text_calib_s = 0;
+  if (needs_calibration(policy) && policy.calibration.mode == CalibrationSpec::Mode::Text) {
+    if (o.progress) o.progress(fmt::format("replay: calibrating on {} ({} tokens at most)", policy.calibration.text, policy.calibration.tokens));
+    const auto t0 = Clock::now();
+    const Calibration calib = calibrate_on_text(model, tok, policy.calibration, "policy " + policy.name);
+    plans = plan_replay_heads(cfg, policy, &calib);
+    text_calib_s = seconds_since(t0);
+    if (o.progress) o.progress(fmt::format("replay: text calibration ({} tokens, {:.3f} s): {}", calib.tokens, text_calib_s, plan_summary(plans)));
+    check_plans_budget(plans, policy, o.bit_budget);
+  }
   std::vector<SliceMetrics> out;
   for (const auto& slice : slices) {
     SliceMetrics m;
@@ -130,13 +182,13 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
       if (reserve > cfg.max_position_embeddings)
         fail(slice.name, "item {} needs {} positions, the model supports {}", idx + 1, reserve, cfg.max_position_embeddings);
       Fp16KvCache ref_cache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, reserve);
-      QuantizedKvCache q_cache(cfg, policy, reserve);
+      QuantizedKvCache q_cache(cfg, policy, plans, reserve);
 
       check_cancel(o);
       std::vector<float> ref_logits = model.forward(it.prompt, ref_cache);
       auto t0 = Clock::now();
-      std::vector<float> q_logits = model.forward(it.prompt, q_cache);
-      q_cache.flush();  // the prefill's quantization is part of the prefill
+      // The prefill's quantization (and online calibration) is part of the prefill.
+      std::vector<float> q_logits = prefill_quantized(model, policy, q_cache, it.prompt, o);
       prefill_s += seconds_since(t0);
 
       std::vector<int32_t> fed;  // the teacher-forced tokens (text or reference continuation)
@@ -179,7 +231,7 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
       if (generate) {
         const std::string ref_text = tok.decode(fed);
         // Teacher forcing and free-running greedy agree until the first mismatch; only then rerun.
-        const std::string q_text = all_match ? ref_text : tok.decode(greedy_quantized(model, policy, it, o));
+        const std::string q_text = all_match ? ref_text : tok.decode(greedy_quantized(model, policy, plans, it, o));
         const bool passkey = slice.kind == WorkloadKind::Passkey;
         const bool ok_ref = passkey ? answer_contains(ref_text, it.answer) : answer_exact_match(ref_text, it.answer);
         const bool ok_q = passkey ? answer_contains(q_text, it.answer) : answer_exact_match(q_text, it.answer);
@@ -190,6 +242,7 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
       }
       ++m.items;
     }
+    m.calibration_cost_s += text_calib_s;  // the one text calibration serves every slice
     const double n_steps = std::max(1, m.steps);
     const double denom = slice.kind == WorkloadKind::Text ? n_steps : std::max(1, m.items);
     m.quality_main = hits / denom;

@@ -10,6 +10,7 @@
 
 #include "core/model/model.h"
 #include "core/policy/policy.h"
+#include "core/replay/quantized_kv_cache.h"
 #include "core/replay/workload.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -39,12 +40,16 @@ struct SliceMetrics {
 struct ReplayOptions {
   std::function<void(const std::string&)> progress;  // one line per item
   const std::atomic<bool>* cancel = nullptr;          // set -> Error("replay: interrupted")
+  double bit_budget = 0;  // > 0: also refuse plans above this average (--bit-budget), checked after calibration
 };
 
 // The average nominal bits per KV entry the policy asks for (16 for fp16 heads), for budget checks.
-double nominal_bits_per_entry(const ModelConfig& cfg, const Policy& policy);
+// Policies whose plan depends on calibration (needs_calibration) need `calib`.
+double nominal_bits_per_entry(const ModelConfig& cfg, const Policy& policy, const Calibration* calib = nullptr);
 // Error when the nominal bits exceed the policy's $.budget.max_avg_bits or `cap` (> 0, e.g. --bit-budget).
+// Without a calibration, a policy that needs one is not checked here (replay checks it once planned).
 void check_bit_budget(const ModelConfig& cfg, const Policy& policy, double cap = 0);
+void check_plans_budget(const std::vector<HeadQuantPlan>& plans, const Policy& policy, double cap);
 
 std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, const std::vector<WorkloadSlice>& slices,
                                      const Policy& policy, const ReplayOptions& opts = {});
