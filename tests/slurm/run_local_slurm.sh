@@ -247,7 +247,7 @@ fi
 work=$tmp/sweep
 for s in 1 2; do
   timeout 120 "$kvscope" synth --out "$work/dump$s.safetensors" --layers 2 --kv-heads 2 --q-heads 4 \
-    --head-dim 32 --tokens 128 --seed "$s" >/dev/null || fail "kvscope synth failed"
+    --head-dim 32 --tokens 128 --seed "$s" >/dev/null 2>&1 || fail "kvscope synth failed"
 done
 cat >"$work/spec.json" <<EOF
 {"name": "slurm-test",
