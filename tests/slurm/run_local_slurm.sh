@@ -91,7 +91,9 @@ if ((!cluster_only)); then
   for sub in sweep merge compare-cells synth; do
     timeout 30 "$kvscope" "$sub" --help >/dev/null 2>&1 || fail "$kvscope has no working '$sub' command"
   done
-  [[ -f $models/stories260K/config.json ]] || fail "$models/stories260K: shared model missing (pass MODELS_DIR)"
+  for m in stories260K tinystories-qwen2-4L; do
+    [[ -f $models/$m/config.json ]] || fail "$models/$m: shared model missing (pass MODELS_DIR)"
+  done
   [[ -f $data/tinystories_validation_head.txt ]] || fail "$data/tinystories_validation_head.txt missing (pass DATA_DIR)"
 fi
 
@@ -242,23 +244,25 @@ if ((cluster_only)); then
 fi
 
 # ---- 2. a small sweep: 4 shards through Slurm + merge, against the unsharded run ----
-# Grid: 2 synthetic dumps x 5 method variants (quantize cells) + 1 real model x 1 text workload x
-# 5 variants (replay cells) = 15 cells; 15 is not a multiple of 4, so the shards are uneven.
+# Grid: 3 synthetic dumps x 5 method variants (quantize cells) + 2 real models (Llama and Qwen2
+# architectures) x 1 text workload x 5 variants (replay cells) = 25 cells; 25 is not a multiple of
+# 4, so the shards are uneven (7, 6, 6, 6). The unsharded run uses --jobs 2 against the shards'
+# --jobs 1, so the comparison also covers "numbers do not depend on --jobs".
 work=$tmp/sweep
-for s in 1 2; do
+for s in 1 2 3; do
   timeout 120 "$kvscope" synth --out "$work/dump$s.safetensors" --layers 2 --kv-heads 2 --q-heads 4 \
     --head-dim 32 --tokens 128 --seed "$s" >/dev/null 2>&1 || fail "kvscope synth failed"
 done
 cat >"$work/spec.json" <<EOF
 {"name": "slurm-test",
- "dumps": ["dump1.safetensors", "dump2.safetensors"],
- "models": ["$models/stories260K"],
+ "dumps": ["dump1.safetensors", "dump2.safetensors", "dump3.safetensors"],
+ "models": ["$models/stories260K", "$models/tinystories-qwen2-4L"],
  "workloads": ["text:$data/tinystories_validation_head.txt;window=32;n=2"],
  "methods": [{"preset": "uniform-4", "bits": [2, 3, 4]}, {"preset": "kivi-2", "bits": [2, 4]}],
  "attn_queries": 64,
  "replay": {"max_tokens": 16}}
 EOF
-expected_cells=15
+expected_cells=25
 
 sub=$(timeout 60 env KVSCOPE="$kvscope" "$repo/scripts/slurm/submit_sweep.sh" "$work/spec.json" "$work" "$shards") ||
   fail "submit_sweep.sh failed"
@@ -276,7 +280,7 @@ done
 [[ ! -e $work/merged.sqlite.partial ]] || fail "merge left $work/merged.sqlite.partial behind"
 log "Slurm sweep + merge done ($((SECONDS - t_start)) s)"
 
-timeout "$job_timeout" "$kvscope" sweep --spec "$work/spec.json" --db "$tmp/unsharded.sqlite" --jobs 1 \
+timeout "$job_timeout" "$kvscope" sweep --spec "$work/spec.json" --db "$tmp/unsharded.sqlite" --jobs 2 \
   >"$tmp/out/unsharded.out" 2>&1 || fail "the unsharded sweep failed (see $tmp/out/unsharded.out)"
 cmp_out=$(timeout 120 "$kvscope" compare-cells "$work/merged.sqlite" "$tmp/unsharded.sqlite" 2>&1)
 cmp_rc=$?
