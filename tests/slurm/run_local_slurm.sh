@@ -4,7 +4,8 @@
 # dir; private ports and munge socket, so nothing system-wide is touched or reused), checks the
 # cluster with a trivial job array, then submits a 4-shard sweep plus its merge through
 # scripts/slurm/submit_sweep.sh, runs the same sweep unsharded, and requires
-# `kvscope compare-cells merged unsharded` to report every cell of the grid identical.
+# `kvscope compare-cells merged unsharded` to report every cell of the grid identical; then that
+# resubmitting is a harmless resume, and that a task requeued mid-run finishes only what is missing.
 # The daemons are stopped and the temp dir removed on every exit path.
 #
 # Usage: tests/slurm/run_local_slurm.sh [--cluster-only] [KVSCOPE [MODELS_DIR [DATA_DIR]]]
@@ -304,5 +305,51 @@ cmp_out=$(timeout 120 "$kvscope" compare-cells "$work/merged.sqlite" "$tmp/unsha
 grep -q "\<$expected_cells cells identical" <<<"$cmp_out" ||
   fail "after resubmitting, expected '$expected_cells cells identical', got: $cmp_out"
 log "resubmitted sweep (resume of a finished one): still $expected_cells identical cells ($((SECONDS - t_start)) s)"
+
+# ---- 4. a task requeued mid-run (what a node failure or preemption does) resumes: 5 replay cells
+# of ~2 s each in one shard; after the first cell is logged, `scontrol requeue` kills the task and
+# Slurm starts it again; the result must equal an uninterrupted run, cell for cell, no duplicates.
+work2=$tmp/requeue
+mkdir -p "$work2"
+cat >"$work2/spec.json" <<EOF2
+{"name": "slurm-requeue",
+ "models": ["$models/tinystories-qwen2-4L"],
+ "workloads": ["text:$data/tinystories_validation_head.txt;window=64;n=4"],
+ "methods": [{"preset": "uniform-4", "bits": [2, 3, 4]}, {"preset": "kivi-2", "bits": [2, 4]}],
+ "replay": {"max_tokens": 64}}
+EOF2
+sub=$(timeout 60 env KVSCOPE="$kvscope" "$repo/scripts/slurm/submit_sweep.sh" "$work2/spec.json" "$work2" 1) ||
+  fail "submit_sweep.sh (requeue phase) failed"
+array_job=$(sed -n 's/^ARRAY_JOB=//p' <<<"$sub")
+merge_job=$(sed -n 's/^MERGE_JOB=//p' <<<"$sub")
+[[ -n $array_job && -n $merge_job ]] || fail "submit_sweep.sh printed no job ids: $sub"
+shard_log=$work2/logs/shard-0.out
+deadline=$((SECONDS + 300))
+until grep -q '^\[1/' "$shard_log" 2>/dev/null; do
+  ((SECONDS < deadline)) || fail "the requeue-phase task logged no finished cell within 300 s"
+  sleep 0.2
+done
+grep -q 'sweep_array: shard 0/1 done' "$shard_log" &&
+  fail "the requeue-phase task finished before it could be requeued (cells too fast?)"
+timeout 30 scontrol requeue "${array_job}_0" || fail "scontrol requeue ${array_job}_0 failed"
+log "requeued task ${array_job}_0 after its first cell"
+# Slurm holds a requeued job back (BeginTime about 2 min ahead); make it eligible again at once.
+for _ in $(seq 50); do
+  timeout 10 scontrol -o show job "${array_job}_0" | grep -q 'JobState=PENDING' && break
+  sleep 0.2
+done
+log "after requeue: $(timeout 10 scontrol -o show job "${array_job}_0" | grep -o 'JobState=[A-Z]*\|EligibleTime=[^ ]*' | paste -sd' ') (now $(date +%FT%T))"
+timeout 30 scontrol update JobId="${array_job}_0" StartTime=now || fail "cannot reset the start time of ${array_job}_0"
+wait_gone "$job_timeout" "$array_job" "$merge_job" || fail "requeue-phase jobs still queued after $job_timeout s"
+check_done "$array_job" 1 && check_done "$merge_job" 1 || fail "the requeued task or its merge did not complete"
+grep -q '(restart 1)' "$shard_log" || fail "$shard_log shows no restart: the task was not requeued"
+[[ $(grep -c 'sweep_array: shard 0/1 done' "$shard_log") == 1 ]] ||
+  fail "$shard_log: expected exactly one finished attempt"
+timeout "$job_timeout" "$kvscope" sweep --spec "$work2/spec.json" --db "$tmp/requeue-ref.sqlite" --jobs 1 \
+  >"$tmp/out/requeue-ref.out" 2>&1 || fail "the uninterrupted reference sweep failed"
+cmp_out=$(timeout 120 "$kvscope" compare-cells "$work2/merged.sqlite" "$tmp/requeue-ref.sqlite" 2>&1) ||
+  fail "requeued run and uninterrupted run differ: $cmp_out"
+grep -q "\<5 cells identical" <<<"$cmp_out" || fail "expected '5 cells identical', got: $cmp_out"
+log "task requeued mid-run: $cmp_out with an uninterrupted run ($((SECONDS - t_start)) s)"
 
 verdict=PASS
