@@ -18,7 +18,7 @@ KVSCOPE_FUZZ_SECONDS=${KVSCOPE_FUZZ_SECONDS:-10} scripts/fuzz.sh build-fuzz
 # build here: opt in with KVSCOPE_CI_SANITIZE=1.
 if [ "${KVSCOPE_CI_SANITIZE:-0}" = 1 ]; then scripts/sanitize.sh; fi
 # Sweeps through a real single-node Slurm cluster started on this machine (root; installs
-# slurm-wlm + munge if missing; ~2 min): opt in with KVSCOPE_CI_SLURM=1.
+# slurm-wlm + munge if missing; ~1 min): opt in with KVSCOPE_CI_SLURM=1.
 if [ "${KVSCOPE_CI_SLURM:-0}" = 1 ]; then tests/slurm/run_local_slurm.sh build/app/kvscope "$KVSCOPE_TEST_MODELS" "$KVSCOPE_TEST_DATA"; fi
 cd build
 ctest --output-on-failure --timeout 1500
