@@ -17,5 +17,8 @@ KVSCOPE_FUZZ_SECONDS=${KVSCOPE_FUZZ_SECONDS:-10} scripts/fuzz.sh build-fuzz
 # The full suite under ASan+UBSan (scripts/sanitize.sh, a separate Debug build) takes 25-40 min to
 # build here: opt in with KVSCOPE_CI_SANITIZE=1.
 if [ "${KVSCOPE_CI_SANITIZE:-0}" = 1 ]; then scripts/sanitize.sh; fi
+# Sweeps through a real single-node Slurm cluster started on this machine (root; installs
+# slurm-wlm + munge if missing; ~1 min): opt in with KVSCOPE_CI_SLURM=1.
+if [ "${KVSCOPE_CI_SLURM:-0}" = 1 ]; then tests/slurm/run_local_slurm.sh build/app/kvscope "$KVSCOPE_TEST_MODELS" "$KVSCOPE_TEST_DATA"; fi
 cd build
 ctest --output-on-failure --timeout 1500
