@@ -6,7 +6,10 @@
 
 namespace kvscope {
 
-// Number of worker threads core/ uses (default: hardware concurrency).
+// CPUs this process may run on: the affinity mask (what Slurm, taskset or a container's cpuset
+// allow), not every core of the node; falls back to hardware concurrency.
+int available_cpus();
+// Number of worker threads core/ uses (default: available_cpus()).
 int worker_threads();
 void set_worker_threads(int n);
 
