@@ -16,6 +16,7 @@
 #include "core/model/model.h"
 #include "core/quant/quantize_dump.h"
 #include "core/replay/replay.h"
+#include "core/tensor/compute_threads.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
@@ -176,6 +177,11 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
   // load or attention metric fixes BLAS's thread count (configure_compute_threads).
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   set_worker_threads(std::max(1, cores / jobs));
+  // Matrix products single-threaded for the whole sweep: OpenBLAS's sums differ in the last bits
+  // with its thread count (measured: replay perplexities 1e-7 apart between --jobs 1 and 2 on
+  // tinystories-qwen2-4L), and a cell's numbers must not depend on --jobs or the node's cores.
+  // The cores are used by the jobs and by core/'s per-head parallel_for (order-independent sums).
+  ScopedBlasThreads blas(1);
   std::fprintf(opts.log, "kvscope: sweep %s: %d cells%s, %d already in %s, %d to run (%d job%s x %d thread%s)\n",
                spec.name.c_str(), result.cells,
                opts.shards > 1 ? fmt::format(" in shard {}/{}", opts.shard, opts.shards).c_str() : "", result.skipped,
