@@ -400,6 +400,16 @@ std::vector<SweepCell> plan_cells(const SweepSpec& spec) {
       }
     }
   }
+  // Two cells with one hash would be one measurement listed twice (a dump or model given twice,
+  // or two files with the same bytes): the second would always look done.
+  std::map<std::string, const SweepCell*> seen;
+  for (const auto& c : cells) {
+    auto [it, fresh] = seen.emplace(c.hash, &c);
+    if (!fresh)
+      fail(spec.path, "cell {} ({} {}) measures the same as cell {} ({} {}): a dump, model or workload is listed twice",
+           c.index, spec.methods[c.method].policy.name, c.target, it->second->index,
+           spec.methods[it->second->method].policy.name, it->second->target);
+  }
   return cells;
 }
 

@@ -184,6 +184,17 @@ TEST_CASE("cells come in grid order with stable content hashes", "[sweep]") {
   for (size_t i = 0; i < cells.size(); ++i) CHECK(moved_cells[i].hash == text2[i].hash);
 }
 
+TEST_CASE("a grid that lists the same measurement twice is refused", "[sweep]") {
+  TempDir tmp;
+  test::write_synth_dump(tmp.path("a.safetensors"), 1, 32);
+  std::filesystem::copy_file(tmp.path("a.safetensors"), tmp.path("copy.safetensors"));
+  write_file(tmp.path("spec.json"), R"({"name": "t", "dumps": ["a.safetensors", "copy.safetensors"],
+    "methods": [{"preset": "uniform-4"}, {"preset": "fp16"}]})");
+  CHECK_THROWS_WITH(plan_cells(load_sweep_spec(tmp.path("spec.json"))),
+                    Contains(tmp.path("spec.json") + ": cell 2 (uniform-4 copy.safetensors) measures the same as cell 0 "
+                                                     "(uniform-4 a.safetensors)"));
+}
+
 TEST_CASE("model identity follows config, tokenizer and weight sizes", "[sweep]") {
   TempDir tmp;
   const std::string src = test::models_dir() + "/stories260K";
