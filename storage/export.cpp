@@ -321,7 +321,8 @@ std::string run_to_json(const StoredRun& run) {
       {"kvscope_version", run.kvscope_version}, {"kind", run.kind}, {"status", run.status},
       {"model", r.model_id}, {"method", r.method}, {"policy_name", r.policy_name}, {"policy_hash", run.policy_hash},
       {"policy", policy}, {"dump_path", r.dump_path}, {"dump_hash", run.dump_hash}, {"workload", run.workload},
-      {"cell_hash", run.cell_hash}, {"shape", {{"layers", r.shape.layers}, {"kv_heads", r.shape.kv_heads}, {"q_heads", r.shape.q_heads},
+      {"cell_hash", run.cell_hash},
+      {"shape", {{"layers", r.shape.layers}, {"kv_heads", r.shape.kv_heads}, {"q_heads", r.shape.q_heads},
                  {"head_dim", r.shape.head_dim}, {"tokens", r.shape.tokens}}},
       {"tags", run.tags}, {"note", run.note}, {"wall_seconds", num(r.wall_seconds)}};
   if (run.kind == "quantize") {
