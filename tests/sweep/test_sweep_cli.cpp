@@ -272,3 +272,33 @@ TEST_CASE("a failing cell is reported and not stored; the others are, and the ex
   CHECK(r.code == 0);
   CHECK(r.out == "2 cells identical\n");
 }
+
+TEST_CASE("bad --shard, --jobs and spec files give one error line and exit 1", "[sweep][process]") {
+  TempDir tmp;
+  write_synth_dump(tmp.path("a.safetensors"), 5, 32);
+  const std::string spec = tmp.path("s.json");
+  write_file(spec, R"({"name": "s", "dumps": ["a.safetensors"], "methods": [{"preset": "uniform-4", "bits": [2]}]})");
+  const std::string base = "sweep --spec " + q(spec) + " --db " + q(tmp.path("db.sqlite"));
+  struct Case {
+    std::string args, expect;
+  };
+  for (const Case& c : std::vector<Case>{
+           {base + " --shard 4/4", "kvscope: error: --shard: '4/4' must be I/N with 0 <= I < N (e.g. 0/4)\n"},
+           {base + " --shard 1", "kvscope: error: --shard: '1' must be I/N"},
+           {base + " --jobs 0", "kvscope: error: --jobs: must be at least 1, got 0\n"},
+           {"sweep --spec " + q(tmp.path("none.json")), "kvscope: error: " + tmp.path("none.json") + ": cannot open sweep spec"},
+       }) {
+    const CliResult r = kvscope_cli(tmp, c.args);
+    INFO(c.args);
+    CHECK(r.code == 1);
+    CHECK_THAT(r.err, Catch::StartsWith(c.expect));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+  CHECK_FALSE(std::filesystem::exists(tmp.path("db.sqlite")));
+  // compare-cells on stores without any sweep cell fails too (most likely the wrong files).
+  { RunStore a(tmp.path("a.sqlite")), b(tmp.path("b.sqlite")); }
+  const CliResult r = kvscope_cli(tmp, "compare-cells " + q(tmp.path("a.sqlite")) + " " + q(tmp.path("b.sqlite")));
+  CHECK(r.code == 1);
+  CHECK(r.out == "0 cells identical\n");
+  CHECK_THAT(r.err, Contains("neither store holds any sweep cells"));
+}
