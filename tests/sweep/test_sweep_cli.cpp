@@ -60,12 +60,13 @@ void check_whole_runs(const std::string& db) {
 }
 
 // Waits until the child has stored at least `n` runs (it must still be running), then signals it.
-int interrupt_after(const std::string& db, pid_t child, int n, int sig) {
+int interrupt_after(const std::string& db, pid_t child, int n, int sig, const std::string& log) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   int status = 0;
   for (;;) {
+    INFO(slurp(log));
     REQUIRE(std::chrono::steady_clock::now() < deadline);
-    REQUIRE(waitpid(child, &status, WNOHANG) == 0);  // finished before we could interrupt it
+    REQUIRE(waitpid(child, &status, WNOHANG) == 0);  // finished (or failed) before we could interrupt it
     std::error_code ec;
     if (std::filesystem::exists(db, ec)) {
       try {
@@ -126,7 +127,7 @@ TEST_CASE("a sweep stores each cell once, lists them, and resumes after SIGKILL 
   // Killed (SIGKILL, mostly while a run is in its write transaction), then rerun.
   const std::string resumed = st.db("resumed.sqlite");
   const pid_t child = start_kvscope({"sweep", "--spec", st.spec, "--db", resumed}, st.db("child.log"), "150");
-  CHECK(interrupt_after(resumed, child, 4, SIGKILL) == 1000 + SIGKILL);
+  CHECK(interrupt_after(resumed, child, 4, SIGKILL, st.db("child.log")) == 1000 + SIGKILL);
   const int64_t before = sql_count(resumed, "SELECT count(*) FROM runs");
   CHECK(before >= 4);
   CHECK(before < kCells);
@@ -234,7 +235,7 @@ TEST_CASE("SIGTERM and SIGINT stop a sweep with 143 and 130 and leave only whole
     const std::string db = st.db("sig" + std::to_string(sig) + ".sqlite");
     const std::string log = st.db("sig.log");
     const pid_t child = start_kvscope({"sweep", "--spec", st.spec, "--db", db, "--jobs", "2"}, log, "150");
-    CHECK(interrupt_after(db, child, 2, sig) == 128 + sig);
+    CHECK(interrupt_after(db, child, 2, sig, log) == 128 + sig);
     CHECK_THAT(slurp(log), Contains(sig == SIGTERM ? "interrupted by SIGTERM" : "interrupted by SIGINT"));
     check_whole_runs(db);
     const int64_t n = sql_count(db, "SELECT count(*) FROM runs");
