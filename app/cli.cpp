@@ -16,6 +16,7 @@ void register_all(CLI::App& app) {
   register_smooth(app);
   register_sweep(app);
   register_compare_cells(app);
+  register_report(app);
   register_gui(app);
 }
 

@@ -19,6 +19,7 @@ void register_replay(CLI::App& app);
 void register_smooth(CLI::App& app);
 void register_sweep(CLI::App& app);
 void register_compare_cells(CLI::App& app);
+void register_report(CLI::App& app);
 
 // Registers every subcommand (the one list of commands).
 void register_all(CLI::App& app);

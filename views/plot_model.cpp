@@ -81,16 +81,32 @@ std::vector<Tick> log_ticks(double lo, double hi) {
       }
     }
   }
-  // Minor labels only when fewer than two decades are visible; otherwise they clutter.
   int majors = static_cast<int>(std::count_if(out.begin(), out.end(), [](const Tick& t) { return t.major; }));
+  // Two decades visible: 2x and 5x keep their labels (values stay readable); more: majors only.
   if (majors >= 2)
-    for (auto& t : out)
-      if (!t.major) t.label.clear();
+    for (auto& t : out) {
+      double m = t.value / std::pow(10.0, std::floor(std::log10(t.value) + 1e-9));
+      bool two_or_five = std::abs(m - 2) < 1e-6 || std::abs(m - 5) < 1e-6;
+      if (!t.major && !(majors == 2 && two_or_five)) t.label.clear();
+    }
+  // A range too narrow to hold two of the 1..9 x 10^k values (0.144 .. 0.168): plain 1-2-5 ticks,
+  // placed on the log axis, so it is never unlabeled.
+  int labelled = static_cast<int>(std::count_if(out.begin(), out.end(), [](const Tick& t) { return !t.label.empty(); }));
+  if (labelled < 2) return linear_ticks(lo, hi, 4);
   return out;
 }
 
+std::vector<Tick> integer_ticks(double lo, double hi) {
+  std::vector<Tick> t;
+  if (hi - lo > 16) return linear_ticks(lo, hi);  // 1-2-5 steps of 2 or more
+  // Up to 16 indices: every one gets its tick.
+  for (double v = std::ceil(lo); v <= hi; v += 1) t.push_back({v, std::to_string(static_cast<long long>(v)), true});
+  return t;
+}
+
 std::vector<Tick> axis_ticks(const PlotAxis& a) {
-  return a.kind == ScaleKind::Log ? log_ticks(a.lo, a.hi) : linear_ticks(a.lo, a.hi);
+  if (a.kind == ScaleKind::Log) return log_ticks(a.lo, a.hi);
+  return a.integer ? integer_ticks(a.lo, a.hi) : linear_ticks(a.lo, a.hi);
 }
 
 std::vector<PlotPoint> all_points(const PlotData& d) {
@@ -154,7 +170,9 @@ PlotFrame fit_frame(const PlotData& d, const Rect& area) {
     xs.insert(xs.end(), s.x.begin(), s.x.end());
     ys.insert(ys.end(), s.y.begin(), s.y.end());
   }
-  return {fit(d.x_scale, xs, area.x0, area.x1), fit(d.y_scale, ys, area.y1, area.y0)};
+  PlotFrame f{fit(d.x_scale, xs, area.x0, area.x1), fit(d.y_scale, ys, area.y1, area.y0)};
+  f.x.integer = d.integer_x;
+  return f;
 }
 
 PointRef hit_test(const PlotData& d, const PlotFrame& f, float mx, float my, float radius) {

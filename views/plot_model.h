@@ -16,6 +16,7 @@ struct PlotAxis {
   ScaleKind kind = ScaleKind::Linear;
   double lo = 0, hi = 1;
   float p0 = 0, p1 = 1;
+  bool integer = false;  // ticks only at whole numbers (e.g. layer indices)
   float to_pixel(double v) const;
   double from_pixel(float p) const;
 };
@@ -29,8 +30,12 @@ struct Tick {
 // "Nice" 1-2-5 steps, about `target` ticks inside [lo, hi].
 std::vector<Tick> linear_ticks(double lo, double hi, int target = 6);
 // Majors at powers of ten inside [lo, hi] (lo > 0), minors at 2..9 x 10^k; when the range spans
-// less than one decade the 2..9 multiples get labels too, so the axis is never unlabeled.
+// less than one decade the 2..9 multiples get labels too (with two majors, the 2x and 5x ones),
+// and a range holding fewer than two of those gets 1-2-5 linear ticks instead, so the axis is
+// never unlabeled.
 std::vector<Tick> log_ticks(double lo, double hi);
+// Ticks at whole numbers only: every integer when the range spans at most 16, else 1-2-5 ticks.
+std::vector<Tick> integer_ticks(double lo, double hi);
 std::vector<Tick> axis_ticks(const PlotAxis& a);
 
 struct Series {
@@ -38,6 +43,7 @@ struct Series {
   std::vector<double> x, y;
   std::vector<std::string> labels;  // per point, shown on hover (e.g. "run 12: kivi-2")
   std::vector<int64_t> ids;         // per point, returned on click (run ids); may be empty
+  std::vector<std::string> annotations{};  // per point, drawn beside it (static figures); may be empty
 };
 
 struct PlotData {
@@ -46,6 +52,8 @@ struct PlotData {
   std::vector<Series> series;
   bool show_pareto = false;
   bool lower_y_is_better = true;  // NMSE: lower is better; cosine / greedy match: higher
+  bool integer_x = false;         // x is an index (layer): whole-number ticks
+  bool legend_outside = false;    // legend right of the plot, not over it (static figures)
 };
 
 struct PointRef {

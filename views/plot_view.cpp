@@ -32,7 +32,14 @@ PlotIntent draw_plot(const char* id, const PlotData& d, ImVec2 size) {
   dl->AddRectFilled(o, ImVec2(o.x + size.x, o.y + size.y), ImGui::GetColorU32(ImGuiCol_FrameBg));
   dl->AddText(ImVec2(o.x + 8, o.y + 4), text, d.title.c_str());
   float left = ImGui::CalcTextSize("0.0000").x + line + 12;
-  Rect area{o.x + left, o.y + line * 2 + 8, o.x + size.x - 16, o.y + size.y - line * 2 - 12};
+  // Legend entries: a 16 px swatch, 4 px gap, the name; outside the plot when asked (static figures,
+  // where nothing can be moved out of the way).
+  float legend_w = 0;
+  for (const auto& ser : d.series) legend_w = std::max(legend_w, ImGui::CalcTextSize(ser.name.c_str()).x);
+  if (d.show_pareto) legend_w = std::max(legend_w, ImGui::CalcTextSize("Pareto front").x);
+  legend_w += 28;
+  float right = d.legend_outside ? legend_w + 24 : 16;
+  Rect area{o.x + left, o.y + line * 2 + 8, o.x + size.x - right, o.y + size.y - line * 2 - 12};
   intent.area = area;
   if (area.width() < 20 || area.height() < 20) {
     ImGui::PopID();
@@ -77,7 +84,7 @@ PlotIntent draw_plot(const char* id, const PlotData& d, ImVec2 size) {
     std::vector<ImVec2> pts;
     for (const auto& p : front)
       if (drawable(d, p.x, p.y)) pts.emplace_back(f.x.to_pixel(p.x), f.y.to_pixel(p.y));
-    if (pts.size() >= 2) dl->AddPolyline(pts.data(), static_cast<int>(pts.size()), IM_COL32(255, 255, 255, 70), 0, 9.0f);
+    if (pts.size() >= 2) dl->AddPolyline(pts.data(), static_cast<int>(pts.size()), (text & ~IM_COL32_A_MASK) | (70u << IM_COL32_A_SHIFT), 0, 9.0f);
     for (const ImVec2& p : pts) dl->AddCircle(p, 8.0f, IM_COL32(255, 80, 80, 255), 16, 2.0f);
   }
   for (int s = 0; s < static_cast<int>(d.series.size()); ++s) {
@@ -89,26 +96,54 @@ PlotIntent draw_plot(const char* id, const PlotData& d, ImVec2 size) {
     if (pts.size() >= 2) dl->AddPolyline(pts.data(), static_cast<int>(pts.size()), col, 0, 2.0f);
     for (const ImVec2& p : pts) dl->AddCircleFilled(p, 4.0f, col);
   }
+  // Point annotations (static figures): beside the point, the first of four places that overlaps
+  // neither the legend (drawn below, top right) nor an earlier annotation; dropped when none is free.
+  std::vector<Rect> taken;
+  int entries = static_cast<int>(d.series.size()) + (d.show_pareto ? 1 : 0);
+  if (entries > 0 && !d.legend_outside)
+    taken.push_back({area.x1 - legend_w - 4, area.y0 + 5, area.x1 - 4, area.y0 + 7 + entries * (line + 2)});
+  for (int s = 0; s < static_cast<int>(d.series.size()); ++s) {
+    const Series& ser = d.series[s];
+    for (size_t i = 0; i < std::min({ser.x.size(), ser.y.size(), ser.annotations.size()}); ++i) {
+      if (ser.annotations[i].empty() || !drawable(d, ser.x[i], ser.y[i])) continue;
+      ImVec2 p(f.x.to_pixel(ser.x[i]), f.y.to_pixel(ser.y[i]));
+      ImVec2 ts = ImGui::CalcTextSize(ser.annotations[i].c_str());
+      const ImVec2 offsets[] = {{6, -ts.y - 2}, {6, 2}, {-ts.x - 6, -ts.y - 2}, {-ts.x - 6, 2}};
+      for (const ImVec2& o : offsets) {
+        Rect r{p.x + o.x, p.y + o.y, p.x + o.x + ts.x, p.y + o.y + ts.y};
+        bool inside = r.x0 >= area.x0 && r.x1 <= area.x1 && r.y0 >= area.y0 && r.y1 <= area.y1;
+        bool clear = std::none_of(taken.begin(), taken.end(), [&](const Rect& t) {
+          return r.x0 < t.x1 && t.x0 < r.x1 && r.y0 < t.y1 && t.y0 < r.y1;
+        });
+        if (!inside || !clear) continue;
+        dl->AddText(ImVec2(r.x0, r.y0), to_imu32(series_color(s)), ser.annotations[i].c_str());
+        taken.push_back(r);
+        break;
+      }
+    }
+  }
   dl->PopClipRect();
 
-  // Legend, top right inside the plot.
+  // Legend, top right inside the plot (or right of it).
   float ly = area.y0 + 6;
   for (int s = 0; s < static_cast<int>(d.series.size()); ++s) {
     const char* name = d.series[s].name.c_str();
     float w = ImGui::CalcTextSize(name).x;
-    float lx = area.x1 - w - 28;
-    dl->AddRectFilled(ImVec2(lx - 4, ly - 1), ImVec2(area.x1 - 4, ly + line + 1), IM_COL32(0, 0, 0, 110));
+    float lx = d.legend_outside ? area.x1 + 16 : area.x1 - w - 28;
+    if (!d.legend_outside)
+      dl->AddRectFilled(ImVec2(lx - 4, ly - 1), ImVec2(area.x1 - 4, ly + line + 1), IM_COL32(0, 0, 0, 110));
     dl->AddLine(ImVec2(lx, ly + line / 2), ImVec2(lx + 16, ly + line / 2), to_imu32(series_color(s)), 3.0f);
-    dl->AddText(ImVec2(lx + 20, ly), IM_COL32(255, 255, 255, 255), name);
+    dl->AddText(ImVec2(lx + 20, ly), d.legend_outside ? text : IM_COL32(255, 255, 255, 255), name);
     ly += line + 2;
   }
   if (d.show_pareto) {
     const char* name = "Pareto front";
     float w = ImGui::CalcTextSize(name).x;
-    float lx = area.x1 - w - 28;
-    dl->AddRectFilled(ImVec2(lx - 4, ly - 1), ImVec2(area.x1 - 4, ly + line + 1), IM_COL32(0, 0, 0, 110));
+    float lx = d.legend_outside ? area.x1 + 16 : area.x1 - w - 28;
+    if (!d.legend_outside)
+      dl->AddRectFilled(ImVec2(lx - 4, ly - 1), ImVec2(area.x1 - 4, ly + line + 1), IM_COL32(0, 0, 0, 110));
     dl->AddCircle(ImVec2(lx + 8, ly + line / 2), 5.0f, IM_COL32(255, 80, 80, 255), 12, 2.0f);
-    dl->AddText(ImVec2(lx + 20, ly), IM_COL32(255, 255, 255, 255), name);
+    dl->AddText(ImVec2(lx + 20, ly), d.legend_outside ? text : IM_COL32(255, 255, 255, 255), name);
   }
 
   if (hovered_widget) {

@@ -983,11 +983,16 @@ void App::first_run_hint() {
   if (!show_hint_) return;
   ImGui::PushStyleColor(ImGuiCol_ChildBg, IM_COL32(40, 70, 120, 200));
   ImGui::BeginChild("hint", ImVec2(0, ImGui::GetTextLineHeightWithSpacing() * 4.6f), true);
+  // The welcome text describes the demo; once the user opened their own dump it says what is shown instead.
+  const bool demo = dump_name_.rfind("demo", 0) == 0;
+  const std::string what = demo ? "This is a built-in synthetic Qwen2.5-0.5B-shaped KV dump with planted outlier K heads. "
+                                : "This is " + (dump_name_.empty() ? std::string("your dump") : dump_name_) + ". ";
   ImGui::TextWrapped(
-      "Welcome to kvscope. This is a built-in synthetic Qwen2.5-0.5B-shaped KV dump with planted outlier K heads, "
-      "quantized with the kivi-2 preset. Hover a cell for exact values, click it to drill into the head, right-click "
-      "to keep it in fp16. Move the sliders on the left: everything re-quantizes in the background. "
-      "File > Open dump loads your own (capture one with `kvscope dump <model>`).");
+      "Welcome to kvscope. %sEach cell is one (layer, KV head) under the policy on the left. Hover a cell for exact "
+      "values, click it to drill into the head, right-click to keep it in fp16. Move the sliders on the left: "
+      "everything re-quantizes in the background. File > Open dump loads another (capture one with "
+      "`kvscope dump <model>`).",
+      what.c_str());
   if (ImGui::SmallButton("Got it")) show_hint_ = false;
   ImGui::EndChild();
   ImGui::PopStyleColor();

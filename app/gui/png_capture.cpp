@@ -4,11 +4,10 @@
 #include <stb/stb_image_write.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <filesystem>
-#include <vector>
 
 #include "core/util/error.h"
+#include "core/util/interrupt.h"
 
 namespace kvscope::gui {
 
@@ -19,10 +18,17 @@ void write_framebuffer_png(const std::string& path, int x, int y, int w, int h, 
   glReadBuffer(GL_BACK);
   // OpenGL rows start at the bottom.
   glReadPixels(x, framebuffer_h - y - h, w, h, GL_RGB, GL_UNSIGNED_BYTE, pixels.data());
+  write_gl_pixels_png(path, w, h, pixels);
+}
+
+void write_gl_pixels_png(const std::string& path, int w, int h, const std::vector<uint8_t>& pixels) {
+  if (w <= 0 || h <= 0 || pixels.size() != static_cast<size_t>(w) * h * 3)
+    fail(path, "nothing to capture ({}x{} pixels)", w, h);
   std::vector<uint8_t> flipped(pixels.size());
   size_t row = static_cast<size_t>(w) * 3;
   for (int r = 0; r < h; ++r) std::copy_n(&pixels[(h - 1 - r) * row], row, &flipped[r * row]);
   std::string tmp = path + ".tmp.png";
+  TempFileGuard guard(tmp);  // removed if the process is interrupted mid-write
   if (!stbi_write_png(tmp.c_str(), w, h, 3, flipped.data(), static_cast<int>(row))) {
     std::error_code ec;
     std::filesystem::remove(tmp, ec);
