@@ -14,6 +14,8 @@ void register_all(CLI::App& app) {
   register_models(app);
   register_replay(app);
   register_smooth(app);
+  register_sweep(app);
+  register_compare_cells(app);
   register_report(app);
   register_gui(app);
 }

@@ -17,6 +17,8 @@ void register_generate(CLI::App& app);
 void register_models(CLI::App& app);
 void register_replay(CLI::App& app);
 void register_smooth(CLI::App& app);
+void register_sweep(CLI::App& app);
+void register_compare_cells(CLI::App& app);
 void register_report(CLI::App& app);
 
 // Registers every subcommand (the one list of commands).

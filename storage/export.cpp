@@ -321,6 +321,7 @@ std::string run_to_json(const StoredRun& run) {
       {"kvscope_version", run.kvscope_version}, {"kind", run.kind}, {"status", run.status},
       {"model", r.model_id}, {"method", r.method}, {"policy_name", r.policy_name}, {"policy_hash", run.policy_hash},
       {"policy", policy}, {"dump_path", r.dump_path}, {"dump_hash", run.dump_hash}, {"workload", run.workload},
+      {"cell_hash", run.cell_hash},
       {"shape", {{"layers", r.shape.layers}, {"kv_heads", r.shape.kv_heads}, {"q_heads", r.shape.q_heads},
                  {"head_dim", r.shape.head_dim}, {"tokens", r.shape.tokens}}},
       {"tags", run.tags}, {"note", run.note}, {"wall_seconds", num(r.wall_seconds)}};
@@ -339,7 +340,9 @@ std::string run_to_json(const StoredRun& run) {
                       {"attn_cos_min", num(r.attn_cos_min)},
                       {"attn_nmse", num(r.attn_nmse)},
                       {"attn_kl_mean", num(r.attn_kl_mean)},
-                      {"attn_queries", r.attn_queries}};
+                      {"attn_queries", r.attn_queries},
+                      {"fixed_width_bits_per_element", num(r.fixed_width_bits_per_element)},
+                      {"calibration_seconds", num(r.calibration_seconds)}};
   }
   doc["per_head"] = std::move(heads);
   doc["attention"] = std::move(attention);

@@ -70,7 +70,7 @@ struct RunIdentity {
   std::string kvscope_version = KVSCOPE_VERSION;
   std::string kind = "quantize";
   std::string status = "done";
-  std::string dump_hash, workload, note;
+  std::string dump_hash, workload, note, cell_hash;
   std::vector<std::string> tags;
   bool has_summary = true;
 };
@@ -196,29 +196,29 @@ struct RunStore::Impl {
 
     auto run = stmt(
         "INSERT INTO runs(created_at, kvscope_version, kind, status, model_id, dump_id, dump_path, workload,"
-        " policy_id, policy_name, method, wall_seconds, note, uuid, origin) VALUES ("
+        " policy_id, policy_name, method, wall_seconds, note, uuid, origin, cell_hash) VALUES ("
         "coalesce(?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-        " coalesce(?14, lower(hex(randomblob(16)))), ?15)");
+        " coalesce(?14, lower(hex(randomblob(16)))), ?15, ?16)");
     run.bind_text_or_null(1, who.created_at).bind(2, who.kvscope_version).bind(3, who.kind).bind(4, who.status);
     model ? run.bind(5, *model) : run.bind_null(5);
     dump ? run.bind(6, *dump) : run.bind_null(6);
     run.bind_text_or_null(7, r.dump_path).bind_text_or_null(8, who.workload);
     policy ? run.bind(9, *policy) : run.bind_null(9);
     run.bind(10, r.policy_name).bind(11, r.method).bind(12, r.wall_seconds).bind(13, who.note);
-    run.bind_text_or_null(14, who.uuid).bind_text_or_null(15, who.origin).run();
+    run.bind_text_or_null(14, who.uuid).bind_text_or_null(15, who.origin).bind_text_or_null(16, who.cell_hash).run();
     const int64_t id = db.getLastInsertRowid();
 
     if (who.has_summary) {
       auto s = stmt(
           "INSERT INTO run_summaries(run_id, bits_per_element, k_bits_per_element, v_bits_per_element,"
           " bytes_per_token, static_bytes, fp16_bytes_per_token, k_nmse, v_nmse, k_cos, v_cos,"
-          " attn_cos_mean, attn_cos_min, attn_nmse, attn_kl_mean, attn_queries)"
-          " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
+          " attn_cos_mean, attn_cos_min, attn_nmse, attn_kl_mean, attn_queries, fixed_width_bits_per_element,"
+          " calibration_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
       s.bind(1, id).bind(2, r.bits_per_element).bind(3, r.k_bits_per_element).bind(4, r.v_bits_per_element);
       s.bind(5, r.bytes_per_token).bind(6, r.static_bytes).bind(7, r.fp16_bytes_per_token);
       s.bind(8, r.k_nmse).bind(9, r.v_nmse).bind(10, r.k_cos).bind(11, r.v_cos);
       s.bind(12, r.attn_cos_mean).bind(13, r.attn_cos_min).bind(14, r.attn_nmse).bind(15, r.attn_kl_mean);
-      s.bind(16, r.attn_queries).run();
+      s.bind(16, r.attn_queries).bind(17, r.fixed_width_bits_per_element).bind(18, r.calibration_seconds).run();
     }
     if (!r.per_head.empty()) {
       auto h = stmt(
@@ -322,6 +322,7 @@ int64_t RunStore::add_quantize_run(const QuantizeReport& report, const RunContex
   RunIdentity who;
   who.dump_hash = dump_hash_for(report, ctx);  // before locking: hashing a large dump takes a while
   who.workload = ctx.workload;
+  who.cell_hash = ctx.cell_hash;
   who.tags = ctx.tags;
   who.note = ctx.note;
   Impl::WriteTx tx(*impl_);
@@ -336,6 +337,7 @@ int64_t RunStore::add_replay_run(const QuantizeReport& identity, const RunContex
   who.has_summary = false;
   who.dump_hash = dump_hash_for(identity, ctx);
   who.workload = ctx.workload;
+  who.cell_hash = ctx.cell_hash;
   who.tags = ctx.tags;
   who.note = ctx.note;
   QuantizeReport id_only;  // replay stores its identification, not tensor metrics
@@ -368,6 +370,7 @@ std::optional<int64_t> RunStore::import_run(const StoredRun& run, const std::str
   who.status = run.status;
   who.dump_hash = run.dump_hash;
   who.workload = run.workload;
+  who.cell_hash = run.cell_hash;
   who.note = run.note;
   who.tags = run.tags;
   who.has_summary = run.kind == "quantize";
@@ -428,7 +431,7 @@ StoredRun RunStore::load_run(int64_t id) {
         " coalesce(m.name, ''), coalesce(d.content_hash, ''), coalesce(r.dump_path, ''), coalesce(r.workload, ''),"
         " coalesce(p.hash, ''), coalesce(p.json, ''), r.policy_name, r.method, r.wall_seconds, r.note,"
         " coalesce(d.layers, 0), coalesce(d.kv_heads, 0), coalesce(d.q_heads, 0), coalesce(d.head_dim, 0),"
-        " coalesce(d.tokens, 0)"
+        " coalesce(d.tokens, 0), coalesce(r.cell_hash, '')"
         " FROM runs r LEFT JOIN models m ON m.id = r.model_id LEFT JOIN dumps d ON d.id = r.dump_id"
         " LEFT JOIN policies p ON p.id = r.policy_id WHERE r.id = ?1");
     q.bind(1, id);
@@ -451,12 +454,14 @@ StoredRun RunStore::load_run(int64_t id) {
     r.wall_seconds = q.real(15);
     run.note = q.text(16);
     r.shape = {int(q.i64(17)), int(q.i64(18)), int(q.i64(19)), int(q.i64(20)), int(q.i64(21))};
+    run.cell_hash = q.text(22);
   }
   {
     auto q = s.stmt(
         "SELECT bits_per_element, k_bits_per_element, v_bits_per_element, bytes_per_token, static_bytes,"
         " fp16_bytes_per_token, k_nmse, v_nmse, k_cos, v_cos, attn_cos_mean, attn_cos_min, attn_nmse,"
-        " attn_kl_mean, attn_queries FROM run_summaries WHERE run_id = ?1");
+        " attn_kl_mean, attn_queries, coalesce(fixed_width_bits_per_element, 0), coalesce(calibration_seconds, 0)"
+        " FROM run_summaries WHERE run_id = ?1");
     q.bind(1, id);
     if (q.step()) {
       r.bits_per_element = q.real(0);
@@ -474,6 +479,8 @@ StoredRun RunStore::load_run(int64_t id) {
       r.attn_nmse = q.real(12);
       r.attn_kl_mean = q.real(13);
       r.attn_queries = int(q.i64(14));
+      r.fixed_width_bits_per_element = q.real(15);
+      r.calibration_seconds = q.real(16);
     }
   }
   {
@@ -531,6 +538,19 @@ StoredRun RunStore::load_run(int64_t id) {
     while (q.step()) run.replay_metrics.push_back({q.text(0), q.text(1), q.real(2)});
   }
   return run;
+}
+
+bool RunStore::has_done_cell(const std::string& cell_hash) {
+  auto q = impl_->stmt("SELECT 1 FROM runs WHERE cell_hash = ?1 AND status = 'done' LIMIT 1");
+  q.bind(1, cell_hash);
+  return q.step();
+}
+
+std::vector<std::string> RunStore::done_cell_hashes() {
+  auto q = impl_->stmt("SELECT DISTINCT cell_hash FROM runs WHERE cell_hash IS NOT NULL AND status = 'done'");
+  std::vector<std::string> out;
+  while (q.step()) out.push_back(q.text(0));
+  return out;
 }
 
 void RunStore::delete_run(int64_t id) {

@@ -41,6 +41,7 @@ struct RunContext {
   std::string note{};
   std::vector<RdPoint> rd_points{};
   std::vector<ReplayMetric> replay_metrics{};
+  std::string cell_hash{};  // the sweep cell this run measured ("" outside sweeps)
 };
 
 // A run as stored. For replay runs `report` carries only the identification fields.
@@ -53,6 +54,7 @@ struct StoredRun {
   std::string kind = "quantize";  // "quantize" | "replay"
   std::string status = "done";    // "running" | "done" | "failed"
   std::string dump_hash, policy_hash, workload, note;
+  std::string cell_hash;  // "" outside sweeps
   std::vector<std::string> tags;
   QuantizeReport report;
   std::vector<RdPoint> rd_points;
@@ -99,6 +101,9 @@ class RunStore {
 
   std::vector<RunListing> list_runs(const RunFilter& filter = {});
   StoredRun load_run(int64_t id);  // Error when there is no such run
+  // Sweep resume: whether a run with status 'done' measured this cell, and all such cells.
+  bool has_done_cell(const std::string& cell_hash);
+  std::vector<std::string> done_cell_hashes();
   void delete_run(int64_t id);
   void add_tag(int64_t id, const std::string& tag);
   void remove_tag(int64_t id, const std::string& tag);

@@ -104,6 +104,14 @@ CREATE TABLE replay_metrics (
 );
 CREATE INDEX replay_metrics_run ON replay_metrics(run_id);
 )sql",
+    // 2 -> 3: the sweep cell a run measured (content hash of its inputs, so a rerun skips it), and
+    // the two QuantizeReport fields that were not kept yet (NULL for older runs).
+    R"sql(
+ALTER TABLE runs ADD COLUMN cell_hash TEXT;  -- "fnv1a64:<16 hex>" (core/sweep), NULL outside sweeps
+CREATE INDEX runs_cell ON runs(cell_hash);
+ALTER TABLE run_summaries ADD COLUMN fixed_width_bits_per_element REAL;
+ALTER TABLE run_summaries ADD COLUMN calibration_seconds REAL;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

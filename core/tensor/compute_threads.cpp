@@ -18,6 +18,12 @@ void set_blas_threads(int n) {
   if (fn) fn(n);
 }
 
+int blas_threads() {
+  using GetThreads = int (*)();
+  static auto fn = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return fn ? fn() : worker_threads();
+}
+
 }  // namespace
 
 void configure_compute_threads() {
@@ -30,9 +36,10 @@ void configure_compute_threads() {
 
 ScopedBlasThreads::ScopedBlasThreads(int n) {
   configure_compute_threads();
+  previous_ = blas_threads();
   set_blas_threads(n);
 }
 
-ScopedBlasThreads::~ScopedBlasThreads() { set_blas_threads(worker_threads()); }
+ScopedBlasThreads::~ScopedBlasThreads() { set_blas_threads(previous_); }
 
 }  // namespace kvscope

@@ -9,15 +9,19 @@ namespace kvscope {
 
 void configure_compute_threads();
 
-// OpenBLAS's thread count for the lifetime of the guard (process-wide), back to worker_threads()
+// OpenBLAS's thread count for the lifetime of the guard (process-wide), back to what it was
 // after. Code that already runs one GEMM per worker thread wants 1: nested BLAS threads only
-// contend (and spin) with the workers.
+// contend (and spin) with the workers. Sweeps hold 1 for their whole run: OpenBLAS's results
+// depend (in the last bits) on its thread count, and a cell's numbers must not depend on --jobs.
 class ScopedBlasThreads {
  public:
   explicit ScopedBlasThreads(int n);
   ~ScopedBlasThreads();
   ScopedBlasThreads(const ScopedBlasThreads&) = delete;
   ScopedBlasThreads& operator=(const ScopedBlasThreads&) = delete;
+
+ private:
+  int previous_;
 };
 
 }  // namespace kvscope
