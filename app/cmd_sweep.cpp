@@ -9,8 +9,8 @@
 
 #include "app/cli.h"
 #include "app/store_options.h"
-#include "core/sweep/compare.h"
-#include "core/sweep/runner.h"
+#include "storage/compare_cells.h"
+#include "app/sweep_runner.h"
 #include "core/sweep/sweep.h"
 #include "core/util/error.h"
 #include "storage/run_store.h"

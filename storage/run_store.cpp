@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/util/error.h"
-#include "storage/content_hash.h"
+#include "core/util/content_hash.h"
 #include "storage/schema.h"
 #include "storage/sql.h"
 

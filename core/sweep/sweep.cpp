@@ -11,7 +11,7 @@
 
 #include "core/model/discovery.h"
 #include "core/util/error.h"
-#include "storage/content_hash.h"
+#include "core/util/content_hash.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

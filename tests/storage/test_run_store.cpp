@@ -9,7 +9,7 @@
 #include <SQLiteCpp/Statement.h>
 
 #include "core/util/error.h"
-#include "storage/content_hash.h"
+#include "core/util/content_hash.h"
 #include "storage/run_store.h"
 #include "storage/schema.h"
 #include "test_util.h"

@@ -5,7 +5,7 @@
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
 #include "core/synth/synth.h"
-#include "storage/content_hash.h"
+#include "core/util/content_hash.h"
 #include "storage/export.h"
 #include "storage/run_store.h"
 #include "test_util.h"

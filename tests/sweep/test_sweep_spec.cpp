@@ -7,7 +7,7 @@
 #include "core/policy/policy.h"
 #include "core/sweep/sweep.h"
 #include "core/util/error.h"
-#include "storage/content_hash.h"
+#include "core/util/content_hash.h"
 #include "test_util.h"
 #include "tests/sweep/sweep_fixtures.h"
 

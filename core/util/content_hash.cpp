@@ -1,4 +1,4 @@
-#include "storage/content_hash.h"
+#include "core/util/content_hash.h"
 
 #include <cerrno>
 #include <cstdio>

@@ -1,4 +1,4 @@
-#include "core/sweep/runner.h"
+#include "app/sweep_runner.h"
 
 #include <algorithm>
 #include <atomic>
@@ -175,7 +175,7 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
   const int jobs = std::max(1, std::min<int>(opts.jobs, static_cast<int>(pending.size())));
   // Each cell's compute threads share the cores with the other jobs. Set before the first model
   // load or attention metric fixes BLAS's thread count (configure_compute_threads).
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores = available_cpus();  // the task's allocation under Slurm, not the whole node
   set_worker_threads(std::max(1, cores / jobs));
   // Matrix products single-threaded for the whole sweep: OpenBLAS's sums differ in the last bits
   // with its thread count (measured: replay perplexities 1e-7 apart between --jobs 1 and 2 on

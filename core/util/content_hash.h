@@ -1,5 +1,5 @@
 #pragma once
-// Content identity of dumps and policies in the run store: 64-bit FNV-1a over the bytes, written
+// Content identity of dumps, policies and sweep cells: 64-bit FNV-1a over the bytes, written
 // "fnv1a64:<16 lowercase hex digits>". Not cryptographic: it tells identical files apart from
 // different ones in one user's runs, where 64 bits make an accidental collision negligible.
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "core/sweep/compare.h"
+#include "storage/compare_cells.h"
 
 #include <cmath>
 #include <map>
