@@ -4,7 +4,6 @@
 // light theme is light. Cell positions come from the layout file written beside each PNG.
 #include <catch2/catch.hpp>
 
-#include <stb/stb_image.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "png_image.h"
 #include "test_util.h"
 #include "views/colormap.h"
 #include "views/plot_model.h"
@@ -23,27 +23,10 @@
 using kvscope::views::Colormap;
 using kvscope::views::colormap_sample;
 using kvscope::views::Rgb;
+using kvscope::test::Image;
+using kvscope::test::load_png;
 
 namespace {
-
-struct Image {
-  int w = 0, h = 0;
-  std::vector<uint8_t> rgb;
-  Rgb at(int x, int y) const {
-    const uint8_t* p = &rgb[(static_cast<size_t>(y) * w + x) * 3];
-    return {p[0], p[1], p[2]};
-  }
-};
-
-Image load_png(const std::string& path) {
-  Image img;
-  int n = 0;
-  uint8_t* data = stbi_load(path.c_str(), &img.w, &img.h, &n, 3);
-  REQUIRE(data != nullptr);
-  img.rgb.assign(data, data + static_cast<size_t>(img.w) * img.h * 3);
-  stbi_image_free(data);
-  return img;
-}
 
 nlohmann::json load_json(const std::string& path) {
   std::ifstream in(path);

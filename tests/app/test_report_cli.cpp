@@ -4,7 +4,6 @@
 // the expected size and actually has a drawing in it. Bad input: one error line, exit 1.
 #include <catch2/catch.hpp>
 
-#include <stb/stb_image.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -17,10 +16,13 @@
 #include <vector>
 
 #include "storage/run_store.h"
+#include "png_image.h"
 #include "test_util.h"
 #include "views/plot_model.h"
 
 using Catch::Contains;
+using kvscope::test::Image;
+using kvscope::test::load_png;
 
 namespace {
 
@@ -34,38 +36,19 @@ int sh(const std::string& cmd) {
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-struct Image {
-  int w = 0, h = 0;
-  std::vector<uint8_t> rgb;
-  uint32_t at(int x, int y) const {
-    const uint8_t* p = &rgb[(static_cast<size_t>(y) * w + x) * 3];
-    return uint32_t(p[0]) << 16 | uint32_t(p[1]) << 8 | p[2];
-  }
-};
-
-Image load_png(const std::string& path) {
-  Image img;
-  int n = 0;
-  uint8_t* data = stbi_load(path.c_str(), &img.w, &img.h, &n, 3);
-  REQUIRE(data != nullptr);
-  img.rgb.assign(data, data + static_cast<size_t>(img.w) * img.h * 3);
-  stbi_image_free(data);
-  return img;
-}
-
 // Pixels of the central region that differ from the figure's background (its corner pixel).
 int drawn_pixels(const Image& img) {
-  uint32_t bg = img.at(0, 0);
+  uint32_t bg = img.packed_at(0, 0);
   int n = 0;
   for (int y = img.h / 8; y < img.h * 7 / 8; ++y)
-    for (int x = img.w / 8; x < img.w * 7 / 8; ++x) n += img.at(x, y) != bg;
+    for (int x = img.w / 8; x < img.w * 7 / 8; ++x) n += img.packed_at(x, y) != bg;
   return n;
 }
 
 int distinct_colors(const Image& img) {
   std::set<uint32_t> s;
   for (int y = 0; y < img.h; y += 2)
-    for (int x = 0; x < img.w; x += 2) s.insert(img.at(x, y));
+    for (int x = 0; x < img.w; x += 2) s.insert(img.packed_at(x, y));
   return static_cast<int>(s.size());
 }
 
@@ -73,7 +56,7 @@ int count_color(const Image& img, kvscope::views::Rgb c, int tol) {
   int n = 0;
   for (int y = 0; y < img.h; ++y)
     for (int x = 0; x < img.w; ++x) {
-      uint32_t p = img.at(x, y);
+      uint32_t p = img.packed_at(x, y);
       int d = std::abs(int(p >> 16) - c.r) + std::abs(int(p >> 8 & 255) - c.g) + std::abs(int(p & 255) - c.b);
       n += d <= tol;
     }

@@ -5,9 +5,19 @@
 
 #include <catch2/catch.hpp>
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include "core/quant/report.h"
 
 namespace kvscope::test {
+
+// The single integer a query returns (e.g. "SELECT count(*) FROM runs"), read with its own connection.
+inline int64_t query_count(const std::string& db_path, const std::string& sql) {
+  SQLite::Database db(db_path, SQLite::OPEN_READONLY);
+  SQLite::Statement q(db, sql);
+  q.executeStep();
+  return q.getColumn(0).getInt64();
+}
 
 // `layers` x `kv_heads` x {k, v} head rows and `layers` x `kv_heads` attention rows, with values
 // derived from `seed` so two reports differ in every number.

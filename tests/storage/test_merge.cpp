@@ -18,13 +18,6 @@ using Catch::Contains;
 
 namespace {
 
-int64_t count(const std::string& db_path, const std::string& sql) {
-  SQLite::Database db(db_path, SQLite::OPEN_READONLY);
-  SQLite::Statement q(db, sql);
-  q.executeStep();
-  return q.getColumn(0).getInt64();
-}
-
 // Two runs on the same dump; `method` decides the policy.
 void fill(const std::string& path, const std::string& method, int seed) {
   RunStore store(path);
@@ -48,11 +41,11 @@ TEST_CASE("merge keeps every run and shares identical dumps and policies", "[sto
   MergeStats s = merge_run_stores({a, b}, c);
   CHECK(s.runs_seen == 4);
   CHECK(s.runs_added == 4);
-  CHECK(count(c, "SELECT count(*) FROM runs") == 4);
-  CHECK(count(c, "SELECT count(*) FROM dumps") == 1);
-  CHECK(count(c, "SELECT count(*) FROM policies") == 2);
-  CHECK(count(c, "SELECT count(*) FROM models") == 1);
-  CHECK(count(c, "SELECT count(*) FROM head_metrics") == 4 * 3 * 2 * 2);
+  CHECK(test::query_count(c, "SELECT count(*) FROM runs") == 4);
+  CHECK(test::query_count(c, "SELECT count(*) FROM dumps") == 1);
+  CHECK(test::query_count(c, "SELECT count(*) FROM policies") == 2);
+  CHECK(test::query_count(c, "SELECT count(*) FROM models") == 1);
+  CHECK(test::query_count(c, "SELECT count(*) FROM head_metrics") == 4 * 3 * 2 * 2);
 
   // Each merged run is the source run, row for row, with its uuid, time and an origin.
   RunStore source(a, {.read_only = true});
@@ -76,18 +69,18 @@ TEST_CASE("merge keeps every run and shares identical dumps and policies", "[sto
     s = merge_run_stores({a, b, a}, c);
     CHECK(s.runs_added == 0);
     CHECK(s.runs_skipped == 6);
-    CHECK(count(c, "SELECT count(*) FROM runs") == 4);
+    CHECK(test::query_count(c, "SELECT count(*) FROM runs") == 4);
   }
   SECTION("merging back into a source adds only the other runs") {
     const std::string a_copy = tmp.path("a2.sqlite");
     merge_run_stores({a}, a_copy);
     s = merge_run_stores({c}, a_copy);
     CHECK(s.runs_added == 2);
-    CHECK(count(a_copy, "SELECT count(*) FROM runs") == 4);
+    CHECK(test::query_count(a_copy, "SELECT count(*) FROM runs") == 4);
   }
   SECTION("sources are not modified") {
-    CHECK(count(a, "SELECT count(*) FROM runs") == 2);
-    CHECK(count(b, "SELECT count(*) FROM runs") == 2);
+    CHECK(test::query_count(a, "SELECT count(*) FROM runs") == 2);
+    CHECK(test::query_count(b, "SELECT count(*) FROM runs") == 2);
   }
 }
 

@@ -20,13 +20,6 @@ using Catch::Contains;
 
 namespace {
 
-int64_t count(const std::string& db_path, const std::string& sql) {
-  SQLite::Database db(db_path, SQLite::OPEN_READONLY);
-  SQLite::Statement q(db, sql);
-  q.executeStep();
-  return q.getColumn(0).getInt64();
-}
-
 std::string pragma(const std::string& db_path, const std::string& name) {
   SQLite::Database db(db_path, SQLite::OPEN_READONLY);
   SQLite::Statement q(db, "PRAGMA " + name);
@@ -46,7 +39,7 @@ TEST_CASE("a new store has the current schema, WAL and its application id", "[st
   for (const char* table : {"models", "dumps", "policies", "runs", "run_tags", "run_summaries", "head_metrics",
                             "attention_metrics", "rd_points", "replay_metrics"}) {
     INFO(table);
-    CHECK(count(db, std::string("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='") + table + "'") == 1);
+    CHECK(test::query_count(db, std::string("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='") + table + "'") == 1);
   }
   RunStore again(db);  // reopening an up-to-date store changes nothing
   CHECK(again.integrity_check() == "ok");
@@ -112,7 +105,7 @@ TEST_CASE("a quantize run round-trips through the store", "[storage]") {
   CHECK(run.rd_points[1].value == 0.999);
   REQUIRE(run.replay_metrics.size() == 1);
   CHECK(run.replay_metrics[0].name == "greedy_match_ratio");
-  CHECK(count(store.path(), "SELECT count(*) FROM head_metrics") == 3 * 2 * 2);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM head_metrics") == 3 * 2 * 2);
 }
 
 TEST_CASE("dumps and policies are stored once per content hash", "[storage]") {
@@ -128,9 +121,9 @@ TEST_CASE("dumps and policies are stored once per content hash", "[storage]") {
   CHECK(store.load_run(b).dump_hash == hash_file(dump));
   r.policy_json = R"({"method":"uniform"})";
   store.add_quantize_run(r, {});
-  CHECK(count(store.path(), "SELECT count(*) FROM dumps") == 1);
-  CHECK(count(store.path(), "SELECT count(*) FROM policies") == 2);
-  CHECK(count(store.path(), "SELECT count(*) FROM models") == 1);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM dumps") == 1);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM policies") == 2);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM models") == 1);
 }
 
 TEST_CASE("FNV-1a 64 matches the published test vectors", "[storage]") {
@@ -194,9 +187,9 @@ TEST_CASE("tags, notes and deletes edit one run", "[storage]") {
   CHECK_THROWS_WITH(store.load_run(a), Contains("no run"));
   CHECK_THROWS_WITH(store.delete_run(a), Contains("no run"));
   // Cascade: only b's rows are left.
-  CHECK(count(store.path(), "SELECT count(*) FROM head_metrics") == 2 * 2 * 2);
-  CHECK(count(store.path(), "SELECT count(*) FROM attention_metrics WHERE run_id = " + std::to_string(b)) == 4);
-  CHECK(count(store.path(), "SELECT count(*) FROM run_summaries") == 1);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM head_metrics") == 2 * 2 * 2);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM attention_metrics WHERE run_id = " + std::to_string(b)) == 4);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM run_summaries") == 1);
 }
 
 TEST_CASE("a replay run stores its identification and replay metrics", "[storage]") {
@@ -225,8 +218,8 @@ TEST_CASE("a failing run leaves nothing behind", "[storage]") {
   r.per_head.back().kind = 'x';  // rejected after the run row and most head rows were inserted
   CHECK_THROWS_WITH(store.add_quantize_run(r, {}), Contains("kind must be k or v"));
   CHECK(store.list_runs().empty());
-  CHECK(count(store.path(), "SELECT count(*) FROM head_metrics") == 0);
-  CHECK(count(store.path(), "SELECT count(*) FROM models") == 0);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM head_metrics") == 0);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM models") == 0);
 }
 
 TEST_CASE("a run that fails inside a longer transaction leaves none of its rows", "[storage]") {
@@ -240,7 +233,7 @@ TEST_CASE("a run that fails inside a longer transaction leaves none of its rows"
     store.add_quantize_run(test::make_report(2, 2, 2), {});
   });
   CHECK(store.list_runs().size() == 2);
-  CHECK(count(store.path(), "SELECT count(*) FROM head_metrics") == 2 * 2 * 2 * 2);
+  CHECK(test::query_count(store.path(), "SELECT count(*) FROM head_metrics") == 2 * 2 * 2 * 2);
   CHECK_THROWS_WITH(store.in_transaction([&] {
     store.add_quantize_run(test::make_report(2, 2, 3), {});
     throw Error("caller gave up");

@@ -15,13 +15,6 @@ using namespace kvscope;
 
 namespace {
 
-int64_t count_of(const std::string& db_path, const std::string& sql) {
-  SQLite::Database db(db_path, SQLite::OPEN_READONLY);
-  SQLite::Statement q(db, sql);
-  q.executeStep();
-  return q.getColumn(0).getInt64();
-}
-
 // A version 2 file as kvscope 0.1 wrote it, with one run and one rd point.
 void make_v2_store(const std::string& path) {
   SQLite::Database raw(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
@@ -44,11 +37,11 @@ TEST_CASE("a version 2 store migrates to 3 and keeps its runs", "[storage]") {
   const std::string db = tmp.path("v2.sqlite");
   make_v2_store(db);
   RunStore store(db);
-  CHECK(count_of(db, "PRAGMA user_version") == 3);
-  CHECK(count_of(db, "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'cell_hash'") == 1);
-  CHECK(count_of(db, "SELECT count(*) FROM pragma_table_info('run_summaries')"
+  CHECK(test::query_count(db, "PRAGMA user_version") == 3);
+  CHECK(test::query_count(db, "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'cell_hash'") == 1);
+  CHECK(test::query_count(db, "SELECT count(*) FROM pragma_table_info('run_summaries')"
                      " WHERE name IN ('fixed_width_bits_per_element', 'calibration_seconds')") == 2);
-  CHECK(count_of(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'runs_cell'") == 1);
+  CHECK(test::query_count(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'runs_cell'") == 1);
   const StoredRun old = store.load_run(3);
   CHECK(old.uuid == "0123456789abcdef0123456789abcdef");
   CHECK(old.report.bits_per_element == 2.125);
@@ -94,8 +87,8 @@ TEST_CASE("cell hashes and the new summary fields round-trip, merge and drive re
   CHECK(st.runs_added == 4);
   RunStore target(into);
   CHECK(target.has_done_cell("fnv1a64:00000000000000aa"));
-  CHECK(count_of(into, "SELECT count(*) FROM runs WHERE cell_hash = 'fnv1a64:00000000000000bb' AND status = 'failed'") == 1);
-  CHECK(count_of(into, "SELECT count(*) FROM runs WHERE cell_hash IS NULL") == 2);
-  CHECK(count_of(into, "SELECT count(*) FROM run_summaries WHERE fixed_width_bits_per_element = 2.75"
+  CHECK(test::query_count(into, "SELECT count(*) FROM runs WHERE cell_hash = 'fnv1a64:00000000000000bb' AND status = 'failed'") == 1);
+  CHECK(test::query_count(into, "SELECT count(*) FROM runs WHERE cell_hash IS NULL") == 2);
+  CHECK(test::query_count(into, "SELECT count(*) FROM run_summaries WHERE fixed_width_bits_per_element = 2.75"
                        " AND calibration_seconds = 0.375") == 1);
 }
