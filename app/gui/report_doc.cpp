@@ -1,5 +1,6 @@
 #include "app/gui/report_doc.h"
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -68,14 +69,7 @@ std::string code(std::string s) {
 
 std::string bits(double b) { return fmt::format("{:.3g}", b); }
 
-std::string now_utc() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
-  return buf;
-}
+std::string now_utc() { return fmt::format("{:%Y-%m-%d %H:%M} UTC", fmt::gmtime(std::time(nullptr))); }
 
 // "<model> on <dump file> (<tokens> tokens, <n> runs)"; `short_model` keeps the model's last path
 // component (figure titles have little room; the Markdown gives the whole id).
