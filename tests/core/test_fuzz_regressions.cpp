@@ -151,10 +151,14 @@ TEST_CASE("fuzz regression: JSON exports of a store holding invalid UTF-8 stay v
     RunStore store(db);  // read-write: a newer schema migrates the old file
     for (const auto& l : store.list_runs()) runs.push_back(store.load_run(l.id));
   }
-  REQUIRE(runs.size() == 1);
-  const std::string doc = run_to_json(runs[0]);
-  REQUIRE(nlohmann::json::accept(doc));
-  CHECK(nlohmann::json::parse(doc)["created_at"] == "2026-11-29T22:05\xef\xbf\xbd\x04" + std::string(6, '\0'));
+  REQUIRE(runs.size() == 2);  // run 1 has the bad created_at, run 2 is the seed's replay run
+  for (const StoredRun& r : runs) {
+    const std::string doc = run_to_json(r);
+    REQUIRE(nlohmann::json::accept(doc));
+    if (r.id == 1)
+      CHECK(nlohmann::json::parse(doc)["created_at"] == "2026-11-29T22:05\xef\xbf\xbd\x04" + std::string(6, '\0'));
+  }
+  CHECK(nlohmann::json::accept(to_json(summary_table(runs))));
 
   // Hand-made: one invalid byte in the middle of valid UTF-8 text, in a table cell and a header.
   Table t{"summary", {"note", "bad\xff"}, {{Cell::str("caf\xc3\xa9 \xc3 end"), Cell::number(1.5)}}};
