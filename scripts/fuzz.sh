@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build-fuzz}
 SECONDS_EACH=${KVSCOPE_FUZZ_SECONDS:-20}
 SHARED=${KVSCOPE_SHARED:-$(cd .. && pwd)/shared}
-ALL="safetensors dump config checkpoint_index hf_tokenizer sentencepiece llama2c_vocab policy run_store"
+ALL="safetensors dump config checkpoint_index hf_tokenizer sentencepiece llama2c_vocab policy run_store export workload"
 TARGETS=${KVSCOPE_FUZZ_TARGETS:-$ALL}
 
 if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
@@ -40,8 +40,9 @@ fi
 mkdir -p "$BUILD_DIR/crashes" "$BUILD_DIR/logs"
 
 declare -A MAX_LEN=([safetensors]=32768 [dump]=32768 [sentencepiece]=16384 [llama2c_vocab]=16384
-                    [run_store]=131072 [config]=4096 [checkpoint_index]=4096 [hf_tokenizer]=8192 [policy]=4096)
-declare -A DICT=([config]=1 [checkpoint_index]=1 [hf_tokenizer]=1 [policy]=1 [safetensors]=1 [dump]=1)
+                    [run_store]=131072 [export]=131072 [workload]=8192 [config]=4096 [checkpoint_index]=4096 [hf_tokenizer]=8192 [policy]=4096)
+declare -A DICT=([config]=json [checkpoint_index]=json [hf_tokenizer]=json [policy]=json [safetensors]=json [dump]=json
+                 [workload]=workload)
 
 failed=()
 printf '%-18s %10s %8s %8s %6s %s\n' target execs exec/s cov ft corpus >&2
@@ -50,7 +51,7 @@ for t in $TARGETS; do
   mkdir -p "$corpus" "$SEEDS/$t"
   args=(-max_total_time="$SECONDS_EACH" -max_len="${MAX_LEN[$t]:-8192}" -timeout=10 -rss_limit_mb=2048
         -print_final_stats=1 -artifact_prefix="$BUILD_DIR/crashes/$t-")
-  [ -n "${DICT[$t]:-}" ] && args+=(-dict=tests/fuzz/json.dict)
+  [ -n "${DICT[$t]:-}" ] && args+=(-dict="tests/fuzz/${DICT[$t]}.dict")
   log="$BUILD_DIR/logs/$t.log"
   status=0
   # Inputs that once crashed (tests/fuzz/regressions/<target>-*) must stay fixed.

@@ -15,6 +15,9 @@ namespace kvscope {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// Text from a database is not checked to be UTF-8 (a copied or hand-edited store); JSON output
+// replaces invalid bytes with U+FFFD instead of throwing nlohmann's type_error.
+constexpr auto kInvalidUtf8 = nlohmann::ordered_json::error_handler_t::replace;
 
 std::string join(const std::vector<std::string>& v, const char* sep) {
   std::string out;
@@ -187,7 +190,9 @@ Table per_head_table(const std::vector<StoredRun>& runs) {
     std::map<std::pair<int, int>, Head> heads;
     for (const HeadMetrics& m : run.report.per_head) (m.kind == 'k' ? heads[{m.layer, m.head}].k : heads[{m.layer, m.head}].v) = &m;
     for (const AttentionMetrics& a : run.report.attention) heads[{a.layer, a.head}].a = &a;
-    for (const auto& [key, h] : heads) {
+    for (const auto& entry : heads) {
+      const auto& key = entry.first;
+      const Head& h = entry.second;  // not a structured binding: clang 14 cannot capture those (fuzz build)
       auto tensor = [](const HeadMetrics* m, double HeadMetrics::*field) {
         return m ? Cell::number(m->*field) : Cell::empty();
       };
@@ -262,7 +267,8 @@ Table compare_table(const std::vector<StoredRun>& runs) {
       if (std::find(keys.begin(), keys.end(), std::pair(m.slice, m.name)) == keys.end()) keys.emplace_back(m.slice, m.name);
     }
   }
-  for (const auto& [slice, name] : keys) {
+  for (const auto& key : keys) {
+    const std::string &slice = key.first, &name = key.second;  // captured below: no structured binding (clang 14)
     const std::string label = slice.empty() ? name : fmt::format("{} [{}]", name, slice);
     number_row(label.c_str(), [&](const StoredRun& r) {
       for (const ReplayMetric& m : r.replay_metrics) {
@@ -348,7 +354,7 @@ std::string run_to_json(const StoredRun& run) {
   doc["attention"] = std::move(attention);
   doc["rd_points"] = std::move(rd);
   doc["replay_metrics"] = std::move(replay);
-  return doc.dump(2) + "\n";
+  return doc.dump(2, ' ', false, kInvalidUtf8) + "\n";
 }
 
 Table make_table(const std::string& name, const std::vector<StoredRun>& runs) {
@@ -479,7 +485,7 @@ std::string to_json(const Table& t) {
     rows.push_back(std::move(obj));
   }
   nlohmann::ordered_json doc = {{"table", t.name}, {"columns", t.header}, {"rows", std::move(rows)}};
-  return doc.dump(2) + "\n";
+  return doc.dump(2, ' ', false, kInvalidUtf8) + "\n";
 }
 
 std::string to_text(const Table& t) {

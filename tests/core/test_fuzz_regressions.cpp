@@ -14,6 +14,8 @@
 #include "core/tensor/safetensors.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
+#include "storage/export.h"
+#include "storage/run_store.h"
 #include "tests/test_util.h"
 
 using namespace kvscope;
@@ -136,4 +138,32 @@ TEST_CASE("fuzz regression: tokenizer.json values of the wrong type or size", "[
   j = base();
   j["pre_tokenizer"] = {{"type", "Sequence"}};
   CHECK_THAT(message(j), Catch::Matchers::Contains("t.json") && Catch::Matchers::Contains("pretokenizers"));
+}
+
+TEST_CASE("fuzz regression: JSON exports of a store holding invalid UTF-8 stay valid JSON", "[fuzz]") {
+  // A run whose created_at held the bytes A4 04 00.. made run_to_json throw nlohmann's type_error 316
+  // (SQLite does not check text encoding). Invalid bytes now become U+FFFD.
+  TempDir tmp;
+  const std::string db = tmp.path("runs.sqlite");
+  fs::copy_file(regression("export"), db);
+  std::vector<StoredRun> runs;
+  {
+    RunStore store(db);  // read-write: a newer schema migrates the old file
+    for (const auto& l : store.list_runs()) runs.push_back(store.load_run(l.id));
+  }
+  REQUIRE(runs.size() == 2);  // run 1 has the bad created_at, run 2 is the seed's replay run
+  for (const StoredRun& r : runs) {
+    const std::string doc = run_to_json(r);
+    REQUIRE(nlohmann::json::accept(doc));
+    if (r.id == 1)
+      CHECK(nlohmann::json::parse(doc)["created_at"] == "2026-11-29T22:05\xef\xbf\xbd\x04" + std::string(6, '\0'));
+  }
+  CHECK(nlohmann::json::accept(to_json(summary_table(runs))));
+
+  // Hand-made: one invalid byte in the middle of valid UTF-8 text, in a table cell and a header.
+  Table t{"summary", {"note", "bad\xff"}, {{Cell::str("caf\xc3\xa9 \xc3 end"), Cell::number(1.5)}}};
+  const auto j = nlohmann::json::parse(to_json(t));
+  CHECK(j["rows"][0]["note"] == "caf\xc3\xa9 \xef\xbf\xbd end");
+  CHECK(j["columns"][1] == "bad\xef\xbf\xbd");
+  CHECK(j["rows"][0]["bad\xef\xbf\xbd"] == 1.5);
 }

@@ -1,6 +1,6 @@
 // A database file handed to the run store (copied between machines, corrupted, or not SQLite at
 // all): open (schema check + migrations), list, load runs, integrity check.
-// (storage/export.cpp is left out: clang 14 cannot compile its lambdas capturing structured bindings.)
+// (What the export makes of the runs it loads: fuzz_export.)
 #include <unistd.h>
 
 #include <filesystem>

@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
   }
   const fs::path root = argv[1];
   for (const char* t : {"safetensors", "dump", "sentencepiece", "llama2c_vocab", "hf_tokenizer",
-                        "checkpoint_index", "run_store"})
+                        "checkpoint_index", "run_store", "export", "workload"})
     fs::create_directories(root / t);
 
   const std::vector<float> f32 = {1.5f, -2.0f, 0.0f, 3.25f, -0.5f, 7.0f};
@@ -213,5 +213,40 @@ int main(int argc, char** argv) {
     // Fold the WAL back so the seed is one self-contained file.
     for (const char* side : {"-wal", "-shm"}) fs::remove(db + side);
   }
+  {
+    // Export: a quantize run with layers and attention, and a replay run with metrics per slice.
+    const std::string db = (root / "export/two_runs.sqlite").string();
+    fs::remove(db);
+    {
+      RunStore store(db);
+      RunContext ctx;
+      ctx.tags = {"a", "b"};
+      ctx.note = "first line\nsecond, \"quoted\" & 100% $x_1$";
+      QuantizeReport r = tiny_report();
+      r.per_head[1].layer = 1;
+      r.attention[1].layer = 1;
+      store.add_quantize_run(r, ctx);
+      RunContext rep;
+      rep.workload = "passkey:len=200,depth=0.5,n=1";
+      rep.replay_metrics = {{"passkey_len200_depth0.5", "passkey_accuracy", 1.0}, {"", "ppl", 5.25}};
+      store.add_replay_run(r, rep);
+    }
+    for (const char* side : {"-wal", "-shm"}) fs::remove(db + side);
+  }
+  // Workloads: the files of one input are separated by a line "%%" (see fuzz_workload.cpp).
+  const std::string sep = "\n%%\n";
+  const std::string qa =
+      R"({"prompt": "Tom had a big dog named Max. They went for a walk in the", "answer": "park.", "max_new": 2})"
+      "\n\n"
+      R"({"prompt": "The sky is", "answer": "blue."})";
+  const std::string text = "Once upon a time, there was a little girl named Lily. She loved to play with her red ball. "
+                           "One day, she lost her ball in the park. The grass is green. The sky is blue.\n";
+  put(root / "workload/all_kinds.txt",
+      "# comment\ntext:b.txt;window=16;n=2\njsonl:a.jsonl;max_new=4\npasskey:len=300,depth=0.5,n=2\n"
+      "passkey:len=200,depth=0,n=1,max_new=6,filler=b.txt\nfile:c.workload" + sep + qa + sep + text + sep +
+      "passkey:len=100,depth=1,n=1  # nested\n");
+  put(root / "workload/passkey_only.txt", "passkey:len=120,depth=0.25,n=1\n");
+  put(root / "workload/text_only.txt", "text:b.txt;window=32;n=1" + sep + sep + text);
+  put(root / "workload/jsonl_only.txt", "jsonl:a.jsonl" + sep + qa);
   return 0;
 }
