@@ -5,6 +5,7 @@
 
 #include "app/cli.h"
 #include "core/model/discovery.h"
+#include "core/util/json_text.h"
 
 namespace kvscope::cli {
 
@@ -28,7 +29,7 @@ void register_models(CLI::App& app) {
         j["dtype"] = m.dtype;
         arr.push_back(j);
       }
-      fmt::print("{}\n", arr.dump(2));
+      fmt::print("{}\n", json_text(arr, 2));
       return;
     }
     if (models.empty()) {

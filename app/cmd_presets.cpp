@@ -5,6 +5,7 @@
 
 #include "app/cli.h"
 #include "core/policy/policy.h"
+#include "core/util/json_text.h"
 
 namespace kvscope::cli {
 
@@ -14,7 +15,7 @@ void register_presets(CLI::App& app) {
   cmd->add_option("--show", *show, "Print one preset's JSON");
   cmd->callback([show] {
     if (!show->empty()) {
-      fmt::print("{}\n", policy_to_json(load_preset(*show)).dump(2));
+      fmt::print("{}\n", json_text(policy_to_json(load_preset(*show)), 2));
       return;
     }
     for (const auto& p : list_presets()) fmt::print("{:<10} {}\n", p.name, p.description);

@@ -12,6 +12,7 @@
 #include "core/quant/quantize_dump.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
+#include "core/util/json_text.h"
 
 namespace kvscope::cli {
 
@@ -154,7 +155,7 @@ void register_quantize(CLI::App& app) {
     }
     r.dump_path = a->dump;
     maybe_store_quantize_run(a->store, r);
-    if (a->json) fmt::print("{}\n", report_json(r).dump(1));
+    if (a->json) fmt::print("{}\n", json_text(report_json(r), 1));
     else print_summary(r);
   });
 }

@@ -16,6 +16,7 @@
 #include "core/replay/replay.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
+#include "core/util/json_text.h"
 
 namespace kvscope::cli {
 
@@ -87,7 +88,7 @@ void run_replay_command(const ReplayCliOptions& o) {
       for (const auto& [k, v] : m.fields()) s[k] = v;
       j["slices"].push_back(s);
     }
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", json_text(j, 2));
   }
   for (const auto& m : metrics) {
     if (o.json) std::fprintf(stderr, "%s\n", test_metrics_line(m).c_str());

@@ -43,6 +43,7 @@
 #include "views/policy_editor_view.h"
 #include "views/report_grids.h"
 #include "views/runs_table_view.h"
+#include "core/util/json_text.h"
 
 namespace kvscope::gui {
 
@@ -943,7 +944,7 @@ void App::sidebar(ImVec2 size) {
         {
           std::ofstream out(tmp);
           if (!out) fail(policy_path_, "cannot write the policy");
-          out << policy_to_json(policy_).dump(2) << "\n";
+          out << json_text(policy_to_json(policy_), 2) << "\n";
         }
         std::filesystem::rename(tmp, policy_path_);
         live_status_ = "policy written to " + policy_path_;
@@ -1490,7 +1491,7 @@ bool App::script_action(const ScriptAction& a) {
                         {"attention_latency_ms", attn_latency_ms_}};
     std::ofstream out(a.args[0]);
     if (!out) fail(a.args[0], "cannot write the measurement");
-    out << j.dump(2) << "\n";
+    out << json_text(j, 2) << "\n";
     return true;
   }
   if (v == "open") {
@@ -1550,7 +1551,7 @@ void App::write_layout_json(const std::string& png_path) {
   if (report_) j["report"] = {{"policy", report_->policy_name}, {"bits_per_element", report_->bits_per_element}};
   if (selected_.valid()) j["selected"] = {selected_kind_ == 'k' ? "k" : "v", selected_.row, selected_.col};
   std::ofstream out(png_path + ".json");
-  out << j.dump(2) << "\n";
+  out << json_text(j, 2) << "\n";
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/util/error.h"
+#include "core/util/json_text.h"
 
 namespace kvscope::gui {
 
@@ -75,7 +76,7 @@ void save_settings(const std::string& path, const Settings& s) {
   {
     std::ofstream out(tmp, std::ios::trunc);
     if (!out) fail(path, "cannot write settings: {}", ec ? ec.message() : "cannot create the file");
-    out << j.dump(2) << "\n";
+    out << json_text(j, 2) << "\n";
     if (!out) fail(path, "cannot write settings");
   }
   std::filesystem::rename(tmp, path, ec);

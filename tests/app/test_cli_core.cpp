@@ -99,3 +99,16 @@ TEST_CASE("bad input: one clear line naming the file, non-zero exit, no crash") 
   expect_error("quantize --dump " + good + " --preset kivi-9", "kivi-9: unknown preset");
   expect_error("quantize --dump " + good + " --preset kivi-2 --attn-queries zero", "--attn-queries: 'zero'");
 }
+
+TEST_CASE("--json output survives a path that is not UTF-8") {
+  // Linux paths are bytes; nlohmann throws on invalid UTF-8 unless told to replace it (was an
+  // "internal error" exit 2 before json_text).
+  TempDir dir;
+  const std::string dump = dir.path("bad\xff" "name.safetensors");
+  REQUIRE(run_kvscope("synth --layers 2 --tokens 64 --out '" + dump + "'", dir).status == 0);
+  auto r = run_kvscope("quantize --no-store --dump '" + dump + "' --preset kivi-2 --json", dir);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["dump"].get<std::string>().find("bad\xef\xbf\xbdname") != std::string::npos);  // U+FFFD
+}

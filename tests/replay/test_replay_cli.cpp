@@ -104,14 +104,31 @@ TEST_CASE("Ctrl-C during replay stores nothing") {
   const char* argv[] = {"/bin/sh", "-c", script.c_str(), nullptr};
   pid_t pid = 0;
   REQUIRE(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ) == 0);
-  // Wait until the replay is under way (its first progress line), then interrupt it.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (slurp(err).find("item 2/") == std::string::npos && std::chrono::steady_clock::now() < deadline)
+  // A failed check below must not leave the replay running: reap it on every exit path.
+  struct Reaper {
+    pid_t pid;
+    bool reaped = false;
+    ~Reaper() {
+      if (!reaped) kill(pid, SIGKILL), waitpid(pid, nullptr, 0);
+    }
+  } reaper{pid};
+  // Wait until the replay is under way (its second item), then interrupt it. Generous: a loaded
+  // 2-core CI machine loads the model and tokenizes slowly.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  while (slurp(err).find("item 2/") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid, nullptr, WNOHANG) == pid) {  // ended before it could be interrupted
+      reaper.reaped = true;
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  INFO(slurp(err));
+  REQUIRE(!reaper.reaped);
   REQUIRE(slurp(err).find("item 2/") != std::string::npos);
   REQUIRE(kill(pid, SIGINT) == 0);
   int status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
+  reaper.reaped = true;
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 1);
   CHECK(slurp(err).find("interrupted") != std::string::npos);
