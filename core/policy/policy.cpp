@@ -9,6 +9,7 @@
 
 #include "core/quant/quantized_tensor.h"
 #include "core/util/error.h"
+#include "core/util/json_reader.h"
 
 namespace kvscope {
 
@@ -28,61 +29,7 @@ std::string method_name(Method m) {
 
 namespace {
 
-// Reads fields of one JSON object, naming the JSON path in every error, and rejects unknown keys
-// (a typo like "group_szie" must not be silently ignored).
-class Reader {
- public:
-  Reader(const json& j, std::string where, std::string path) : j_(j), where_(std::move(where)), path_(std::move(path)) {
-    if (!j_.is_object()) err("", "must be an object");
-  }
-  [[noreturn]] void err(const std::string& key, const std::string& problem) const {
-    throw Error(where_ + ": " + path_ + (key.empty() ? "" : "." + key) + ": " + problem);
-  }
-  bool has(const std::string& key) {
-    seen_.push_back(key);
-    return j_.contains(key);
-  }
-  const json& at(const std::string& key) const { return j_.at(key); }
-  std::string str(const std::string& key, const std::string& dflt) {
-    if (!has(key)) return dflt;
-    if (!j_[key].is_string()) err(key, "must be a string");
-    return j_[key].get<std::string>();
-  }
-  int integer(const std::string& key, int dflt, int lo, int hi) {
-    if (!has(key)) return dflt;
-    const json& v = j_[key];
-    if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
-      err(key, fmt::format("must be an integer in {}..{}", lo, hi));
-    return v.get<int>();
-  }
-  double number(const std::string& key, double dflt, double lo, double hi, bool lo_open = false) {
-    if (!has(key)) return dflt;
-    const json& v = j_[key];
-    if (!v.is_number()) err(key, "must be a number");
-    double d = v.get<double>();
-    if (!(lo_open ? d > lo : d >= lo) || !(d <= hi)) err(key, fmt::format("must be in {}{}, {}]", lo_open ? "(" : "[", lo, hi));
-    return d;
-  }
-  bool boolean(const std::string& key, bool dflt) {
-    if (!has(key)) return dflt;
-    if (!j_[key].is_boolean()) err(key, "must be true or false");
-    return j_[key].get<bool>();
-  }
-  void reject_unknown(const std::vector<std::string>& also_allowed = {}) const {
-    for (auto it = j_.begin(); it != j_.end(); ++it) {
-      bool ok = std::find(seen_.begin(), seen_.end(), it.key()) != seen_.end() ||
-                std::find(also_allowed.begin(), also_allowed.end(), it.key()) != also_allowed.end();
-      if (!ok) err(it.key(), "unknown field");
-    }
-  }
-  const std::string& where() const { return where_; }
-  const std::string& path() const { return path_; }
-
- private:
-  const json& j_;
-  std::string where_, path_;
-  std::vector<std::string> seen_;
-};
+using Reader = JsonReader;
 
 const char* axis_name(Axis a) {
   switch (a) {

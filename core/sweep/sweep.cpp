@@ -11,6 +11,7 @@
 
 #include "core/model/discovery.h"
 #include "core/util/error.h"
+#include "core/util/json_reader.h"
 #include "core/util/content_hash.h"
 
 namespace fs = std::filesystem;
@@ -110,41 +111,6 @@ void collect_workload_files(const std::string& resolved, int depth, std::vector<
   }
 }
 
-// Reads one field after another of a JSON object, naming the JSON path in errors, and rejects
-// unknown keys (as policies do).
-struct SpecReader {
-  const json& j;
-  std::string file, path;
-  std::vector<std::string> seen;
-
-  SpecReader(const json& obj, std::string f, std::string p) : j(obj), file(std::move(f)), path(std::move(p)) {
-    if (!j.is_object()) err("", "must be an object");
-  }
-  [[noreturn]] void err(const std::string& key, const std::string& problem) const {
-    throw Error(file + ": " + path + (key.empty() ? "" : "." + key) + ": " + problem);
-  }
-  bool has(const std::string& key) {
-    seen.push_back(key);
-    return j.contains(key);
-  }
-  std::vector<std::string> strings(const std::string& key) {
-    std::vector<std::string> out;
-    if (!has(key)) return out;
-    const json& v = j[key];
-    if (!v.is_array()) err(key, "must be an array of strings");
-    for (size_t i = 0; i < v.size(); ++i) {
-      if (!v[i].is_string() || v[i].get<std::string>().empty())
-        err(key + "[" + std::to_string(i) + "]", "must be a non-empty string");
-      out.push_back(v[i].get<std::string>());
-    }
-    return out;
-  }
-  void reject_unknown() const {
-    for (auto it = j.begin(); it != j.end(); ++it)
-      if (std::find(seen.begin(), seen.end(), it.key()) == seen.end()) err(it.key(), "unknown field");
-  }
-};
-
 bool has_quantized_tensor(const json& pj) {
   for (const char* kind : {"k", "v"})
     if (pj.contains(kind) && !pj[kind].value("fp16", false)) return true;
@@ -170,18 +136,18 @@ Policy with_rate(const Policy& base, double rate, const std::string& where) {
   return parse_policy(pj, where);
 }
 
-void parse_methods(SpecReader& r, const fs::path& base, SweepSpec& spec) {
+void parse_methods(JsonReader& r, const fs::path& base, SweepSpec& spec) {
   if (!r.has("methods")) r.err("methods", "is required (a non-empty array of {\"preset\": ...} or {\"policy\": FILE})");
-  const json& ms = r.j["methods"];
+  const json& ms = r.at("methods");
   if (!ms.is_array() || ms.empty()) r.err("methods", "must be a non-empty array");
   for (size_t i = 0; i < ms.size(); ++i) {
     const std::string path = "$.methods[" + std::to_string(i) + "]";
-    SpecReader m(ms[i], r.file, path);
+    JsonReader m(ms[i], r.where(), path);
     const bool preset = m.has("preset"), file = m.has("policy");
     if (preset == file) m.err("", "give exactly one of \"preset\" or \"policy\"");
     const std::string key = preset ? "preset" : "policy";
-    if (!m.j[key].is_string() || m.j[key].get<std::string>().empty()) m.err(key, "must be a non-empty string");
-    const std::string ref = m.j[key].get<std::string>();
+    if (!m.at(key).is_string() || m.at(key).get<std::string>().empty()) m.err(key, "must be a non-empty string");
+    const std::string ref = m.at(key).get<std::string>();
     Policy p;
     try {
       p = preset ? load_preset(ref) : load_policy_file(resolve_path(base, ref));
@@ -202,7 +168,7 @@ void parse_methods(SpecReader& r, const fs::path& base, SweepSpec& spec) {
       spec.methods.push_back({p, path});
       continue;
     }
-    const json& values = m.j[list_key];
+    const json& values = m.at(list_key);
     if (!values.is_array() || values.empty()) m.err(list_key, "must be a non-empty array");
     for (size_t k = 0; k < values.size(); ++k) {
       const std::string vpath = list_key + "[" + std::to_string(k) + "]";
@@ -218,7 +184,7 @@ void parse_methods(SpecReader& r, const fs::path& base, SweepSpec& spec) {
         }
       } catch (const Error& e) {
         const std::string what = e.what();
-        if (what.rfind(r.file + ": ", 0) == 0) throw;  // our own message
+        if (what.rfind(r.where() + ": ", 0) == 0) throw;  // our own message
         m.err(vpath, what);
       }
       spec.methods.push_back({variant, path + "." + vpath});
@@ -227,7 +193,7 @@ void parse_methods(SpecReader& r, const fs::path& base, SweepSpec& spec) {
   std::map<std::string, std::string> names;  // two entries that give the same label are a typo
   for (const auto& v : spec.methods) {
     auto [it, fresh] = names.emplace(v.policy.name, v.source);
-    if (!fresh) throw Error(fmt::format("{}: {}: policy {} is also {}", r.file, v.source, v.policy.name, it->second));
+    if (!fresh) throw Error(fmt::format("{}: {}: policy {} is also {}", r.where(), v.source, v.policy.name, it->second));
   }
 }
 
@@ -261,9 +227,9 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& path) {
   SweepSpec spec;
   spec.path = path;
   const fs::path base = fs::path(path).parent_path();
-  SpecReader r(j, path, "$");
-  if (!r.has("name") || !r.j["name"].is_string()) r.err("name", "is required (a string)");
-  spec.name = r.j["name"].get<std::string>();
+  JsonReader r(j, path, "$");
+  if (!r.has("name") || !r.at("name").is_string()) r.err("name", "is required (a string)");
+  spec.name = r.at("name").get<std::string>();
   const bool bad_name = spec.name.empty() || spec.name.size() > 90 ||
                         std::any_of(spec.name.begin(), spec.name.end(), [](unsigned char c) { return c <= ' ' || c == ',' || c == 0x7f; });
   if (bad_name) r.err("name", "must be 1-90 characters without spaces, commas or control characters (runs are tagged sweep:<name>)");
@@ -292,15 +258,15 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& path) {
   }
   parse_methods(r, base, spec);
   if (r.has("attn_queries")) {
-    const json& v = r.j["attn_queries"];
+    const json& v = r.at("attn_queries");
     if (v.is_string() && v.get<std::string>() == "all") spec.attn_queries = 0;
     else if (v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= (1 << 24)) spec.attn_queries = v.get<int>();
     else r.err("attn_queries", "must be a positive integer or \"all\"");
   }
   if (r.has("replay")) {
-    SpecReader rr(r.j["replay"], path, "$.replay");
+    JsonReader rr(r.at("replay"), path, "$.replay");
     if (rr.has("max_tokens")) {
-      const json& v = rr.j["max_tokens"];
+      const json& v = rr.at("max_tokens");
       if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > (1 << 24))
         rr.err("max_tokens", "must be an integer >= 0 (0 = no cap)");
       spec.max_tokens = v.get<int>();
