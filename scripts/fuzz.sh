@@ -6,6 +6,9 @@
 #   KVSCOPE_FUZZ_SECONDS=20     time per target (CI); a release run uses 600 (10 minutes each)
 #   KVSCOPE_FUZZ_TARGETS="safetensors dump"   run a subset (names without the fuzz_ prefix)
 #   KVSCOPE_SHARED=../shared    where the real models are (seed corpora are cut from them)
+#   KVSCOPE_FUZZ_SEED=1         libFuzzer's random seed; unset = a new one each run. The CI run fixes it so
+#                               that its verdict repeats: a short run must not fail one day on a
+#                               finding it missed the day before; long runs look for new inputs.
 # The corpora grow in <build-dir>/corpus/<target> and are reused by the next run in that directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +54,7 @@ for t in $TARGETS; do
   mkdir -p "$corpus" "$SEEDS/$t"
   args=(-max_total_time="$SECONDS_EACH" -max_len="${MAX_LEN[$t]:-8192}" -timeout=10 -rss_limit_mb=2048
         -print_final_stats=1 -artifact_prefix="$BUILD_DIR/crashes/$t-")
+  [ -n "${KVSCOPE_FUZZ_SEED:-}" ] && args+=(-seed="$KVSCOPE_FUZZ_SEED")
   [ -n "${DICT[$t]:-}" ] && args+=(-dict="tests/fuzz/${DICT[$t]}.dict")
   log="$BUILD_DIR/logs/$t.log"
   status=0

@@ -12,8 +12,8 @@ if [ ! -d "$KVSCOPE_TEST_MODELS" ]; then
 fi
 scripts/setup.sh build
 # Every input parser fuzzed briefly (libFuzzer + ASan/UBSan, its own clang build; a release run
-# uses KVSCOPE_FUZZ_SECONDS=600). Before ctest so that ctest's summary closes the output.
-KVSCOPE_FUZZ_SECONDS=${KVSCOPE_FUZZ_SECONDS:-10} scripts/fuzz.sh build-fuzz
+# uses KVSCOPE_FUZZ_SECONDS=600 and a random seed). Before ctest so that ctest's summary closes the output.
+KVSCOPE_FUZZ_SECONDS=${KVSCOPE_FUZZ_SECONDS:-10} KVSCOPE_FUZZ_SEED=${KVSCOPE_FUZZ_SEED-1} scripts/fuzz.sh build-fuzz
 # The full suite again under ASan+UBSan (scripts/sanitize.sh: instrumented -O0/-O1 build in
 # build-asan, about the CPU time of the Release build, plus ~2-4 min of tests); KVSCOPE_CI_SANITIZE=0 skips it.
 if [ "${KVSCOPE_CI_SANITIZE:-1}" = 1 ]; then scripts/sanitize.sh build-asan; fi

@@ -127,6 +127,8 @@ namespace {
 
 int checked_schema_version_in_snapshot(SQLite::Database& db, const std::string& db_path) {
   const int version = schema_version_of(db, db_path);
+  // user_version is a signed 32-bit field any SQLite tool can set; kvscope never writes a negative one.
+  if (version < 0) fail(db_path, "not a kvscope database (schema version {})", version);
   if (version > kSchemaVersion) {
     fail(db_path, "schema version {} is newer than this kvscope {} understands ({}); use a newer kvscope", version,
          KVSCOPE_VERSION, kSchemaVersion);

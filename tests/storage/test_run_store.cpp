@@ -267,6 +267,15 @@ TEST_CASE("bad databases give one clear error naming the file", "[storage]") {
     CHECK_THROWS_WITH(RunStore(f), Contains(f) && Contains("schema version 99 is newer"));
     CHECK_THROWS_WITH(RunStore(f, {.read_only = true}), Contains("schema version 99 is newer"));
   }
+  SECTION("a negative schema version (found by fuzz_run_store: it indexed the migrations at -1)") {
+    const std::string empty = tmp.path("negative-empty.sqlite");
+    { SQLite::Database db(empty, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE); db.exec("PRAGMA user_version = -1"); }
+    CHECK_THROWS_WITH(RunStore(empty), Contains(empty) && Contains("not a kvscope database (schema version -1)"));
+    const std::string used = tmp.path("negative-used.sqlite");
+    { RunStore store(used); }
+    { SQLite::Database db(used, SQLite::OPEN_READWRITE); db.exec("PRAGMA user_version = -2147483648"); }
+    CHECK_THROWS_WITH(RunStore(used, {.read_only = true}), Contains(used) && Contains("schema version -2147483648"));
+  }
   SECTION("a location that cannot hold a file") {
     const std::string blocker = tmp.path("plain-file");
     std::ofstream(blocker) << "x";
