@@ -22,7 +22,8 @@ namespace kvscope {
 namespace {
 
 // Bumped when the meaning of a cell's identity changes (every earlier cell then reruns).
-constexpr int kCellFormat = 1;
+// 2: a model's identity holds its weight bytes (1 held their file names and sizes).
+constexpr int kCellFormat = 2;
 
 std::string read_text(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
@@ -293,7 +294,7 @@ std::string model_identity_hash(const std::string& dir) {
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (!e.is_regular_file()) continue;
     const std::string name = e.path().filename().string();
-    if (name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0) weights[name] = e.file_size();
+    if (name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0) weights[name] = hash_file(e.path().string());
     else if (name.find(".safetensors.index") != std::string::npos || name.rfind("tokenizer", 0) == 0 ||
              (name.rfind("tok", 0) == 0 && e.path().extension() == ".bin"))  // as load_tokenizer finds them
       tokenizer[name] = hash_file(e.path().string());  // small files: their bytes

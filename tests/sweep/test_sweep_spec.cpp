@@ -195,7 +195,7 @@ TEST_CASE("a grid that lists the same measurement twice is refused", "[sweep]") 
                                                      "(uniform-4 a.safetensors)"));
 }
 
-TEST_CASE("model identity follows config, tokenizer and weight sizes", "[sweep]") {
+TEST_CASE("model identity follows config, tokenizer and weight bytes", "[sweep]") {
   TempDir tmp;
   const std::string src = test::models_dir() + "/stories260K";
   const std::string dir = tmp.path("model");
@@ -209,8 +209,14 @@ TEST_CASE("model identity follows config, tokenizer and weight sizes", "[sweep]"
   test::write_file(dir + "/config.json", cfg + " ");
   const std::string h1 = model_identity_hash(dir);
   CHECK(h1 != h0);
-  std::filesystem::resize_file(dir + "/model.safetensors", std::filesystem::file_size(dir + "/model.safetensors") + 1);
-  CHECK(model_identity_hash(dir) != h1);
+  // A fine-tuned checkpoint: same config, same sizes, one weight changed.
+  std::string weights = test::slurp(dir + "/model.safetensors");
+  weights[weights.size() - 1] ^= 1;
+  test::write_file(dir + "/model.safetensors", weights);
+  const std::string h2 = model_identity_hash(dir);
+  CHECK(h2 != h1);
+  std::filesystem::resize_file(dir + "/model.safetensors", weights.size() + 1);
+  CHECK(model_identity_hash(dir) != h2);
 }
 
 TEST_CASE("--shard I/N parsing", "[sweep]") {
