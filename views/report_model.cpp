@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "core/util/error.h"
 #include "views/report_grids.h"
@@ -112,32 +113,48 @@ std::vector<DumpGroup> group_by_dump(const std::vector<ReportRun>& runs) {
   return groups;
 }
 
-PlotData rd_curves(const std::vector<ReportRun>& runs, const DumpGroup& g, ReportMetric m) {
+namespace {
+
+// A rate-distortion plot: log x (bits), log y (lower is better), Pareto front, one series per
+// method family in name order (stable colours across figures); points are added by rate.
+struct FamilyCurves {
   PlotData d;
-  d.title = std::string("Rate-distortion: ") + report_metric_label(m);
-  d.x_label = "bits / element";
-  d.y_label = report_metric_label(m);
-  d.x_scale = ScaleKind::Log;
-  d.y_scale = ScaleKind::Log;
-  d.lower_y_is_better = true;
-  d.show_pareto = true;
-  std::map<std::string, Series> by_family;  // name order = stable colours across figures
-  for (int i : g.runs) {  // already sorted by bits
-    const QuantizeReport& r = runs[i].report;
-    double y = report_metric_value(r, m);
-    if (!usable(y) || !usable(r.bits_per_element)) continue;
-    Series& s = by_family[method_family(r.policy_name, r.method)];
-    s.x.push_back(r.bits_per_element);
+  std::map<std::string, Series> by_family;
+  FamilyCurves(std::string title, std::string x_label, std::string y_label) {
+    d.title = std::move(title);
+    d.x_label = std::move(x_label);
+    d.y_label = std::move(y_label);
+    d.x_scale = ScaleKind::Log;
+    d.y_scale = ScaleKind::Log;
+    d.lower_y_is_better = true;
+    d.show_pareto = true;
+  }
+  // Points without a finite positive rate and value cannot sit on log axes: left out.
+  void add(const ReportRun& run, double x, double y) {
+    if (!usable(x) || !usable(y)) return;
+    Series& s = by_family[method_family(run.report.policy_name, run.report.method)];
+    s.x.push_back(x);
     s.y.push_back(y);
-    s.ids.push_back(runs[i].id);
-    s.labels.push_back(r.policy_name);
-    s.annotations.push_back(r.policy_name);
+    s.ids.push_back(run.id);
+    s.labels.push_back(run.report.policy_name);
+    s.annotations.push_back(run.report.policy_name);
   }
-  for (auto& [family, s] : by_family) {
-    s.name = family;
-    d.series.push_back(std::move(s));
+  PlotData finish() {
+    for (auto& [family, s] : by_family) {
+      s.name = family;
+      d.series.push_back(std::move(s));
+    }
+    return std::move(d);
   }
-  return d;
+};
+
+}  // namespace
+
+PlotData rd_curves(const std::vector<ReportRun>& runs, const DumpGroup& g, ReportMetric m) {
+  FamilyCurves c(std::string("Rate-distortion: ") + report_metric_label(m), "bits / element", report_metric_label(m));
+  for (int i : g.runs)  // already sorted by bits
+    c.add(runs[i], runs[i].report.bits_per_element, report_metric_value(runs[i].report, m));
+  return c.finish();
 }
 
 RunChoice choose_run(const std::vector<ReportRun>& runs, const std::vector<DumpGroup>& groups, ReportMetric m) {
@@ -259,6 +276,46 @@ PlotData attention_layers(const std::vector<ReportRun>& runs, const std::vector<
   }
   d.integer_x = true;
   return d;
+}
+
+double replay_value(const ReportRun& r, const std::string& slice, const std::string& name) {
+  for (const auto& m : r.replay)
+    if (m.slice == slice && m.name == name) return m.value;
+  return kNaN;
+}
+
+std::vector<ReplayGroup> group_replays(const std::vector<ReportRun>& runs) {
+  std::vector<ReplayGroup> groups;
+  std::map<std::tuple<std::string, std::string, std::string>, size_t> where;
+  for (int i = 0; i < static_cast<int>(runs.size()); ++i) {
+    const ReportRun& r = runs[i];
+    if (r.kind != "replay") continue;
+    std::set<std::string> seen;
+    for (const auto& m : r.replay) {
+      if (!seen.insert(m.slice).second) continue;
+      auto [it, fresh] = where.try_emplace({r.report.model_id, r.workload, m.slice}, groups.size());
+      if (fresh) groups.push_back({r.report.model_id, r.workload, m.slice, {}});
+      groups[it->second].runs.push_back(i);
+    }
+  }
+  for (auto& g : groups)
+    std::stable_sort(g.runs.begin(), g.runs.end(), [&](int a, int b) {
+      double x = replay_value(runs[a], g.slice, "avg_bits_per_kv_token");
+      double y = replay_value(runs[b], g.slice, "avg_bits_per_kv_token");
+      if (std::isnan(x) || std::isnan(y)) return std::isnan(y) && !std::isnan(x);  // unmeasured last
+      return x != y ? x < y : runs[a].id < runs[b].id;
+    });
+  std::stable_sort(groups.begin(), groups.end(),
+                   [](const ReplayGroup& a, const ReplayGroup& b) { return a.runs.size() > b.runs.size(); });
+  return groups;
+}
+
+PlotData replay_curves(const std::vector<ReportRun>& runs, const ReplayGroup& g) {
+  FamilyCurves c("Replay: next-token KL vs bits per KV entry", "bits / KV entry (stored, incl. fp16 tokens and metadata)",
+                 "next-token KL to the fp16 cache (nats)");
+  for (int i : g.runs)  // already sorted by bits
+    c.add(runs[i], replay_value(runs[i], g.slice, "avg_bits_per_kv_token"), replay_value(runs[i], g.slice, "next_token_kl"));
+  return c.finish();
 }
 
 std::vector<double> joint_values(const Heatmap& a, const Heatmap& b) {

@@ -83,6 +83,22 @@ std::vector<int> similar_rate_runs(const std::vector<ReportRun>& runs, const Dum
 // ticks), log y, one series per run named "<policy> (<bits> b)".
 PlotData attention_layers(const std::vector<ReportRun>& runs, const std::vector<int>& which, bool worst);
 
+// Replay runs of one model on one workload slice: replay figures compare runs that decoded the
+// same prompts only.
+struct ReplayGroup {
+  std::string model, workload, slice;
+  std::vector<int> runs;  // indices into the run list, by bits per KV entry then id
+};
+// Groups in order of size (most runs first, then first appearance). Quantize runs belong to none.
+std::vector<ReplayGroup> group_replays(const std::vector<ReportRun>& runs);
+// A replay metric of one slice of the run; NaN when it was not stored.
+double replay_value(const ReportRun& r, const std::string& slice, const std::string& name);
+
+// x = avg_bits_per_kv_token (log), y = next_token_kl (log), one series per method family (sorted
+// by bits), Pareto front on, ids = run ids, labels and annotations = policy names. Runs without a
+// finite positive KL (fp16 and anything equal to the reference: KL 0) are left out.
+PlotData replay_curves(const std::vector<ReportRun>& runs, const ReplayGroup& g);
+
 // The finite values of both heatmaps, for one shared colour scale.
 std::vector<double> joint_values(const Heatmap& a, const Heatmap& b);
 

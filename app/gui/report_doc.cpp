@@ -71,17 +71,42 @@ std::string bits(double b) { return fmt::format("{:.3g}", b); }
 
 std::string now_utc() { return fmt::format("{:%Y-%m-%d %H:%M} UTC", fmt::gmtime(std::time(nullptr))); }
 
-// "<model> on <dump file> (<tokens> tokens, <n> runs)"; `short_model` keeps the model's last path
-// component (figure titles have little room; the Markdown gives the whole id).
-std::string dump_title(const views::DumpGroup& g, bool short_model = false) {
+// The last path component of a model id (figure titles have little room; the Markdown gives the
+// whole id).
+std::string short_model(const std::string& model);
+
+// "<model> on <dump file> (<tokens> tokens, <n> runs)"; `shorten`: short_model.
+std::string dump_title(const views::DumpGroup& g, bool shorten = false) {
   std::string name = std::filesystem::path(g.dump).filename().string();
-  std::string model = g.model;
-  if (short_model) {
-    std::string last = std::filesystem::path(model).filename().string();
-    if (!last.empty()) model = last;
-  }
+  std::string model = shorten ? short_model(g.model) : g.model;
   return fmt::format("{} on {} ({} tokens, {} runs)", model.empty() ? "(unknown model)" : model,
                      name.empty() ? "(unknown dump)" : name, g.tokens, g.runs.size());
+}
+
+std::string short_model(const std::string& model) {
+  std::string last = std::filesystem::path(model).filename().string();
+  return last.empty() ? model : last;
+}
+
+// "Pareto front of <label>: `a` (2 b, 0.01), ...\n\n", or nothing when no point is plotted.
+std::string front_sentence(const views::PlotData& plot, const std::string& label) {
+  auto front = views::pareto_front(views::all_points(plot), true);
+  if (front.empty()) return "";
+  std::string md = fmt::format("Pareto front of {}: ", label);
+  for (size_t i = 0; i < front.size(); ++i) {
+    const views::Series& s = plot.series[front[i].ref.series];
+    md += fmt::format("{}{} ({} b, {:.4g})", i ? ", " : "", code(s.labels[front[i].ref.index]), bits(front[i].x),
+                      front[i].y);
+  }
+  return md + ".\n\n";
+}
+
+// "<intro><`a`, `b`>.\n\n", or nothing when the list is empty.
+std::string listed(const std::string& intro, const std::vector<std::string>& names) {
+  if (names.empty()) return "";
+  std::string md = intro;
+  for (size_t i = 0; i < names.size(); ++i) md += (i ? ", " : "") + names[i];
+  return md + ".\n\n";
 }
 
 }  // namespace
@@ -165,15 +190,12 @@ Table report_replay_table(const std::vector<ReportRun>& runs) {
   return t;
 }
 
-ReportPlan plan_report(std::vector<ReportRun> runs, const ReportOptions& o) {
-  ReportPlan p;
-  p.runs = std::move(runs);
-  p.groups = views::group_by_dump(p.runs);
-  if (p.groups.empty())
-    fail(o.db, "only replay runs match; the report's figures need quantize runs (kvscope quantize --db {})", o.db);
+namespace {
+
+// Rate-distortion per dump, the chosen run's heatmaps and per-layer attention, the summary table.
+void plan_quantize_sections(ReportPlan& p, const ReportOptions& o, std::string& md) {
   const ReportMetric m = o.metric;
   const std::string mkey = views::report_metric_key(m);
-
   // The run the heatmaps and per-layer plots are about.
   const views::DumpGroup* chosen_group = &p.groups.front();
   if (o.run) {
@@ -194,18 +216,6 @@ ReportPlan plan_report(std::vector<ReportRun> runs, const ReportOptions& o) {
   }
   p.overlay = views::similar_rate_runs(p.runs, *chosen_group, p.chosen);
 
-  std::string md;
-  md += "# kvscope report\n\n";
-  int quantize = 0, replay = 0;
-  for (const auto& r : p.runs) (r.kind == "replay" ? replay : quantize) += 1;
-  md += fmt::format("Generated {} by kvscope {} from {}", now_utc(), KVSCOPE_VERSION, code(o.db));
-  if (!o.model.empty()) md += fmt::format(", model matching {}", code(o.model));
-  if (!o.tag.empty()) md += fmt::format(", tag {}", code(o.tag));
-  md += fmt::format(": {} quantize run{} on {} dump{}", quantize, quantize == 1 ? "" : "s", p.groups.size(),
-                    p.groups.size() == 1 ? "" : "s");
-  if (replay) md += fmt::format(", {} replay run{}", replay, replay == 1 ? "" : "s");
-  md += fmt::format(". Distortion metric: {} ({}).\n\n", code(mkey), views::report_metric_label(m));
-
   // (a) Rate-distortion curves, per dump.
   md += "## Rate-distortion\n\n";
   md += "One curve per method family (a preset and its bit/rate variants, e.g. `uniform-4@3b`), x = measured "
@@ -225,16 +235,7 @@ ReportPlan plan_report(std::vector<ReportRun> runs, const ReportOptions& o) {
       f.plot.legend_outside = true;
       f.caption = fmt::format("{} vs bits/element", views::report_metric_label(rm));
       md += fmt::format("![{}]({})\n\n", f.caption, f.file);
-      auto front = views::pareto_front(views::all_points(f.plot), true);
-      if (!front.empty()) {
-        md += fmt::format("Pareto front of {}: ", views::report_metric_label(rm));
-        for (size_t i = 0; i < front.size(); ++i) {
-          const views::Series& s = f.plot.series[front[i].ref.series];
-          md += fmt::format("{}{} ({} b, {:.4g})", i ? ", " : "", code(s.labels[front[i].ref.index]), bits(front[i].x),
-                            front[i].y);
-        }
-        md += ".\n\n";
-      }
+      md += front_sentence(f.plot, views::report_metric_label(rm));
       p.figures.push_back(std::move(f));
     }
     std::vector<std::string> left_out;
@@ -242,11 +243,8 @@ ReportPlan plan_report(std::vector<ReportRun> runs, const ReportOptions& o) {
       double y = views::report_metric_value(p.runs[i].report, m);
       if (!(std::isfinite(y) && y > 0)) left_out.push_back(code(p.runs[i].report.policy_name));
     }
-    if (!left_out.empty()) {
-      md += fmt::format("Not on the {} plot (no positive measured value, e.g. fp16 or no attention metrics): ", mkey);
-      for (size_t i = 0; i < left_out.size(); ++i) md += (i ? ", " : "") + left_out[i];
-      md += ".\n\n";
-    }
+    md += listed(fmt::format("Not on the {} plot (no positive measured value, e.g. fp16 or no attention metrics): ", mkey),
+                 left_out);
   }
 
   // (b) Layer x head heatmaps and (c) attention by layer, of the chosen run.
@@ -312,10 +310,73 @@ ReportPlan plan_report(std::vector<ReportRun> runs, const ReportOptions& o) {
   md += "Quantize runs, by dump and bits/element. `attn_cos_*`: cosine between the attention outputs with the "
         "original and the quantized cache; `attn_kl_mean`: KL divergence of the attention rows (nats).\n\n";
   md += to_markdown(report_summary_table(p.runs, order)) + "\n";
-  if (replay) {
-    md += "## Replay\n\n";
-    md += to_markdown(report_replay_table(p.runs)) + "\n";
+}
+
+// Next-token KL vs bits per KV entry for each (model, workload, slice), then the replay table.
+void plan_replay_section(ReportPlan& p, std::string& md) {
+  constexpr size_t kMaxFigures = 12;  // a 90-cell sweep has ~20 slices: the table holds the rest
+  const std::vector<views::ReplayGroup> groups = views::group_replays(p.runs);
+  md += "## Replay\n\n";
+  md += "Decoding with the quantized cache against the fp16 cache on the same prompts: `next_token_kl` (mean "
+        "over steps of KL(fp16 || quantized) of the next-token distributions, nats) against `avg_bits_per_kv_token` "
+        "(stored bits per cached K/V element, including fp16 windows, sinks and scales), one figure per model and "
+        "workload slice, one curve per method family, both axes logarithmic. Red rings mark the Pareto front. "
+        "Metric definitions: docs/REPLAY.md.\n\n";
+  for (size_t gi = 0; gi < groups.size() && gi < kMaxFigures; ++gi) {
+    const views::ReplayGroup& g = groups[gi];
+    const std::string slice = g.slice.empty() ? "(all)" : g.slice;
+    md += fmt::format("### {} · {} · {} ({} runs)\n\n", g.model.empty() ? "(unknown model)" : g.model, code(g.workload),
+                      slice, g.runs.size());
+    ReportFigure f;
+    f.kind = ReportFigure::Kind::Plot;
+    f.file = fmt::format("replay-{}-kl.png", gi + 1);
+    f.plot = views::replay_curves(p.runs, g);
+    f.plot.title += fmt::format("   ({} · {})", short_model(g.model), slice);
+    f.plot.legend_outside = true;
+    f.caption = fmt::format("next-token KL vs bits per KV entry, {}", slice);
+    md += fmt::format("![{}]({})\n\n", f.caption, f.file);
+    md += front_sentence(f.plot, "next-token KL");
+    std::vector<std::string> left_out;
+    for (int i : g.runs) {
+      const double kl = views::replay_value(p.runs[i], g.slice, "next_token_kl");
+      if (!(std::isfinite(kl) && kl > 0)) left_out.push_back(code(p.runs[i].report.policy_name));
+    }
+    md += listed("Not on the plot (KL 0: decodes exactly as the fp16 cache, e.g. fp16, or KIVI while the prompt fits "
+                 "its fp16 window; or not measured): ",
+                 left_out);
+    p.figures.push_back(std::move(f));
   }
+  if (groups.size() > kMaxFigures)
+    md += fmt::format("{} more slices are in the table only.\n\n", groups.size() - kMaxFigures);
+  md += to_markdown(report_replay_table(p.runs)) + "\n";
+}
+
+}  // namespace
+
+ReportPlan plan_report(std::vector<ReportRun> runs, const ReportOptions& o) {
+  ReportPlan p;
+  p.runs = std::move(runs);
+  p.groups = views::group_by_dump(p.runs);
+  std::string md;
+  md += "# kvscope report\n\n";
+  int quantize = 0, replay = 0;
+  for (const auto& r : p.runs) (r.kind == "replay" ? replay : quantize) += 1;
+  md += fmt::format("Generated {} by kvscope {} from {}", now_utc(), KVSCOPE_VERSION, code(o.db));
+  if (!o.model.empty()) md += fmt::format(", model matching {}", code(o.model));
+  if (!o.tag.empty()) md += fmt::format(", tag {}", code(o.tag));
+  std::vector<std::string> parts;
+  if (quantize)
+    parts.push_back(fmt::format("{} quantize run{} on {} dump{}", quantize, quantize == 1 ? "" : "s", p.groups.size(),
+                                p.groups.size() == 1 ? "" : "s"));
+  if (replay) parts.push_back(fmt::format("{} replay run{}", replay, replay == 1 ? "" : "s"));
+  for (size_t i = 0; i < parts.size(); ++i) md += (i ? ", " : ": ") + parts[i];
+  md += ".";
+  if (quantize)
+    md += fmt::format(" Distortion metric: {} ({}).", code(views::report_metric_key(o.metric)),
+                      views::report_metric_label(o.metric));
+  md += "\n\n";
+  if (!p.groups.empty()) plan_quantize_sections(p, o, md);
+  if (replay) plan_replay_section(p, md);
   p.markdown = std::move(md);
   return p;
 }

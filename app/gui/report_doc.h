@@ -49,7 +49,8 @@ struct ReportPlan {
   std::string markdown;             // embeds every figure by its file name
 };
 
-// Error when there is nothing to report (no quantize runs).
+// Quantize runs give the rate-distortion, heatmap and per-layer sections; replay runs the replay
+// figures (next-token KL vs bits per KV entry per model and workload slice) and table.
 ReportPlan plan_report(std::vector<views::ReportRun> runs, const ReportOptions& o);
 
 // The tables the report prints (Markdown through storage/export.h).

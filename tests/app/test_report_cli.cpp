@@ -85,6 +85,12 @@ TEST_CASE("kvscope report on a real model's runs, under xvfb-run", "[report][xvf
                tmp.path("q.log")) == 0);
   }
 
+  for (const std::string p : {"uniform-2", "kivi-2"}) {  // a passkey prompt past KIVI's 128-token fp16 window
+    INFO(p);
+    REQUIRE(sh(bin + " replay --model " + model + " --workload passkey:len=256,depth=0.5,n=1 --max-tokens 8 --preset " +
+               p + " --db " + db + " > /dev/null 2> " + tmp.path("r.log")) == 0);
+  }
+
   // No DISPLAY: the command re-runs itself under xvfb-run.
   int rc = sh("env -u DISPLAY -u WAYLAND_DISPLAY " + bin + " report --db " + db + " --out " + out + " > " +
               tmp.path("report.log") + " 2>&1");
@@ -105,7 +111,7 @@ TEST_CASE("kvscope report on a real model's runs, under xvfb-run", "[report][xvf
   for (const auto& e : std::filesystem::directory_iterator(out))
     if (e.path().extension() == ".png") written.insert(e.path().filename().string());
   CHECK(embedded == written);
-  CHECK(embedded.size() == 5);  // 2 RD curves, the heatmaps, 2 per-layer plots
+  CHECK(embedded.size() == 6);  // 2 RD curves, the heatmaps, 2 per-layer plots, 1 replay slice
   for (const auto& f : embedded) {
     INFO(f);
     Image img = load_png(out + "/" + f);
@@ -120,6 +126,11 @@ TEST_CASE("kvscope report on a real model's runs, under xvfb-run", "[report][xvf
   CHECK(count_color(rd, kvscope::views::series_color(0), 20) > 50);
   CHECK(count_color(rd, kvscope::views::series_color(1), 20) > 50);
   CHECK(count_color(rd, {255, 80, 80}, 30) > 20);
+  // The replay figure: kivi (series 0) and uniform (series 1), both with KL > 0 on this prompt.
+  Image kl = load_png(out + "/replay-1-kl.png");
+  CHECK(count_color(kl, kvscope::views::series_color(0), 20) > 20);
+  CHECK(count_color(kl, kvscope::views::series_color(1), 20) > 20);
+  CHECK_THAT(md, Contains("## Replay") && Contains("| passkey_len256_depth0.5 |"));
   // The heatmaps use viridis: many distinct colours in the cells.
   for (const auto& f : embedded)
     if (f.rfind("heads-run-", 0) == 0) CHECK(distinct_colors(load_png(out + "/" + f)) > 60);

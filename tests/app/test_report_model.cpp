@@ -333,10 +333,94 @@ TEST_CASE("report: replay runs get a table, filters and bad --run", "[report]") 
   CHECK_THROWS_WITH(gui::load_report_runs(store, o), Contains("--run 99: there is no run 99"));
   o.run = rp;
   CHECK_THROWS_WITH(gui::load_report_runs(store, o), Contains("a replay run has no per-head metrics"));
-  // Only replay runs: nothing to draw.
+  // Only replay runs: the replay section alone. This run stored no KL: its slices are listed as
+  // not on the plot, and the table still has them.
   o.run.reset();
   std::vector<ReportRun> only_replay;
   for (auto& r : runs)
     if (r.kind == "replay") only_replay.push_back(r);
-  CHECK_THROWS_WITH(gui::plan_report(only_replay, o), Contains("only replay runs match"));
+  gui::ReportPlan pr = gui::plan_report(only_replay, o);
+  CHECK(pr.chosen == -1);
+  CHECK(pr.groups.empty());
+  REQUIRE(pr.figures.size() == 2);  // slices "" and passkey_len256
+  CHECK(pr.figures[0].plot.series.empty());
+  CHECK_THAT(pr.markdown, Contains(": 1 replay run.") && !Contains("Distortion metric") && !Contains("## Rate-distortion") &&
+                              Contains("Not on the plot (KL 0") && Contains("| passkey_len256 |"));
+}
+
+namespace {
+
+ReportRun replay_run(int64_t id, const std::string& policy, const std::string& method, const std::string& model,
+                     std::vector<ReportReplayMetric> metrics) {
+  ReportRun r;
+  r.id = id;
+  r.kind = "replay";
+  r.workload = "text:a.txt";
+  r.report.policy_name = policy;
+  r.report.method = method;
+  r.report.model_id = model;
+  r.replay = std::move(metrics);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("report: replay runs by model and slice, KL against bits per KV entry", "[report]") {
+  // Two models; m1 has runs of two families at two rates plus fp16 (KL 0); one kivi run stored a
+  // second slice. Bits and KL are set by hand: the front is every point not beaten by a cheaper one.
+  std::vector<ReportRun> runs = {
+      replay_run(1, "fp16", "fp16", "m1", {{"s", "avg_bits_per_kv_token", 16}, {"s", "next_token_kl", 0}}),
+      replay_run(2, "uniform-4", "uniform", "m1", {{"s", "avg_bits_per_kv_token", 5}, {"s", "next_token_kl", 0.001}}),
+      replay_run(3, "uniform-2", "uniform", "m1", {{"s", "avg_bits_per_kv_token", 3}, {"s", "next_token_kl", 0.05}}),
+      replay_run(4, "kivi-2", "kivi", "m1",
+                 {{"s", "avg_bits_per_kv_token", 3.5}, {"s", "next_token_kl", 0.004}, {"t", "next_token_kl", 0.2}}),
+      replay_run(5, "kivi-2", "kivi", "m2", {{"s", "avg_bits_per_kv_token", 3.5}, {"s", "next_token_kl", 0.01}}),
+  };
+  runs.push_back(runs[1]);
+  runs.back().kind = "quantize";  // quantize runs belong to no replay group
+  auto groups = group_replays(runs);
+  REQUIRE(groups.size() == 3);
+  CHECK(groups[0].model == "m1");
+  CHECK(groups[0].slice == "s");
+  CHECK(groups[0].workload == "text:a.txt");
+  CHECK(groups[0].runs == std::vector<int>{2, 3, 1, 0});  // by bits: 3, 3.5, 5, 16
+  CHECK(groups[1].model == "m1");  // one run each: first appearance order
+  CHECK(groups[1].slice == "t");
+  CHECK(groups[1].runs == std::vector<int>{3});
+  CHECK(groups[2].model == "m2");
+  CHECK(std::isnan(replay_value(runs[3], "t", "avg_bits_per_kv_token")));
+  CHECK(replay_value(runs[3], "t", "next_token_kl") == 0.2);
+
+  PlotData d = replay_curves(runs, groups[0]);
+  REQUIRE(d.series.size() == 2);  // fp16 (KL 0) is left out
+  CHECK(d.series[0].name == "kivi");
+  CHECK(d.series[0].x == std::vector<double>{3.5});
+  CHECK(d.series[1].name == "uniform");
+  CHECK(d.series[1].x == std::vector<double>{3, 5});
+  CHECK(d.series[1].y == std::vector<double>{0.05, 0.001});
+  CHECK(d.series[1].ids == std::vector<int64_t>{3, 2});
+  CHECK(d.x_scale == ScaleKind::Log);
+  CHECK(d.lower_y_is_better);
+  // Front: uniform-2 (3 b, 0.05), kivi-2 (3.5 b, 0.004), uniform-4 (5 b, 0.001).
+  auto front = pareto_front(all_points(d), true);
+  REQUIRE(front.size() == 3);
+  CHECK(front[0].x == 3);
+  CHECK(front[1].x == 3.5);
+  CHECK(front[2].x == 5);
+  // Slice t has no bits: nothing to plot.
+  CHECK(replay_curves(runs, groups[1]).series.empty());
+
+  gui::ReportOptions o;
+  o.db = "runs.sqlite";
+  gui::ReportPlan p = gui::plan_report(runs, o);
+  // The quantize run (a copy of uniform-4) has a dump group; three replay figures follow its.
+  int replay_figures = 0;
+  for (const auto& f : p.figures) replay_figures += f.file.rfind("replay-", 0) == 0;
+  CHECK(replay_figures == 3);
+  CHECK_THAT(p.markdown, Contains("### m1 · `text:a.txt` · s (4 runs)") &&
+                             Contains("Pareto front of next-token KL: `uniform-2` (3 b, 0.05), `kivi-2` (3.5 b, 0.004), "
+                                      "`uniform-4` (5 b, 0.001).") &&
+                             Contains("Not on the plot (KL 0: decodes exactly as the fp16 cache, e.g. fp16, or KIVI "
+                                      "while the prompt fits its fp16 window; or not measured): `fp16`.") &&
+                             Contains(": 1 quantize run on 1 dump, 5 replay runs."));
 }
