@@ -17,6 +17,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/json_text.h"
+#include "storage/replay_record.h"
 
 namespace kvscope::cli {
 
@@ -97,24 +98,12 @@ void run_replay_command(const ReplayCliOptions& o) {
   std::fflush(stdout);
 
   if (o.store.no_store) return;
-  QuantizeReport identity;
-  identity.method = method_name(policy.method);
-  identity.policy_name = o.preset.empty() ? o.policy_file : o.preset;
-  identity.policy_json = canonical_policy_json(policy);
-  identity.model_id = o.model;
-  identity.shape.layers = cfg.num_layers;
-  identity.shape.kv_heads = cfg.num_kv_heads;
-  identity.shape.q_heads = cfg.num_heads;
-  identity.shape.head_dim = cfg.head_dim;
-  identity.wall_seconds = wall;
-  RunContext ctx;
-  ctx.workload = workload_desc;
-  ctx.tags = o.store.tags;
-  ctx.note = o.store.note;
-  for (const auto& m : metrics)
-    for (const auto& [k, v] : m.fields()) ctx.replay_metrics.push_back({m.slice, k, v});
+  ReplayRecord rec = replay_record(policy, o.preset.empty() ? o.policy_file : o.preset, o.model, cfg, workload_desc,
+                                   metrics, wall);
+  rec.ctx.tags = o.store.tags;
+  rec.ctx.note = o.store.note;
   RunStore store(resolve_db(o.store.db));
-  const int64_t id = store.add_replay_run(identity, ctx);
+  const int64_t id = store.add_replay_run(rec.identity, rec.ctx);
   std::fprintf(stderr, "kvscope: stored run %lld in %s\n", static_cast<long long>(id), store.path().c_str());
 }
 

@@ -20,6 +20,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
+#include "storage/replay_record.h"
 #include "storage/run_store.h"
 
 namespace kvscope {
@@ -222,23 +223,15 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
       auto lm = inputs.model(c.model);
       auto slices = inputs.slices(c.model, c.workload, *lm);
       const std::vector<SliceMetrics> metrics = run_replay(*lm->model, *lm->tok, *slices, mv.policy);
-      const ModelConfig& cfg = lm->model->config();
-      QuantizeReport identity;
-      identity.method = method_name(mv.policy.method);
-      identity.policy_name = mv.policy.name;
-      identity.policy_json = canonical_policy_json(mv.policy);
-      identity.model_id = spec.models[c.model];
-      identity.shape.layers = cfg.num_layers;
-      identity.shape.kv_heads = cfg.num_kv_heads;
-      identity.shape.q_heads = cfg.num_heads;
-      identity.shape.head_dim = cfg.head_dim;
-      identity.wall_seconds = std::chrono::duration<double>(Clock::now() - t).count();
-      ctx.workload = spec.workloads[c.workload];
-      for (const auto& m : metrics)
-        for (const auto& [k, v] : m.fields()) ctx.replay_metrics.push_back({m.slice, k, v});
+      ReplayRecord rec = replay_record(mv.policy, mv.policy.name, spec.models[c.model], lm->model->config(),
+                                       spec.workloads[c.workload], metrics,
+                                       std::chrono::duration<double>(Clock::now() - t).count());
+      rec.ctx.tags = ctx.tags;
+      rec.ctx.note = ctx.note;
+      rec.ctx.cell_hash = ctx.cell_hash;
       store.in_transaction([&] {
         if (store.has_done_cell(c.hash)) return;
-        store.add_replay_run(identity, ctx);
+        store.add_replay_run(rec.identity, rec.ctx);
         test_delay();
         stored = true;
       });

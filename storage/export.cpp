@@ -283,14 +283,15 @@ Table compare_table(const std::vector<StoredRun>& runs) {
 Table listing_table(const std::vector<RunListing>& runs) {
   Table t{"runs",
           {"run", "created", "status", "kind", "model", "method", "policy", "bits_per_element", "k_nmse", "v_nmse",
-           "attn_cos_mean", "wall_seconds", "tags", "note"},
+           "attn_cos_mean", "kv_bits", "greedy_match", "next_token_kl", "wall_seconds", "tags", "note"},
           {}};
   auto finite = [](double v) { return std::isnan(v) ? Cell::empty() : Cell::number(v); };
   for (const RunListing& l : runs) {
     std::string note = l.note.substr(0, l.note.find('\n'));  // first line only
     t.rows.push_back({Cell::whole(l.id), Cell::str(l.created_at), Cell::str(l.status), Cell::str(l.kind),
                       Cell::str(l.model_id), Cell::str(l.method), Cell::str(l.policy_name), finite(l.bits_per_element),
-                      finite(l.k_nmse), finite(l.v_nmse), finite(l.attn_cos_mean), finite(l.wall_seconds),
+                      finite(l.k_nmse), finite(l.v_nmse), finite(l.attn_cos_mean), finite(l.kv_bits),
+                      finite(l.greedy_match), finite(l.next_token_kl), finite(l.wall_seconds),
                       Cell::str(join(l.tags, " ")), Cell::str(std::move(note))});
   }
   return t;

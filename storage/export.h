@@ -39,7 +39,8 @@ Table per_layer_table(const std::vector<StoredRun>& runs);
 Table per_head_table(const std::vector<StoredRun>& runs);
 // One row per metric, the runs side by side, each run after the first with its delta to the first.
 Table compare_table(const std::vector<StoredRun>& runs);
-// One row per listed run (`kvscope runs list`, the GUI's runs table).
+// One row per listed run (`kvscope runs list`, the GUI's runs table). Replay runs fill kv_bits,
+// greedy_match and next_token_kl (their slices pooled by scored steps, see RunListing).
 Table listing_table(const std::vector<RunListing>& runs);
 // Everything stored about one run, for scripts (`kvscope runs show --json`).
 std::string run_to_json(const StoredRun& run);

@@ -384,8 +384,22 @@ std::vector<RunListing> RunStore::list_runs(const RunFilter& f) {
   auto q = impl_->stmt(
       "SELECT r.id, r.created_at, r.kind, r.status, coalesce(m.name, ''), r.method, r.policy_name, r.note,"
       " (SELECT group_concat(tag, ',') FROM run_tags t WHERE t.run_id = r.id),"
-      " s.bits_per_element, s.k_nmse, s.v_nmse, s.attn_cos_mean, r.wall_seconds"
+      " s.bits_per_element, s.k_nmse, s.v_nmse, s.attn_cos_mean, r.wall_seconds,"
+      " w.kv_bits, w.greedy_match, w.next_token_kl,"
+      " CASE r.kind WHEN 'replay' THEN r.workload ELSE r.dump_path END"
       " FROM runs r LEFT JOIN models m ON m.id = r.model_id LEFT JOIN run_summaries s ON s.run_id = r.id"
+      // Replay metrics pooled over slices by scored steps: sum(value * steps) / sum(steps).
+      " LEFT JOIN (SELECT v.run_id,"
+      "   sum(CASE v.name WHEN 'avg_bits_per_kv_token' THEN v.value * n.value END) /"
+      "     sum(CASE v.name WHEN 'avg_bits_per_kv_token' THEN n.value END) AS kv_bits,"
+      "   sum(CASE v.name WHEN 'greedy_match_ratio' THEN v.value * n.value END) /"
+      "     sum(CASE v.name WHEN 'greedy_match_ratio' THEN n.value END) AS greedy_match,"
+      "   sum(CASE v.name WHEN 'next_token_kl' THEN v.value * n.value END) /"
+      "     sum(CASE v.name WHEN 'next_token_kl' THEN n.value END) AS next_token_kl"
+      "   FROM replay_metrics v JOIN replay_metrics n"
+      "     ON n.run_id = v.run_id AND n.slice = v.slice AND n.name = 'steps' AND n.value > 0"
+      "   WHERE v.name IN ('avg_bits_per_kv_token', 'greedy_match_ratio', 'next_token_kl') GROUP BY v.run_id) w"
+      "   ON w.run_id = r.id"
       " WHERE (?1 = '' OR instr(m.name, ?1) > 0) AND (?2 = '' OR r.method = ?2)"
       " AND (?3 = '' OR EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag = ?3))"
       " AND (?4 = '' OR r.created_at >= ?4) AND (?5 = '' OR r.status = ?5)"
@@ -415,6 +429,10 @@ std::vector<RunListing> RunStore::list_runs(const RunFilter& f) {
     l.v_nmse = q.real(11);
     l.attn_cos_mean = q.real(12);
     l.wall_seconds = q.real(13);
+    l.kv_bits = q.real(14);
+    l.greedy_match = q.real(15);
+    l.next_token_kl = q.real(16);
+    l.source = q.text(17);
     out.push_back(std::move(l));
   }
   return out;

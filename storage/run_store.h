@@ -65,8 +65,13 @@ struct StoredRun {
 struct RunListing {
   int64_t id = 0;
   std::string created_at, kind, status, model_id, method, policy_name, note;
+  std::string source;  // what the run measured: the dump path (quantize) or the workload (replay)
   std::vector<std::string> tags;
   double bits_per_element = 0, k_nmse = 0, v_nmse = 0, attn_cos_mean = 0, wall_seconds = 0;  // NaN when absent
+  // Replay runs: the run's slices pooled, each weighted by its scored steps (exact for the greedy
+  // match ratio and the KL, which are means over steps; a steps-weighted mean for the bits per
+  // KV entry). NaN for quantize runs and replays without these metrics.
+  double kv_bits = 0, greedy_match = 0, next_token_kl = 0;
 };
 
 struct RunFilter {

@@ -4,13 +4,15 @@
 #include <cctype>
 #include <cmath>
 #include <map>
+#include <set>
 #include <sstream>
 
 namespace kvscope::views {
 
 const char* run_column_name(RunColumn c) {
-  static const char* kNames[kRunColumnCount] = {"id",     "created", "model",   "method", "policy",       "bits/elem",
-                                                "B/token", "K NMSE", "V NMSE", "attn cos", "greedy match", "tag"};
+  static const char* kNames[kRunColumnCount] = {"id",       "created",      "model",   "method", "policy",
+                                                "bits/elem", "B/token",      "K NMSE",  "V NMSE", "attn cos",
+                                                "greedy match", "next-token KL", "tag"};
   return kNames[static_cast<int>(c)];
 }
 
@@ -31,6 +33,7 @@ double number(const RunRow& r, RunColumn c) {
     case RunColumn::VNmse: return r.v_nmse;
     case RunColumn::AttnCos: return r.attn_cos;
     case RunColumn::GreedyMatch: return r.greedy_match;
+    case RunColumn::NextTokenKl: return r.next_token_kl;
     default: return NAN;
   }
 }
@@ -79,7 +82,8 @@ std::vector<int> filter_and_sort(const std::vector<RunRow>& rows, const std::str
 
 RunDelta run_delta(const RunRow& a, const RunRow& b) {
   return {b.bits_per_element - a.bits_per_element, b.bytes_per_token - a.bytes_per_token, b.k_nmse - a.k_nmse,
-          b.v_nmse - a.v_nmse, b.attn_cos - a.attn_cos, b.greedy_match - a.greedy_match};
+          b.v_nmse - a.v_nmse, b.attn_cos - a.attn_cos, b.greedy_match - a.greedy_match,
+          b.next_token_kl - a.next_token_kl};
 }
 
 const char* rd_metric_name(RdMetric m) {
@@ -87,7 +91,19 @@ const char* rd_metric_name(RdMetric m) {
     case RdMetric::KNmse: return "K NMSE";
     case RdMetric::VNmse: return "V NMSE";
     case RdMetric::AttnCosDistance: return "1 - attention output cosine";
-    case RdMetric::GreedyMatch: return "greedy match ratio";
+    case RdMetric::GreedyMatch: return "greedy match ratio (replay)";
+    case RdMetric::NextTokenKl: return "next-token KL, nats (replay)";
+  }
+  return "?";
+}
+
+const char* rd_metric_key(RdMetric m) {
+  switch (m) {
+    case RdMetric::KNmse: return "k_nmse";
+    case RdMetric::VNmse: return "v_nmse";
+    case RdMetric::AttnCosDistance: return "attn_cos";
+    case RdMetric::GreedyMatch: return "greedy";
+    case RdMetric::NextTokenKl: return "kl";
   }
   return "?";
 }
@@ -95,27 +111,52 @@ const char* rd_metric_name(RdMetric m) {
 PlotData rd_plot(const std::vector<RunRow>& rows, RdMetric m) {
   PlotData d;
   d.title = std::string("Rate-distortion: ") + rd_metric_name(m);
-  d.x_label = "bits / element";
+  const bool replay = m == RdMetric::GreedyMatch || m == RdMetric::NextTokenKl;  // only replay runs have these
+  d.x_label = replay ? "bits / KV entry (replayed cache)" : "bits / element";
   d.y_label = rd_metric_name(m);
   d.x_scale = ScaleKind::Log;
   d.y_scale = m == RdMetric::GreedyMatch ? ScaleKind::Linear : ScaleKind::Log;
   d.lower_y_is_better = m != RdMetric::GreedyMatch;
   d.show_pareto = true;
-  std::map<std::string, std::vector<const RunRow*>> by_method;
-  for (const auto& r : rows) by_method[r.method].push_back(&r);
-  for (auto& [method, runs] : by_method) {
+  auto value = [m](const RunRow& r) {
+    switch (m) {
+      case RdMetric::KNmse: return r.k_nmse;
+      case RdMetric::VNmse: return r.v_nmse;
+      case RdMetric::AttnCosDistance: return 1.0 - r.attn_cos;
+      case RdMetric::GreedyMatch: return r.greedy_match;
+      case RdMetric::NextTokenKl: return r.next_token_kl;
+    }
+    return std::nan("");
+  };
+  std::vector<const RunRow*> plotted;
+  std::set<std::string> sources;
+  for (const auto& r : rows)
+    if (std::isfinite(value(r)) && std::isfinite(r.bits_per_element)) {
+      plotted.push_back(&r);
+      sources.insert(r.dump);
+    }
+  d.show_pareto = sources.size() <= 1;  // a front across different data would compare nothing
+  // Sources by their last path component, unless two share it (then whole).
+  std::map<std::string, std::string> source_name;
+  std::set<std::string> short_names;
+  for (const auto& src : sources) {
+    size_t slash = src.find_last_of('/');
+    source_name[src] = slash == std::string::npos ? src : src.substr(slash + 1);
+    short_names.insert(source_name[src]);
+  }
+  if (short_names.size() < sources.size())
+    for (auto& [src, name] : source_name) name = src;
+  std::map<std::string, std::vector<const RunRow*>> by_series;  // name order = stable colours
+  for (const RunRow* r : plotted)
+    by_series[sources.size() > 1 ? r->method + " · " + source_name[r->dump] : r->method].push_back(r);
+  for (auto& [name, runs] : by_series) {
     std::stable_sort(runs.begin(), runs.end(),
                      [](const RunRow* a, const RunRow* b) { return a->bits_per_element < b->bits_per_element; });
     Series s;
-    s.name = method;
+    s.name = name;
     for (const RunRow* r : runs) {
-      double y = m == RdMetric::KNmse ? r->k_nmse
-               : m == RdMetric::VNmse ? r->v_nmse
-               : m == RdMetric::AttnCosDistance ? 1.0 - r->attn_cos
-                                                 : r->greedy_match;
-      if (!std::isfinite(y)) continue;
       s.x.push_back(r->bits_per_element);
-      s.y.push_back(y);
+      s.y.push_back(value(*r));
       s.ids.push_back(r->id);
       s.labels.push_back("run " + std::to_string(r->id) + ": " + r->policy + (r->tag.empty() ? "" : " [" + r->tag + "]"));
     }

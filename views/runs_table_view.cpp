@@ -77,6 +77,7 @@ RunsTableIntent draw_runs_table(const std::vector<RunRow>& rows, RunsTableState&
       ImGui::TableNextColumn(); cell_number(r.v_nmse);
       ImGui::TableNextColumn(); cell_number(r.attn_cos, "%.5f");
       ImGui::TableNextColumn(); cell_number(r.greedy_match, "%.3f");
+      ImGui::TableNextColumn(); cell_number(r.next_token_kl);
       ImGui::TableNextColumn(); ImGui::TextUnformatted(r.tag.c_str());
     }
     ImGui::EndTable();

@@ -432,7 +432,7 @@ void App::replay_job(const ModelEntry& entry) {
   const std::string dir = entry.dir, id = entry.id, spec = replay_spec_;
   runner_.submit(
       "replay " + id + " " + (p.name.empty() ? method_name(p.method) : p.name) + " on " + spec,
-      [this, dir, spec, p](JobContext& ctx) -> JobRunner::Completion {
+      [this, dir, id, spec, p](JobContext& ctx) -> JobRunner::Completion {
         auto tok = load_tokenizer(dir);
         auto model = Model::load(dir);
         check_bit_budget(model->config(), p);
@@ -442,13 +442,25 @@ void App::replay_job(const ModelEntry& entry) {
         ReplayOptions ro;
         ro.cancel = &ctx.cancel;
         ro.progress = [&](const std::string&) { ctx.progress = total ? double(++done) / total : 0.5; };
+        const auto t0 = Clock::now();
         auto metrics = run_replay(*model, *tok, slices, p, ro);
         auto lines = std::make_shared<std::vector<std::string>>();
         for (const auto& m : metrics) lines->push_back(test_metrics_line(m));
-        return [this, lines] {
+        auto record = std::make_shared<ReplayRecord>(
+            replay_record(p, p.name.empty() ? method_name(p.method) : p.name, id, model->config(), spec, metrics,
+                          std::chrono::duration<double>(Clock::now() - t0).count()));
+        return [this, lines, record] {
           replay_lines_ = *lines;
           for (const auto& l : replay_lines_) std::printf("%s\n", l.c_str());
           std::fflush(stdout);
+          // Kept like `kvscope replay` keeps it: in the open store, else the default one.
+          try {
+            if (!runs_.has_store()) open_store(default_db_path());
+            int64_t id = runs_.add_replay(*record);
+            live_status_ = "replay stored as run " + std::to_string(id) + " in " + runs_.store_path();
+          } catch (const Error& e) {
+            error(e.what());
+          }
         };
       },
       "replay");
@@ -590,7 +602,18 @@ void App::open_store(const std::string& path) {
 
 void App::open_run(int64_t id) {
   // Opening a run shows its stored report and loads its policy into the editor; the next
-  // edit re-quantizes the open dump with it.
+  // edit re-quantizes the open dump with it. A replay run has no per-head report: only its policy.
+  auto row = std::find_if(runs_.rows().begin(), runs_.rows().end(), [&](const views::RunRow& r) { return r.id == id; });
+  if (row != runs_.rows().end() && row->replay) {
+    try {
+      policy_ = runs_.policy(id);
+      policy_edited(true);
+      live_status_ = "run " + std::to_string(id) + " is a replay: its policy is in the editor, its metrics in the runs table";
+    } catch (const Error& e) {
+      error(e.what());
+    }
+    return;
+  }
   auto rep = runs_.report(id);
   if (!rep) {
     error("run " + std::to_string(id) + ": cannot be loaded");
@@ -1115,10 +1138,10 @@ views::PlotData App::rd_data() const { return views::rd_plot(runs_.rows(), rd_me
 
 void App::rd_view(ImVec2 size) {
   (void)size;
-  const char* metrics[] = {"K NMSE", "V NMSE", "1 - attention cosine", "greedy match"};
+  const char* metrics[] = {"K NMSE", "V NMSE", "1 - attention cosine", "greedy match (replay)", "next-token KL (replay)"};
   int m = static_cast<int>(rd_metric_);
   ImGui::SetNextItemWidth(220 * settings_.ui_scale);
-  if (ImGui::Combo("y axis", &m, metrics, 4)) rd_metric_ = static_cast<views::RdMetric>(m);
+  if (ImGui::Combo("y axis", &m, metrics, IM_ARRAYSIZE(metrics))) rd_metric_ = static_cast<views::RdMetric>(m);
   ImGui::SameLine();
   ImGui::BeginDisabled(!dump_);
   if (ImGui::Button("Sweep all presets on this dump")) start_sweep();
@@ -1370,6 +1393,14 @@ bool App::script_action(const ScriptAction& a) {
       }
     fail(where, "unknown view '{}' (heatmap, rd, attention, runs)", a.args[0]);
   }
+  if (v == "rd_metric") {
+    for (views::RdMetric m : views::kRdMetrics)
+      if (a.args[0] == views::rd_metric_key(m)) {
+        rd_metric_ = m;
+        return true;
+      }
+    fail(where, "unknown rd_metric '{}' (k_nmse, v_nmse, attn_cos, greedy, kl)", a.args[0]);
+  }
   if (v == "metric") {
     for (HeadMetric m : views::kHeadMetrics)
       if (a.args[0] == metric_key(m)) {
@@ -1548,6 +1579,11 @@ void App::write_layout_json(const std::string& png_path) {
                       {"log_scale", log_scale_},
                       {"dark", settings_.dark}};
   if (view_ == 0) j["heatmaps"] = {{"k", grid(layout_k_)}, {"v", grid(layout_v_)}};
+  if (view_ == 1) {
+    nlohmann::json series = nlohmann::json::array();
+    for (const auto& s : rd_data().series) series.push_back({{"name", s.name}, {"points", s.x.size()}});
+    j["rd"] = {{"metric", views::rd_metric_key(rd_metric_)}, {"series", series}};
+  }
   if (report_) j["report"] = {{"policy", report_->policy_name}, {"bits_per_element", report_->bits_per_element}};
   if (selected_.valid()) j["selected"] = {selected_kind_ == 'k' ? "k" : "v", selected_.row, selected_.col};
   std::ofstream out(png_path + ".json");

@@ -54,6 +54,7 @@ views::RunRow run_row(const QuantizeReport& r, int64_t id, const std::string& cr
   row.v_nmse = r.v_nmse;
   row.attn_cos = r.attn_queries > 0 ? r.attn_cos_mean : NAN;
   row.greedy_match = NAN;
+  row.next_token_kl = NAN;
   return row;
 }
 
@@ -97,16 +98,19 @@ void RunList::rebuild_rows() {
     row.id = l.id;
     row.created = l.created_at;
     row.model = l.model_id;
+    row.dump = l.source;
     row.method = l.method;
     row.policy = l.policy_name;
     row.tag = join(l.tags);
     row.note = l.note;
-    row.bits_per_element = l.bits_per_element;
+    row.bits_per_element = l.kind == "replay" ? l.kv_bits : l.bits_per_element;  // see views::RunRow
     row.bytes_per_token = NAN;
     row.k_nmse = l.k_nmse;
     row.v_nmse = l.v_nmse;
     row.attn_cos = l.attn_cos_mean;
-    row.greedy_match = NAN;
+    row.greedy_match = l.greedy_match;
+    row.next_token_kl = l.next_token_kl;
+    row.replay = l.kind == "replay";
     if (auto it = cache_.find(l.id); it != cache_.end()) row.bytes_per_token = it->second->report.bytes_per_token;
     rows_.push_back(row);
   }
@@ -135,6 +139,13 @@ int64_t RunList::add(const QuantizeReport& report, const std::vector<std::string
   session_ids_.push_back(s->id);
   rebuild_rows();
   return s->id;
+}
+
+int64_t RunList::add_replay(const ReplayRecord& record) {
+  if (!store_) fail("replay", "no run store is open to keep the replay in");
+  int64_t id = store_->add_replay_run(record.identity, record.ctx);
+  refresh();
+  return id;
 }
 
 StoredRun RunList::stored(int64_t id) {

@@ -12,6 +12,7 @@
 
 #include "core/policy/policy.h"
 #include "core/quant/report.h"
+#include "storage/replay_record.h"
 #include "storage/run_store.h"
 #include "views/runs_model.h"
 
@@ -29,6 +30,8 @@ class RunList {
   void refresh();  // re-lists the store
   // Keeps a run: in the store when one is open, else for this session. Returns its id.
   int64_t add(const QuantizeReport& report, const std::vector<std::string>& tags = {}, const std::string& note = {});
+  // Stores a replay run; Error when no store is open (replays are kept only in a store, as the CLI does).
+  int64_t add_replay(const ReplayRecord& record);
 
   const std::vector<views::RunRow>& rows() const { return rows_; }
   std::shared_ptr<const QuantizeReport> report(int64_t id);  // null when unknown

@@ -14,7 +14,7 @@ std::vector<ScriptAction> parse_script_text(const std::string& text, const std::
       {"ui_scale", 1},   {"preset", 1},   {"set", 2},       {"hover", 3},      {"click", 3},
       {"rclick", 3},     {"sweep", 0},    {"capture", 2},   {"replay", 2},   {"save_run", 0},  {"wait_jobs", 0},  {"wait_frames", 1},
       {"screenshot", 1}, {"save_figure", 4}, {"perf_begin", 0}, {"perf_end", 1}, {"open", 1},
-      {"quit", 0}};
+      {"rd_metric", 1}, {"quit", 0}};
   std::vector<ScriptAction> out;
   std::istringstream in(text);
   std::string line;

@@ -9,7 +9,9 @@
 //   wait_frames <n>                     screenshot <out.png>          save_figure heatmap|rd|attention <out.png> <w> <h>
 //   perf_begin                          perf_end <out.json>           open <dump.safetensors>
 //   capture <model id> <tokens>         (a model from discover_models: captures a dump on the built-in passage)
-//   replay <model id> <workload spec>   (replays the model with the editor's policy; TEST_METRICS on stdout)
+//   replay <model id> <workload spec>   (replays the model with the editor's policy; TEST_METRICS on stdout,
+//                                        the run stored in the open run store, else the default one)
+//   rd_metric k_nmse|v_nmse|attn_cos|greedy|kl   (the RD view's y axis; greedy and kl plot replay runs)
 //   quit
 #include <string>
 #include <vector>

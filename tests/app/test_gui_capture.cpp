@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "storage/run_store.h"
 #include "test_util.h"
 
 TEST_CASE("GUI: capture a dump from a discovered model and show its heatmap") {
@@ -35,6 +36,31 @@ TEST_CASE("GUI: capture a dump from a discovered model and show its heatmap") {
   CHECK(rc == 0);
   CHECK_THAT(slurp(tmp.path("r.log")), Catch::Contains("TEST_METRICS: slice=passkey_len256_depth0.5") &&
                                            Catch::Contains("greedy_match_ratio="));
+  // The replay is kept as `kvscope replay` keeps it: no store was open, so in the default one.
+  const std::string db = tmp.path("data") + "/kvscope/kvscope.sqlite";
+  {
+    kvscope::RunStore store(db, {.read_only = true});
+    auto runs = store.list_runs();
+    REQUIRE(runs.size() == 1);
+    CHECK(runs[0].kind == "replay");
+    CHECK(runs[0].policy_name == "kivi-4");
+    CHECK(runs[0].model_id == "stories260K");
+    CHECK(runs[0].greedy_match >= 0);
+    CHECK(runs[0].kv_bits > 4);
+    CHECK(store.load_run(runs[0].id).workload == "passkey:len=256,depth=0.5,n=1");
+  }
+  // ... and plotted in the RD view against its bits per KV entry when the y axis is a replay metric.
+  std::ofstream(tmp.path("rd.txt")) << "view rd\nrd_metric kl\nwait_frames 2\nscreenshot " << tmp.path("rd.png") << "\n";
+  rc = std::system((env + "xvfb-run -a -s '-screen 0 1600x1000x24' " KVSCOPE_BIN " gui --db " + db +
+                    " --width 1200 --height 800 --script " + tmp.path("rd.txt") + " > " + tmp.path("rd.log") + " 2>&1")
+                       .c_str());
+  INFO(slurp(tmp.path("rd.log")));
+  REQUIRE(rc == 0);
+  auto rd = nlohmann::json::parse(slurp(tmp.path("rd.png") + ".json"));
+  CHECK(rd["rd"]["metric"] == "kl");
+  REQUIRE(rd["rd"]["series"].size() == 1);
+  CHECK(rd["rd"]["series"][0]["name"] == "kivi");
+  CHECK(rd["rd"]["series"][0]["points"] == 1);
   // An unknown model is a clear script error naming the line, and a non-zero exit.
   std::ofstream(tmp.path("bad.txt")) << "capture no-such-model 64\n";
   rc = std::system((env + "xvfb-run -a -s '-screen 0 1600x1000x24' " KVSCOPE_BIN " gui --width 800 --height 600 --script " +

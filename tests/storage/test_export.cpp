@@ -1,6 +1,7 @@
 // Export formats against hand-written expected text, and the tables built from runs.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -180,4 +181,29 @@ TEST_CASE("summary has one row per run and the compression ratio", "[storage][ex
 TEST_CASE("unknown table and format names are errors listing the choices", "[storage][export]") {
   CHECK_THROWS_WITH(make_table("pivot", {}), Catch::Contains("summary, per-layer, per-head, compare"));
   CHECK_THROWS_WITH(format_table(awkward_table(), "xlsx"), Catch::Contains("csv, md, tex, json"));
+}
+
+TEST_CASE("the runs listing shows replay runs' pooled metrics and leaves quantize runs' empty", "[storage][export]") {
+  RunListing q, r;
+  q.id = 1;
+  q.kind = "quantize";
+  q.bits_per_element = 4.5;
+  q.kv_bits = q.greedy_match = q.next_token_kl = NAN;
+  r.id = 2;
+  r.kind = "replay";
+  r.bits_per_element = NAN;
+  r.kv_bits = 5;
+  r.greedy_match = 0.8;
+  r.next_token_kl = 0.02;
+  Table t = listing_table({q, r});
+  auto col = [&](const std::string& name) {
+    return static_cast<size_t>(std::find(t.header.begin(), t.header.end(), name) - t.header.begin());
+  };
+  REQUIRE(col("next_token_kl") < t.header.size());
+  CHECK(t.rows[0][col("bits_per_element")].real == 4.5);
+  CHECK(t.rows[0][col("greedy_match")].kind == Cell::Kind::Empty);
+  CHECK(t.rows[1][col("kv_bits")].real == 5);
+  CHECK(t.rows[1][col("greedy_match")].real == 0.8);
+  CHECK(t.rows[1][col("next_token_kl")].real == 0.02);
+  CHECK(t.rows[1][col("bits_per_element")].kind == Cell::Kind::Empty);
 }

@@ -209,6 +209,30 @@ TEST_CASE("a replay run stores its identification and replay metrics", "[storage
   CHECK(run.replay_metrics[1].name == "perplexity_delta");
   CHECK(run.replay_metrics[1].value == 0.12);
   CHECK(std::isnan(store.list_runs()[0].bits_per_element));  // no tensor summary for replay
+  CHECK(std::isnan(store.list_runs()[0].greedy_match));       // no "steps": nothing to pool by
+}
+
+TEST_CASE("listed replay runs pool their slices by scored steps", "[storage]") {
+  TempDir tmp;
+  RunStore store(tmp.path("runs.sqlite"));
+  const int64_t q = store.add_quantize_run(test::make_report(2, 1, 0), {});
+  RunContext ctx;
+  // Slice a: 30 steps, 27 matched (0.9), KL 0.01, 5 bits; slice b: 10 steps, 5 matched (0.5), KL
+  // 0.05, 3 bits; slice c has no steps and does not count. Pooled: matched 32 / 40 = 0.8;
+  // KL (0.3 + 0.5) / 40 = 0.02; bits (150 + 30) / 40 = 4.5.
+  ctx.replay_metrics = {{"a", "steps", 30},          {"a", "greedy_match_ratio", 0.9}, {"a", "next_token_kl", 0.01},
+                        {"a", "avg_bits_per_kv_token", 5}, {"b", "steps", 10},          {"b", "greedy_match_ratio", 0.5},
+                        {"b", "next_token_kl", 0.05},      {"b", "avg_bits_per_kv_token", 3}, {"c", "greedy_match_ratio", 0}};
+  const int64_t r = store.add_replay_run(test::make_report(2, 1, 0), ctx);
+  auto listed = store.list_runs();
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0].id == r);
+  CHECK(listed[0].greedy_match == Approx(0.8));
+  CHECK(listed[0].next_token_kl == Approx(0.02));
+  CHECK(listed[0].kv_bits == Approx(4.5));
+  CHECK(listed[1].id == q);
+  CHECK(std::isnan(listed[1].greedy_match));
+  CHECK(std::isnan(listed[1].kv_bits));
 }
 
 TEST_CASE("a failing run leaves nothing behind", "[storage]") {

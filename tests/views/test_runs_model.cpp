@@ -46,6 +46,7 @@ TEST_CASE("run_delta is b minus a") {
 
 TEST_CASE("RD plot: one series per method sorted by bits, run ids kept, front across methods") {
   auto rows = sample_rows();
+  rows[2].dump = "d.safetensors";  // one dump: series are methods
   PlotData d = rd_plot(rows, RdMetric::KNmse);
   REQUIRE(d.series.size() == 3);  // fp16, kivi, uniform (map order)
   CHECK(d.series[1].name == "kivi");
@@ -61,5 +62,54 @@ TEST_CASE("RD plot: one series per method sorted by bits, run ids kept, front ac
   CHECK(front[2].x == 16);
   PlotData g = rd_plot(rows, RdMetric::GreedyMatch);
   CHECK(!g.lower_y_is_better);
-  CHECK(g.series[1].x.size() == 1);  // run 1 was never replayed
+  CHECK(g.series[1].ids == std::vector<int64_t>{2});  // run 1 was never replayed
+  CHECK(g.x_label == "bits / KV entry (replayed cache)");
+  // Next-token KL: replayed runs only, log y, lower is better; fp16 (KL 0) stays in the data.
+  rows[0].next_token_kl = NAN;
+  rows[1].next_token_kl = 0.01;
+  rows[2].next_token_kl = 0.05;
+  rows[3].next_token_kl = 0;
+  PlotData kl = rd_plot(rows, RdMetric::NextTokenKl);
+  CHECK(kl.lower_y_is_better);
+  CHECK(kl.y_scale == ScaleKind::Log);
+  REQUIRE(kl.series.size() == 3);
+  CHECK(kl.series[1].ids == std::vector<int64_t>{2});
+  CHECK(kl.series[2].y == std::vector<double>{0.05});
+  CHECK(filter_and_sort(rows, "", RunColumn::NextTokenKl, true) == std::vector<int>{3, 1, 2, 0});
+  CHECK(run_delta(rows[1], rows[2]).next_token_kl == Approx(0.04));
+  // A row without a rate (a replay that stored no bits) is not plotted; its method has no series.
+  rows[2].bits_per_element = NAN;
+  CHECK(rd_plot(rows, RdMetric::NextTokenKl).series.size() == 2);
+}
+
+TEST_CASE("RD plot: runs on different dumps or workloads are never joined by one line") {
+  auto rows = sample_rows();  // run 3 measured e.safetensors, the others d.safetensors
+  PlotData d = rd_plot(rows, RdMetric::KNmse);
+  REQUIRE(d.series.size() == 3);
+  CHECK(d.series[0].name == "fp16 · d.safetensors");
+  CHECK(d.series[1].name == "kivi · d.safetensors");
+  CHECK(d.series[1].ids == std::vector<int64_t>{1, 2});
+  CHECK(d.series[2].name == "uniform · e.safetensors");
+  CHECK(!d.show_pareto);
+  // Two dumps with one file name in different folders: named by their whole paths, not joined.
+  rows[0].dump = "/data/d.safetensors";
+  rows[2].dump = "/data/e.safetensors";
+  d = rd_plot(rows, RdMetric::KNmse);
+  REQUIRE(d.series.size() == 4);
+  CHECK(d.series[0].name == "fp16 · d.safetensors");
+  CHECK(d.series[1].name == "kivi · /data/d.safetensors");
+  CHECK(d.series[1].ids == std::vector<int64_t>{1});
+  CHECK(d.series[2].name == "kivi · d.safetensors");
+  // Replay workloads: the same method on two workloads is two series.
+  std::vector<RunRow> r(3);
+  r[0] = {1, "", "m", "text:/books/a.txt;window=256", "uniform", "uniform-2", "", "", 3, NAN, NAN, NAN, NAN, 0.8, 0.02};
+  r[1] = {2, "", "m", "passkey:len=256", "uniform", "uniform-2", "", "", 3, NAN, NAN, NAN, NAN, 0.9, 0.01};
+  r[2] = {3, "", "m", "passkey:len=256", "uniform", "uniform-4", "", "", 5, NAN, NAN, NAN, NAN, 1.0, 0.001};
+  PlotData k = rd_plot(r, RdMetric::NextTokenKl);
+  REQUIRE(k.series.size() == 2);
+  CHECK(k.series[0].name == "uniform · a.txt;window=256");
+  CHECK(k.series[0].ids == std::vector<int64_t>{1});
+  CHECK(k.series[1].name == "uniform · passkey:len=256");
+  CHECK(k.series[1].ids == std::vector<int64_t>{2, 3});
+  CHECK(rd_plot(r, RdMetric::KNmse).series.empty());  // replay runs have no tensor errors
 }
