@@ -28,7 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ReportArgs {
-  std::string db, out, model, tag, metric = "attn_cos_mean";
+  std::string db, out, model, tag, metric = "attn_cos_mean", size = "960x600", theme = "dark";
   int64_t run = 0;
   bool has_run = false;
 };
@@ -75,6 +75,16 @@ std::string find_on_path(const std::string& name) {
   throw Error(fmt::format("report: cannot run {}: {}", xvfb, std::strerror(errno)));
 }
 
+// "WxH" in pixels, each side 320..4096 (ImGui's layout needs room; larger is a poster).
+std::pair<int, int> parse_figure_size(const std::string& text) {
+  int w = 0, h = 0;
+  char x = 0, extra = 0;
+  if (std::sscanf(text.c_str(), "%d%c%d%c", &w, &x, &h, &extra) != 3 || x != 'x' || w < 320 || h < 240 || w > 4096 ||
+      h > 4096)
+    fail("--size", "\"{}\" is not a figure size WxH between 320x240 and 4096x4096 (e.g. 1280x800)", text);
+  return {w, h};
+}
+
 void draw_figure(const gui::ReportFigure& f, ImVec2 size) {
   if (f.kind == gui::ReportFigure::Kind::Plot) {
     views::draw_plot("figure", f.plot, size);
@@ -107,6 +117,9 @@ void run_report(const ReportArgs& a) {
   o.tag = a.tag;
   if (a.has_run) o.run = a.run;
   o.metric = views::parse_report_metric(a.metric);
+  const auto [width, height] = parse_figure_size(a.size);
+  gui::FigureStyle style;
+  style.dark = a.theme == "dark";
   gui::ReportPlan plan;
   {
     RunStore store(a.db);
@@ -122,10 +135,9 @@ void run_report(const ReportArgs& a) {
   const fs::path md = fs::path(a.out) / "report.md";
   fs::remove(md, ec);
 
-  gui::FigureRenderer renderer;  // the GUI's dark theme and font
+  gui::FigureRenderer renderer(style);  // the GUI's theme and font
   for (const auto& f : plan.figures)
-    renderer.render((fs::path(a.out) / f.file).string(), f.width, f.height,
-                    [&](ImVec2 size) { draw_figure(f, size); });
+    renderer.render((fs::path(a.out) / f.file).string(), width, height, [&](ImVec2 size) { draw_figure(f, size); });
 
   const std::string tmp = md.string() + ".tmp";
   TempFileGuard guard(tmp);
@@ -159,6 +171,10 @@ void register_report(CLI::App& app) {
   cmd->add_option("--metric", a->metric,
                   "Distortion for the RD curves and the run choice: attn_cos_mean, attn_cos_min, attn_nmse, "
                   "attn_kl_mean, k_nmse, v_nmse")
+      ->capture_default_str();
+  cmd->add_option("--size", a->size, "Figure size in pixels, WxH")->capture_default_str();
+  cmd->add_option("--theme", a->theme, "Figure colours: dark (the GUI's) or light (for papers)")
+      ->check(CLI::IsMember({"dark", "light"}))
       ->capture_default_str();
   cmd->callback([a, run] {
     a->has_run = run->count() > 0;

@@ -29,6 +29,9 @@ PlotIntent draw_plot(const char* id, const PlotData& d, ImVec2 size) {
   ImU32 text = ImGui::GetColorU32(ImGuiCol_Text);
   ImU32 dim = ImGui::GetColorU32(ImGuiCol_TextDisabled);
   ImU32 grid = ImGui::GetColorU32(ImGuiCol_Border);
+  // Minor lines at a third of the major lines' opacity (masking the alpha bits, as before, made
+  // them vanish in the dark theme and stay heavy in the light one).
+  ImU32 grid_minor = ImGui::GetColorU32(ImGuiCol_Border, 0.35f);
   dl->AddRectFilled(o, ImVec2(o.x + size.x, o.y + size.y), ImGui::GetColorU32(ImGuiCol_FrameBg));
   dl->AddText(ImVec2(o.x + 8, o.y + 4), text, d.title.c_str());
   float left = ImGui::CalcTextSize("0.0000").x + line + 12;
@@ -53,7 +56,7 @@ PlotIntent draw_plot(const char* id, const PlotData& d, ImVec2 size) {
   for (const Tick& t : axis_ticks(f.x)) {
     float x = f.x.to_pixel(t.value);
     if (x < area.x0 - 0.5f || x > area.x1 + 0.5f) continue;
-    dl->AddLine(ImVec2(x, area.y0), ImVec2(x, area.y1), t.major ? grid : (grid & 0x60FFFFFF));
+    dl->AddLine(ImVec2(x, area.y0), ImVec2(x, area.y1), t.major ? grid : grid_minor);
     if (!t.label.empty()) {
       float w = ImGui::CalcTextSize(t.label.c_str()).x;
       if (x - w / 2 > last_x_label_end + 4) {
@@ -66,7 +69,7 @@ PlotIntent draw_plot(const char* id, const PlotData& d, ImVec2 size) {
   for (const Tick& t : axis_ticks(f.y)) {
     float y = f.y.to_pixel(t.value);
     if (y < area.y0 - 0.5f || y > area.y1 + 0.5f) continue;
-    dl->AddLine(ImVec2(area.x0, y), ImVec2(area.x1, y), t.major ? grid : (grid & 0x60FFFFFF));
+    dl->AddLine(ImVec2(area.x0, y), ImVec2(area.x1, y), t.major ? grid : grid_minor);
     if (!t.label.empty() && last_y_label - y >= line) {
       float w = ImGui::CalcTextSize(t.label.c_str()).x;
       dl->AddText(ImVec2(area.x0 - w - 4, y - line / 2), text, t.label.c_str());

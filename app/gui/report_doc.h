@@ -32,7 +32,6 @@ struct ReportFigure {
   Kind kind = Kind::Plot;
   std::string file;  // name inside the output directory
   std::string caption;
-  int width = 960, height = 600;
   views::PlotData plot;                  // Kind::Plot
   std::string header;                    // Kind::HeadHeatmaps: one line above the maps
   views::Heatmap k, v;                   // Kind::HeadHeatmaps, on one colour scale

@@ -137,6 +137,22 @@ TEST_CASE("kvscope report on a real model's runs, under xvfb-run", "[report][xvf
   // No temporary files left behind.
   for (const auto& e : std::filesystem::directory_iterator(out)) CHECK(e.path().string().find(".tmp") == std::string::npos);
 
+  SECTION("--size and --theme: a paper's figures") {
+    const std::string light = tmp.path("light");
+    rc = sh("env -u DISPLAY -u WAYLAND_DISPLAY " + bin + " report --db " + db + " --out " + light +
+            " --size 640x400 --theme light > " + tmp.path("light.log") + " 2>&1");
+    INFO(slurp(tmp.path("light.log")));
+    REQUIRE(rc == 0);
+    Image img = load_png(light + "/rd-1-attn_cos_mean.png");
+    CHECK(img.w == 640);
+    CHECK(img.h == 400);
+    const kvscope::views::Rgb corner = img.at(0, 0);  // the window background
+    CHECK(corner.r > 200);
+    CHECK(corner.g > 200);
+    CHECK(corner.b > 200);
+    CHECK(load_png(out + "/rd-1-attn_cos_mean.png").at(0, 0).r < 80);  // the default is dark
+  }
+
   SECTION("bad input: one clear line, exit 1") {
     auto run = [&](const std::string& args, const std::string& expect, const std::string& env = "") {
       int code = sh(env + bin + " report " + args + " > " + tmp.path("bad.log") + " 2>&1");
@@ -151,6 +167,8 @@ TEST_CASE("kvscope report on a real model's runs, under xvfb-run", "[report][xvf
     run("--db " + tmp.path("empty.sqlite") + " --out " + tmp.path("o2"), "no finished runs");
     run("--db " + db + " --out " + tmp.path("o3") + " --run 999", "--run 999: there is no run 999");
     run("--db " + db + " --out " + tmp.path("o4") + " --metric cosine", "unknown metric \"cosine\"");
+    run("--db " + db + " --out " + tmp.path("o6") + " --size 100x100", "\"100x100\" is not a figure size");
+    run("--db " + db + " --out " + tmp.path("o7") + " --size 800", "\"800\" is not a figure size");
     CHECK(!std::filesystem::exists(tmp.path("o3")));  // nothing written for bad input
     // No display and no xvfb-run on PATH: says how to run it.
     run("--db " + db + " --out " + tmp.path("o5"), "xvfb-run is not installed",
