@@ -367,9 +367,9 @@ Policy parse_policy(const json& j, const std::string& where) {
       }
     }
   }
-  if (p.method == Method::Watersic && (!p.overrides.empty() || !p.rules.empty() || p.attention.use_attentions || p.outliers.rule != OutlierSelect::Rule::None || p.smooth ||
-                                       p.residual || p.sink_tokens))
-    r.err("method", "watersic policies take no overrides, outlier heads, smoothing, residual or sink tokens here");
+  // residual and sink_tokens are replay's streaming window (the dump path refuses them).
+  if (p.method == Method::Watersic && (!p.overrides.empty() || !p.rules.empty() || p.attention.use_attentions || p.outliers.rule != OutlierSelect::Rule::None || p.smooth))
+    r.err("method", "watersic policies take no overrides, outlier heads or smoothing here");
   if (p.method == Method::Skvq) {
     for (const TensorQuant* q : {&p.k, &p.v})
       if (q->symmetric || q->axis != Axis::Token || q->integer_zero_point || q->clip_search || q->full_precision)
@@ -400,7 +400,7 @@ bool override_matches(const PolicyOverride& o, int layer, int head, char kind, i
 bool needs_calibration(const Policy& p) {
   const auto rule = p.outliers.rule;
   return (rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List) || p.smooth.has_value() ||
-         p.attention.use_attentions;
+         p.attention.use_attentions || p.method == Method::Watersic;  // WaterSIC: the key Hessian
 }
 
 Policy load_policy_file(const std::string& path) {

@@ -92,7 +92,8 @@ struct SkvqOptions {
 };
 
 // WaterSIC specifics (§5, ModelOpt's watersic_kv defaults); the Hessian comes from the dump's
-// own queries (all query heads of the group).
+// own queries (all query heads of the group), in replay from the calibration's queries (streaming
+// coder; residual and sink_tokens then apply, docs/REPLAY.md).
 struct WatersicPolicy {
   double target_rate = 2.0;
   bool kl_aware = false;
@@ -168,7 +169,7 @@ nlohmann::json policy_to_json(const Policy& p);
 TensorQuant apply_override(const TensorQuant& base, const PolicyOverride& o);
 // Whether a rule / override applies to (layer, KV head, kind 'k' or 'v').
 bool override_matches(const PolicyOverride& o, int layer, int head, char kind, int head_group_size);
-// Outlier rules that rank heads, KVSmooth or attention-guided bits: replay needs calibration.
+// Outlier rules that rank heads, KVSmooth, attention-guided bits or method watersic: replay needs calibration.
 bool needs_calibration(const Policy& p);
 std::string canonical_policy_json(const Policy& p);  // sorted keys, no whitespace: hashed by the run store
 

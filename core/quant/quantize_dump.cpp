@@ -132,15 +132,10 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
     // Keys: ZSIC with the query Hessian of the group; values: fp16 (ModelOpt) or the A = I fallback.
     if (!dump.has_q()) throw Error("dump has no queries (layers.{L}.q); watersic needs Q for the key Hessian");
     const auto& wp = policy.watersic;
-    WaterSicOptions wo = wp.modelopt_queries ? watersic_modelopt_options() : WaterSicOptions{};
-    wo.target_rate = wp.target_rate;
-    wo.kl_aware = wp.kl_aware;
-    wo.importance_clip = wp.importance_clip;
-    wo.use_lmmse = wp.use_lmmse;
-    wo.n_rescaler_iters = wp.n_rescaler_iters;
-    wo.sample_frac = wp.sample_frac;
-    wo.sort_columns = wp.sort_columns;
-    wo.seed = wp.seed;
+    const WaterSicOptions wo = watersic_options_of(wp);
+    if (policy.residual > 0 || policy.sink_tokens > 0)  // the batch pass codes every token; replay streams them
+      throw Error(fmt::format("policy: $.{}: watersic on a dump codes every token (residual and sink_tokens apply to replay only)",
+                              policy.residual > 0 ? "residual" : "sink_tokens"));
     if (std::string problem = check_watersic_options(wo); !problem.empty()) throw Error("policy: $.watersic: " + problem);
     parallel_for(static_cast<int64_t>(items.size()), [&](int64_t i) {
       if (cancelled()) throw Cancelled();

@@ -72,12 +72,52 @@ bool cholesky(std::vector<double>& h, int n) {
   return true;
 }
 
+// Y = W_p Σ_p L^{-T}, i.e. column j of Y is Σ_k X[j][k] W_p[:, k] (X = L^{-1} Σ_p), for `a` rows given
+// column-major ([n][a]). Shared by the batch pass and the streaming coder (a = 1), so both sum in
+// the same order and a calibration row whitens to the same bits either way.
+void whiten(const std::vector<double>& x, int n, const double* wt, int a, double* y0t) {
+  std::fill(y0t, y0t + size_t(n) * a, 0.0);
+  // Row blocks keep the W and Y slices being combined in cache (n columns x 256 rows each).
+  constexpr int kBlock = 256;
+  for (int r0 = 0; r0 < a; r0 += kBlock) {
+    const int r1 = std::min(a, r0 + kBlock);
+    for (int j = 0; j < n; ++j) {
+      double* y = &y0t[size_t(j) * a];
+      for (int k = 0; k < n; ++k) {
+        const double m = x[size_t(j) * n + k];
+        if (m == 0) continue;
+        const double* wc = &wt[size_t(k) * a];
+        for (int r = r0; r < r1; ++r) y[r] += m * wc[r];
+      }
+    }
+  }
+}
+
+// The ZSIC step at coding position i, also shared with the streaming coder: round column i of the
+// residual targets (`rows` values) with step d ...
+inline void round_column(const double* y, int rows, double d, double* z) {
+#pragma omp simd
+  for (int r = 0; r < rows; ++r) z[r] = rint_d(y[r] / d);
+}
+
+// ... then subtract its codes' interference s·L[i, j]·z from the columns j < i still to be coded.
+void subtract_interference(const std::vector<double>& L, int n, int i, double s, const double* z, int rows, double* work) {
+  if (s == 0) return;
+  for (int j = 0; j < i; ++j) {
+    const double f = s * L[size_t(i) * n + j];
+    if (f == 0) continue;
+    double* yj = &work[size_t(j) * rows];
+    for (int r = 0; r < rows; ++r) yj[r] -= f * z[r];
+  }
+}
+
 // Everything about a head that does not depend on c.
 struct Prepared {
   int a = 0, n = 0;
   std::vector<int32_t> order;   // coding position k -> original column
   std::vector<double> sigma_p;  // Σ in coding order, undamped [n, n]
   std::vector<double> L;        // Cholesky factor of Σ_p + δI [n, n]
+  std::vector<double> x;        // L^{-1} Σ_p [n, n]: the whitening Y = X W_p (per row)
   double damping = 0;
   std::vector<double> wt;       // coded W (row-weighted), column-major in coding order [n][a]
   std::vector<double> y0t;      // Y = W Σ L^{-T}, column-major in coding order [n][a]
@@ -128,28 +168,15 @@ Prepared prepare(const double* w, int a, int n, const double* sigma, bool sort_c
   }
 
   // X = L^{-1} Σ_p (forward substitution); Σ_p L^{-T} = Xᵀ, so column j of Y is Σ_k X[j][k] W_p[:, k].
-  std::vector<double> x(p.sigma_p);
+  p.x = p.sigma_p;
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < n; ++i) {
       double s = p.sigma_p[size_t(i) * n + j];
-      for (int k = 0; k < i; ++k) s -= p.L[size_t(i) * n + k] * x[size_t(k) * n + j];
-      x[size_t(i) * n + j] = s / p.L[size_t(i) * n + i];
+      for (int k = 0; k < i; ++k) s -= p.L[size_t(i) * n + k] * p.x[size_t(k) * n + j];
+      p.x[size_t(i) * n + j] = s / p.L[size_t(i) * n + i];
     }
-  // Row blocks keep the W and Y slices being combined in cache (n columns x 256 rows each).
-  p.y0t.assign(size_t(n) * a, 0.0);
-  constexpr int kBlock = 256;
-  for (int r0 = 0; r0 < a; r0 += kBlock) {
-    const int r1 = std::min(a, r0 + kBlock);
-    for (int j = 0; j < n; ++j) {
-      double* y = &p.y0t[size_t(j) * a];
-      for (int k = 0; k < n; ++k) {
-        const double m = x[size_t(j) * n + k];
-        if (m == 0) continue;
-        const double* wc = &p.wt[size_t(k) * a];
-        for (int r = r0; r < r1; ++r) y[r] += m * wc[r];
-      }
-    }
-  }
+  p.y0t.resize(size_t(n) * a);
+  whiten(p.x, n, p.wt.data(), a, p.y0t.data());
   return p;
 }
 
@@ -211,13 +238,12 @@ void zsic_pass(const Prepared& p, const double* y0t, int rows, double c, bool lm
     const double d = alpha * lii;  // == c up to an ulp; computed as ModelOpt does
     const double* y = &work[size_t(i) * rows];
     double* z = &out.z[size_t(i) * rows];
+    round_column(y, rows, d, z);
     double zz = 0, zy = 0;
 #pragma omp simd reduction(+ : zz, zy)
     for (int r = 0; r < rows; ++r) {
-      const double q = rint_d(y[r] / d);
-      z[r] = q;
-      zz += q * q;
-      zy += q * y[r];
+      zz += z[r] * z[r];
+      zy += z[r] * y[r];
     }
     double gamma = 1.0;
     if (lmmse && zz > 1e-20) gamma = zy / (d * zz);
@@ -235,13 +261,7 @@ void zsic_pass(const Prepared& p, const double* y0t, int rows, double c, bool lm
     out.alpha[i] = alpha;
     out.gamma[i] = gamma;
     out.scale[i] = s;
-    if (s == 0) continue;
-    for (int j = 0; j < i; ++j) {
-      const double f = s * p.L[size_t(i) * n + j];
-      if (f == 0) continue;
-      double* yj = &work[size_t(j) * rows];
-      for (int r = 0; r < rows; ++r) yj[r] -= f * z[r];
-    }
+    subtract_interference(p.L, n, i, s, z, rows, work.data());
   }
   out.entropy = pooled_entropy(out.z);
 }
@@ -383,8 +403,33 @@ WaterSicState finish(const Prepared& p, Pass& pass, const WaterSicOptions& o, bo
   return s;
 }
 
+// The streaming coder of a finished pass (see WaterSicCoder): everything but the codes.
+WaterSicCoder make_coder(const Prepared& p, const Pass& pass, const WaterSicState& s) {
+  if (!s.row_scale.empty())
+    fail(kWhere, "the streaming coder has no per-row factors (kl_aware and n_rescaler_iters need the whole matrix)");
+  WaterSicCoder c;
+  const int n = p.n;
+  c.n = n;
+  c.sorted = !s.perm.empty();
+  c.order = p.order;
+  c.x = p.x;
+  c.L = p.L;
+  c.step.resize(n);
+  for (int k = 0; k < n; ++k) c.step[k] = pass.alpha[k] * p.L[size_t(k) * n + k];  // zsic_pass's d, same expression
+  c.scale = pass.scale;
+  c.column_scale = s.column_scale;
+  c.code_width = s.code_width;
+  if (c.code_width > 31) fail(kWhere, "codes need {} bits, too many for the streaming coder (lower target_rate)", c.code_width);
+  const auto [lo, hi] = std::minmax_element(s.codes.begin(), s.codes.end());
+  const int64_t spare = (int64_t(1) << c.code_width) - 1 - (int64_t(*hi) - *lo);
+  c.code_lo = static_cast<int32_t>(std::max<int64_t>(std::numeric_limits<int32_t>::min(), int64_t(*lo) - spare / 2));
+  c.code_hi = static_cast<int32_t>(std::min<int64_t>(std::numeric_limits<int32_t>::max(),
+                                                     int64_t(c.code_lo) + (int64_t(1) << c.code_width) - 1));
+  return c;
+}
+
 WaterSicState quantize_impl(const double* w, int a, int n, const double* sigma, const WaterSicOptions& o,
-                            const double* row_weight, bool damped, bool sort_columns) {
+                            const double* row_weight, bool damped, bool sort_columns, WaterSicCoder* coder) {
   const auto t0 = Clock::now();
   check_options(o);
   check_shape(a, n);
@@ -489,6 +534,7 @@ WaterSicState quantize_impl(const double* w, int a, int n, const double* sigma, 
   }
 
   WaterSicState s = finish(p, best, o, sort_columns, row_factor);
+  if (coder) *coder = make_coder(p, best, s);
   s.c = c;
   s.target_rate = o.target_rate;
   s.rate_met = std::fabs(s.rate - o.target_rate) <= o.rate_tolerance;
@@ -605,7 +651,7 @@ std::vector<double> key_importance(const double* k, int a, int n, const std::vec
 }
 
 WaterSicState zsic_fixed_step(const double* w, int a, int n, const double* sigma, double c,
-                              const WaterSicOptions& o) {
+                              const WaterSicOptions& o, WaterSicCoder* coder) {
   const auto t0 = Clock::now();
   check_options(o);
   check_shape(a, n);
@@ -617,6 +663,7 @@ WaterSicState zsic_fixed_step(const double* w, int a, int n, const double* sigma
   Pass pass;
   zsic_pass(p, p.y0t.data(), a, c, o.use_lmmse, o.fp16_side_info, work, pass);
   WaterSicState s = finish(p, pass, o, o.sort_columns, {});
+  if (coder) *coder = make_coder(p, pass, s);
   s.c = c;
   s.target_rate = o.target_rate;
   s.rate_met = std::fabs(s.rate - o.target_rate) <= o.rate_tolerance;
@@ -627,12 +674,12 @@ WaterSicState zsic_fixed_step(const double* w, int a, int n, const double* sigma
 }
 
 WaterSicState watersic_quantize(const double* w, int a, int n, const double* sigma, const WaterSicOptions& o,
-                                const double* row_weight) {
-  return quantize_impl(w, a, n, sigma, o, row_weight, true, o.sort_columns);
+                                const double* row_weight, WaterSicCoder* coder) {
+  return quantize_impl(w, a, n, sigma, o, row_weight, true, o.sort_columns, coder);
 }
 
 WaterSicState watersic_quantize_keys(const double* k, int a, int n, const std::vector<const float*>& queries,
-                                     int tokens, const WaterSicOptions& o) {
+                                     int tokens, const WaterSicOptions& o, WaterSicCoder* coder) {
   const auto t0 = Clock::now();
   check_options(o);
   check_shape(a, n);
@@ -640,7 +687,8 @@ WaterSicState watersic_quantize_keys(const double* k, int a, int n, const std::v
   const std::vector<double> sigma = query_gram(queries, tokens, n);
   std::vector<double> importance;
   if (o.kl_aware) importance = key_importance(k, a, n, queries, tokens, o);
-  WaterSicState s = watersic_quantize(k, a, n, sigma.data(), o, importance.empty() ? nullptr : importance.data());
+  WaterSicState s =
+      watersic_quantize(k, a, n, sigma.data(), o, importance.empty() ? nullptr : importance.data(), coder);
   s.seconds = seconds_since(t0);
   return s;
 }
@@ -666,12 +714,65 @@ WaterSicState watersic_quantize_key_head(const KvDump& dump, int layer, int kv_h
   return watersic_quantize_keys(k.data(), sh.tokens, sh.head_dim, queries, sh.tokens, o);
 }
 
-WaterSicState watersic_quantize_values(const double* v, int a, int n, const WaterSicOptions& o) {
+WaterSicState watersic_quantize_values(const double* v, int a, int n, const WaterSicOptions& o, WaterSicCoder* coder) {
   std::vector<double> identity(size_t(std::max(n, 0)) * std::max(n, 0), 0.0);
   for (int i = 0; i < n; ++i) identity[size_t(i) * n + i] = 1.0;
   WaterSicOptions vo = o;
   vo.kl_aware = false;
-  return quantize_impl(v, a, n, identity.data(), vo, nullptr, false, false);
+  return quantize_impl(v, a, n, identity.data(), vo, nullptr, false, false, coder);
+}
+
+WaterSicOptions watersic_options_of(const WatersicPolicy& wp) {
+  WaterSicOptions wo = wp.modelopt_queries ? watersic_modelopt_options() : WaterSicOptions{};
+  wo.target_rate = wp.target_rate;
+  wo.kl_aware = wp.kl_aware;
+  wo.importance_clip = wp.importance_clip;
+  wo.use_lmmse = wp.use_lmmse;
+  wo.n_rescaler_iters = wp.n_rescaler_iters;
+  wo.sample_frac = wp.sample_frac;
+  wo.sort_columns = wp.sort_columns;
+  wo.seed = wp.seed;
+  return wo;
+}
+
+int WaterSicCoder::code_row(const double* row, int32_t* z) const {
+  // Per-thread scratch: replay codes one row per head per decode step.
+  thread_local std::vector<double> wp, y, zc;
+  wp.resize(n);
+  y.resize(n);
+  zc.resize(n);
+  for (int k = 0; k < n; ++k) wp[k] = row[order[k]];
+  whiten(x, n, wp.data(), 1, y.data());
+  int clamped = 0;
+  for (int i = n - 1; i >= 0; --i) {
+    double q;
+    round_column(&y[i], 1, step[i], &q);
+    if (!(q >= code_lo)) {  // also NaN
+      q = code_lo;
+      ++clamped;
+    } else if (q > code_hi) {
+      q = code_hi;
+      ++clamped;
+    }
+    zc[i] = q;
+    subtract_interference(L, n, i, scale[i], &zc[i], 1, y.data());
+  }
+  for (int k = 0; k < n; ++k) z[order[k]] = static_cast<int32_t>(zc[k]);
+  return clamped;
+}
+
+void WaterSicCoder::decode_row(const int32_t* z, double* out) const {
+  for (int j = 0; j < n; ++j) out[j] = double(z[j]) * column_scale[j];  // reconstruct()'s product (row factor 1)
+}
+
+uint64_t WaterSicCoder::side_bits() const {
+  uint64_t perm = 0;
+  if (sorted) {
+    uint64_t b = 0;
+    while ((uint64_t(1) << b) < uint64_t(n)) ++b;
+    perm = uint64_t(n) * b;
+  }
+  return 16ull * uint64_t(n) + perm + 32;
 }
 
 }  // namespace kvscope

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/dump/kv_dump.h"
+#include "core/policy/policy.h"
 
 namespace kvscope {
 
@@ -84,6 +85,37 @@ struct WaterSicState {
 // K̂ [rows, cols] row-major.
 std::vector<double> reconstruct(const WaterSicState& state);
 
+// [lab] Streaming ZSIC (ALGORITHMS.md §5.4 end, §5.10; replay): perm, L, the steps α and the gains γ
+// are fixed by one calibration pass, and each new row is coded on its own, the way the batch pass
+// codes a row: y = X w_perm (X = L^{-1} Σ_p, i.e. y = w Σ L^{-T}, ModelOpt's Y), then for i = n-1..0
+// z_i = rint(y_i / (α_i L_ii)), y_j -= α_iγ_i z_i L[i, j] (j < i); K̂[perm[i]] = z_i · α_iγ_i. The
+// whitening, rounding and interference steps are the batch pass's own functions, so coding a
+// calibration row reproduces its batch codes exactly.
+// Fixed-width storage (lab decision): codes are stored at the calibration codes' width w, in
+// [code_lo, code_lo + 2^w - 1] (the calibration range with the spare values split around it); a
+// new code outside is clamped to the range, counted, and the clamped value is what the remaining
+// columns' interference update uses (it is the value the decoder sees).
+struct WaterSicCoder {
+  int n = 0;
+  int code_width = 0;                 // w = the calibration state's code_width
+  int32_t code_lo = 0, code_hi = 0;   // representable codes
+  bool sorted = false;                // a column permutation is stored (sort_columns)
+  std::vector<int32_t> order;         // [n] coding position k -> original column
+  std::vector<double> x;              // [n, n] L^{-1} Σ_p (coding order)
+  std::vector<double> L;              // [n, n] Cholesky factor of Σ_p + δI (coding order)
+  std::vector<double> step;           // [n] coding order: α_k L_kk, the rounding step
+  std::vector<double> scale;          // [n] coding order: α_kγ_k as stored (0 for an all-zero column)
+  std::vector<double> column_scale;   // [n] original order: the same, for decoding
+
+  // Codes one row (original column order) into z (original order); returns the codes clamped.
+  int code_row(const double* row, int32_t* z) const;
+  // out[j] = z[j] · column_scale[j].
+  void decode_row(const int32_t* z, double* out) const;
+  // Stored once per head: 16 bits per column scale, the permutation (n·ceil(log2 n) when sorted,
+  // as the dump path counts it) and two 16-bit numbers for code_lo and the width.
+  uint64_t side_bits() const;
+};
+
 // Σ = Σ_g Q_gᵀQ_g [n, n] row-major, from `queries` (each [tokens, n] row-major), summed in double.
 std::vector<double> query_gram(const std::vector<const float*>& queries, int tokens, int n);
 
@@ -96,17 +128,19 @@ std::vector<double> key_importance(const double* k, int a, int n, const std::vec
 // One ZSIC pass at a fixed step c on all rows (no search): W [a, n] row-major, sigma [n, n].
 // target_rate only sets the damping (§5.3); ignores sample_frac and kl_aware; runs the rescaler if
 // n_rescaler_iters > 0.
+// `coder` (optional) receives the streaming coder of the final pass (Error with kl_aware or the
+// rescaler: their per-row factors need the whole matrix).
 WaterSicState zsic_fixed_step(const double* w, int a, int n, const double* sigma, double c,
-                              const WaterSicOptions& options);
+                              const WaterSicOptions& options, WaterSicCoder* coder = nullptr);
 
 // Search c to options.target_rate and quantize W with Hessian sigma. `row_weight` (optional, [a]):
 // importance w; rows are coded as sqrt(w_r)·W_r and the state's row_scale undoes it.
 WaterSicState watersic_quantize(const double* w, int a, int n, const double* sigma, const WaterSicOptions& options,
-                                const double* row_weight = nullptr);
+                                const double* row_weight = nullptr, WaterSicCoder* coder = nullptr);
 
 // Keys of one head with its queries: builds Σ (and the importance when kl_aware), then searches.
 WaterSicState watersic_quantize_keys(const double* k, int a, int n, const std::vector<const float*>& queries,
-                                     int tokens, const WaterSicOptions& options);
+                                     int tokens, const WaterSicOptions& options, WaterSicCoder* coder = nullptr);
 
 // The same on a dump's (layer, KV head), picking query heads per options.queries.
 // Throws Error when the dump has no queries.
@@ -115,6 +149,10 @@ WaterSicState watersic_quantize_key_head(const KvDump& dump, int layer, int kv_h
 // §5.10 V fallback [reconstructed: ModelOpt leaves V unquantized]: A = I, i.e. entropy-coded
 // uniform rounding with step c (no damping, no permutation), LMMSE per-column gains if use_lmmse,
 // c searched to the target rate like the keys; the same state and accounting.
-WaterSicState watersic_quantize_values(const double* v, int a, int n, const WaterSicOptions& options);
+WaterSicState watersic_quantize_values(const double* v, int a, int n, const WaterSicOptions& options,
+                                       WaterSicCoder* coder = nullptr);
+
+// The options a policy's "watersic" block asks for (ModelOpt's options when queries is same_index).
+WaterSicOptions watersic_options_of(const WatersicPolicy& policy);
 
 }  // namespace kvscope

@@ -138,10 +138,67 @@ double nominal_bits_of_plans(const std::vector<HeadQuantPlan>& plans) {
   return plans.empty() ? 0 : sum / static_cast<double>(plans.size());
 }
 
+namespace {
+
+// Method watersic: one streaming coder per (layer, KV head) for K (and V with "values": "watersic",
+// the A = I fallback) from the calibration's rows and the group's queries.
+std::vector<HeadQuantPlan> plan_watersic_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib,
+                                               const std::string& where) {
+  const WatersicPolicy& wp = policy.watersic;
+  if (wp.kl_aware)
+    fail(where, "$.watersic.kl_aware: not in replay (row importance needs the queries that will read the row, which a streaming cache has not seen)");
+  if (wp.n_rescaler_iters > 0)
+    fail(where, "$.watersic.n_rescaler_iters: must be 0 in replay (the rescaler's per-row factors need the whole key matrix)");
+  if (wp.modelopt_queries)
+    fail(where, "$.watersic.queries: \"same_index\" (ModelOpt parity mode, float64 side info) is not replayed; use \"group\"");
+  if (!calib) {
+    if (policy.calibration.mode == CalibrationSpec::Mode::None)
+      fail(where, "$.calibration.mode: method watersic needs \"text\" or \"online\" in replay (the key Hessian comes from calibration queries)");
+    fail(where, "method watersic needs its calibration before the cache is planned");
+  }
+  const int L = cfg.num_layers, H = cfg.num_kv_heads, D = cfg.head_dim, G = cfg.group();
+  if (calib->layers != L || calib->kv_heads != H || calib->head_dim != D || calib->q_heads != cfg.num_heads)
+    fail(where, "the calibration was taken on a model of another shape");
+  const WaterSicOptions wo = watersic_options_of(wp);
+  const int T = calib->tokens;
+  std::vector<HeadQuantPlan> plans(static_cast<size_t>(L) * H * 2);
+  std::vector<double> x(static_cast<size_t>(T) * D);
+  for (int l = 0; l < L; ++l)
+    for (int h = 0; h < H; ++h)
+      for (int kind = 0; kind < 2; ++kind) {
+        HeadQuantPlan& p = plans[(static_cast<size_t>(l) * H + h) * 2 + kind];
+        p.window = policy.residual;
+        p.quant.axis = Axis::Token;
+        if (kind == 1 && wp.values_fp16) {
+          p.quant.full_precision = true;
+          continue;
+        }
+        const float* src = &(kind == 0 ? calib->k : calib->v)[l][static_cast<size_t>(h) * T * D];
+        std::copy(src, src + x.size(), x.begin());
+        auto coder = std::make_shared<WaterSicCoder>();
+        try {
+          if (kind == 0) {
+            std::vector<const float*> queries;  // all G query heads of the group (HF repeat_kv: j -> j / G)
+            for (int j = h * G; j < (h + 1) * G; ++j) queries.push_back(&calib->q[l][static_cast<size_t>(j) * T * D]);
+            watersic_quantize_keys(x.data(), T, D, queries, T, wo, coder.get());
+          } else {
+            watersic_quantize_values(x.data(), T, D, wo, coder.get());
+          }
+        } catch (const Error& e) {
+          fail(where, "$.watersic: layer {} KV head {} {}: {}", l, h, kind == 0 ? "K" : "V", e.what());
+        }
+        p.quant.bits = coder->code_width;
+        p.watersic = std::move(coder);
+      }
+  return plans;
+}
+
+}  // namespace
+
 std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib) {
   const std::string where = "policy " + (policy.name.empty() ? std::string("(unnamed)") : policy.name);
-  if (policy.method == Method::Watersic)
-    fail(where, "method watersic cannot be replayed (ZSIC codes a whole key matrix against the queries that will read it)");
+  if (policy.residual < 0 || policy.sink_tokens < 0) fail(where, "residual and sink_tokens must be >= 0");
+  if (policy.method == Method::Watersic) return plan_watersic_heads(cfg, policy, calib, where);
   const auto rule = policy.outliers.rule;
   const bool ranked = rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List;
   if (!calib) {
@@ -152,7 +209,6 @@ std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Polic
       fail(where, "{} needs its calibration before the cache is planned", what);
     }
   }
-  if (policy.residual < 0 || policy.sink_tokens < 0) fail(where, "residual and sink_tokens must be >= 0");
   check_rule_targets(cfg, policy, where);
   const int L = cfg.num_layers, H = cfg.num_kv_heads;
   if (calib && (calib->layers != L || calib->kv_heads != H || calib->head_dim != cfg.head_dim || calib->q_heads != cfg.num_heads))
@@ -261,7 +317,26 @@ struct HeadState {
   std::vector<QuantizedTensor> blocks;
   bool calibrated = false;
   QuantizedTensor calib;  // Axis::Head: the block that fixed the scale
+  std::vector<uint64_t> zsic_codes;  // WaterSIC: code - code_lo at code_width bits each, packed in order
+  uint64_t zsic_bits = 0;            // bits of zsic_codes in use
 };
+
+// Appends / reads `width`-bit fields (width <= 32) of a little-endian bit stream in 64-bit words.
+void put_bits(std::vector<uint64_t>& words, uint64_t& pos, uint64_t value, int width) {
+  if (width == 0) return;
+  const uint64_t w = pos / 64, off = pos % 64;
+  if (words.size() < (pos + width + 63) / 64) words.resize((pos + width + 63) / 64, 0);
+  words[w] |= value << off;
+  if (off + width > 64) words[w + 1] |= value >> (64 - off);
+  pos += width;
+}
+uint64_t get_bits(const std::vector<uint64_t>& words, uint64_t pos, int width) {
+  if (width == 0) return 0;
+  const uint64_t w = pos / 64, off = pos % 64;
+  uint64_t v = words[w] >> off;
+  if (off + width > 64) v |= words[w + 1] << (64 - off);
+  return v & ((uint64_t(1) << width) - 1);
+}
 
 }  // namespace
 
@@ -322,7 +397,7 @@ struct QuantizedKvCache::Impl {
     return bits;
   }
   std::vector<Layer> layers;
-  uint64_t peak_bits = 0;
+  uint64_t peak_bits = 0, clamped = 0, coded = 0;
   double sq_err = 0, sq_norm = 0, calib_seconds = 0;
   std::vector<float> scratch;
 
@@ -350,9 +425,39 @@ struct QuantizedKvCache::Impl {
     return b;
   }
 
+  // WaterSIC: codes rows [first, first + n) one at a time with the head's coder, packs the codes and
+  // writes the mirror from the packed codes; the side info is counted with the first row.
+  void code_watersic_rows(Layer& L, int h, int kind, const WaterSicCoder& coder, int first, int n) {
+    HeadState& s = L.state[h * 2 + kind];
+    if (s.quantized == 0) s.block_bits += coder.side_bits();
+    const int D = head_dim, w = coder.code_width;
+    std::vector<double> row(D), rec(D);
+    std::vector<int32_t> z(D);
+    for (int t = first; t < first + n; ++t) {
+      float* base = (kind == 0 ? L.k.data() : L.v.data()) + (static_cast<size_t>(h) * L.capacity + t) * D;
+      std::copy(base, base + D, row.begin());
+      clamped += coder.code_row(row.data(), z.data());
+      coded += D;
+      const uint64_t at = s.zsic_bits;
+      for (int j = 0; j < D; ++j) put_bits(s.zsic_codes, s.zsic_bits, static_cast<uint64_t>(int64_t(z[j]) - coder.code_lo), w);
+      for (int j = 0; j < D; ++j) z[j] = static_cast<int32_t>(int64_t(get_bits(s.zsic_codes, at + uint64_t(j) * w, w)) + coder.code_lo);
+      coder.decode_row(z.data(), rec.data());
+      for (int j = 0; j < D; ++j) {
+        const float q = static_cast<float>(rec[j]);
+        const double d = static_cast<double>(base[j]) - q;
+        sq_err += d * d;
+        base[j] = q;
+      }
+      s.block_bits += static_cast<uint64_t>(D) * w;
+    }
+    s.quantized += n;
+    s.settled += n;
+  }
+
   // Quantizes rows [first, first + n) of one head in place in the mirror and records the block.
   void quantize_rows(Layer& L, int h, int kind, int first, int n) {
     const HeadQuantPlan& p = plan(static_cast<int>(&L - layers.data()), h, kind);
+    if (p.watersic) return code_watersic_rows(L, h, kind, *p.watersic, first, n);
     HeadState& s = L.state[h * 2 + kind];
     float* base = (kind == 0 ? L.k.data() : L.v.data()) + (static_cast<size_t>(h) * L.capacity + first) * head_dim;
     const size_t count = static_cast<size_t>(n) * head_dim;
@@ -494,7 +599,7 @@ void QuantizedKvCache::clear() {
     L.tokens = 0;
     for (auto& s : L.state) s = HeadState{};
   }
-  I.peak_bits = 0;
+  I.peak_bits = I.clamped = I.coded = 0;
   I.sq_err = I.sq_norm = I.calib_seconds = 0;
   if (needs_calibration(I.policy) && I.policy.calibration.mode == CalibrationSpec::Mode::Online) I.pending = true;  // a new prompt
 }
@@ -516,6 +621,8 @@ uint64_t QuantizedKvCache::elements() const {
 double QuantizedKvCache::squared_error() const { return impl_->sq_err; }
 double QuantizedKvCache::squared_norm() const { return impl_->sq_norm; }
 double QuantizedKvCache::calibration_seconds() const { return impl_->calib_seconds; }
+uint64_t QuantizedKvCache::clamped_codes() const { return impl_->clamped; }
+uint64_t QuantizedKvCache::coded_elements() const { return impl_->coded; }
 
 int QuantizedKvCache::residual_fp16_tokens(int layer, int head, char kind) const {
   const Impl::Layer& L = impl_->layers.at(layer);

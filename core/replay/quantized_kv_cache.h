@@ -25,6 +25,10 @@
 //   Axis::Head (kvmix strat1, one scale per head): the first flush that quantizes anything calibrates
 //       the scale (and zero point) on the tokens it quantizes (normally the prefill); later tokens are
 //       encoded with that scale, clamped to its range. The scale is counted once.
+//   WaterSIC (method watersic, streaming): as Axis::Token, one row at a time, each row coded on its
+//       own by the head's WaterSicCoder (core/quant/watersic.h) fixed from the calibration's K and
+//       queries; codes at the calibration codes' fixed width, clamped into it (counted). Stored: the
+//       codes plus the coder's side info once per head (column scales, permutation, code range).
 //   Full precision (fp16 method, fp16 outlier heads): everything fp16.
 //
 // Calibrated decisions (core/replay/calibration.h): a policy that ranks outlier heads, smooths keys or
@@ -44,6 +48,7 @@
 #include "core/model/model.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantized_tensor.h"
+#include "core/quant/watersic.h"
 
 namespace kvscope {
 
@@ -74,13 +79,16 @@ struct HeadQuantPlan {
   // Attention-guided bits ($.attention): what the choice was made from (docs/REPLAY.md).
   bool attention_chosen = false;
   double range = 0, tolerance = 0;
+  // Method watersic: the streaming coder of this head (shared by the plans' copies); quant.bits is
+  // its code width, for the nominal bits.
+  std::shared_ptr<const WaterSicCoder> watersic;
 };
 
 struct Calibration;
 
 // Resolves the policy for replay, one plan per (layer, KV head, kind) at index (layer * H + head) * 2 + kind.
-// Throws Error naming the JSON path when the method cannot be replayed (watersic) or a decision needs
-// calibration (ranked outlier rules, smooth, use_attentions) and `calib` is null.
+// Throws Error naming the JSON path when a decision needs calibration (ranked outlier rules, smooth,
+// use_attentions, method watersic) and `calib` is null, or a watersic option cannot stream.
 std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib = nullptr);
 // Mean over plans of bits per entry (16 for full precision).
 double nominal_bits_of_plans(const std::vector<HeadQuantPlan>& plans);
@@ -116,6 +124,9 @@ class QuantizedKvCache : public KvCache {
   double squared_error() const;
   double squared_norm() const;
   double calibration_seconds() const;  // calibrate() + per-head-global scale calibration
+  // WaterSIC: codes clamped into the calibration's fixed width / codes written, since clear().
+  uint64_t clamped_codes() const;
+  uint64_t coded_elements() const;
   // Tokens of (layer, head, kind) currently kept in fp16 after the sinks (the residual window).
   int residual_fp16_tokens(int layer, int head, char kind) const;
 

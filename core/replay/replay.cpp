@@ -227,6 +227,9 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
       peak_bits = std::max(peak_bits, static_cast<double>(q_cache.peak_stored_bits()));
       ref_peak_bits = std::max(ref_peak_bits, static_cast<double>(ref_cache.stored_bits()));
       m.calibration_cost_s += q_cache.calibration_seconds();
+      if (o.progress && q_cache.coded_elements() > 0)  // docs/REPLAY.md: new codes beyond the calibration's width
+        o.progress(fmt::format("replay: {} item {}: watersic clamped {} of {} codes to the calibration's code width", slice.name,
+                               idx + 1, q_cache.clamped_codes(), q_cache.coded_elements()));
 
       if (generate) {
         const std::string ref_text = tok.decode(fed);

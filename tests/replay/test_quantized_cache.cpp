@@ -229,7 +229,8 @@ TEST_CASE("kvmix-1 calibrates one scale per head on the prefill and reuses it fo
 
 TEST_CASE("Policies replay cannot run give clear errors") {
   const ModelConfig c = tiny_config();
-  CHECK_THROWS_WITH(QuantizedKvCache(c, load_preset("watersic-2")), Catch::Contains("watersic"));
+  CHECK_THROWS_WITH(QuantizedKvCache(c, load_preset("watersic-2")),  // no calibration mode
+                    Catch::Contains("$.calibration.mode: method watersic needs \"text\" or \"online\" in replay"));
   CHECK_THROWS_WITH(QuantizedKvCache(c, load_preset("kvmix-3")), Catch::Contains("outlier_heads.rule"));
   CHECK_THROWS_WITH(QuantizedKvCache(c, policy_from(R"({"method":"kivi","k":{"bits":2,"axis":"channel","group_size":32},
                                                         "v":{"bits":2,"group_size":32},"residual":48})")),

@@ -249,7 +249,8 @@ TEST_CASE("a failing cell is reported and not stored; the others are, and the ex
   write_synth_dump(tmp.path("a.safetensors"), 5, 128);
   write_file(tmp.path("story.txt"), "Once upon a time, there was a little girl named Lily. She loved to play outside.\n");
   const std::string spec = tmp.path("w.json");
-  // Replay refuses watersic; quantize runs it (at two rates, so --jobs 2 runs them side by side).
+  // Replay refuses watersic without a calibration mode (the key Hessian comes from calibration queries);
+  // quantize runs it (at two rates, so --jobs 2 runs them side by side).
   write_file(spec, R"({"name": "ws", "dumps": ["a.safetensors"], "models": [")" + models_dir() +
                        R"(/stories260K"], "workloads": ["text:story.txt;window=16;n=1"],
                        "methods": [{"preset": "watersic-2", "rates": [1, 2]}]})");
@@ -258,7 +259,8 @@ TEST_CASE("a failing cell is reported and not stored; the others are, and the ex
     CliResult r = kvscope_cli(tmp, "sweep --spec " + q(spec) + " --db " + q(db) + " --jobs " + jobs);
     INFO(r.err);
     CHECK(r.code == 1);
-    CHECK_THAT(r.err, Contains("cell 2 watersic-2@1r") && Contains("failed: ") && Contains("cannot be replayed") &&
+    CHECK_THAT(r.err, Contains("cell 2 watersic-2@1r") && Contains("failed: ") &&
+                          Contains("$.calibration.mode: method watersic needs \"text\" or \"online\" in replay") &&
                           Contains("2 run, 0 already done, 2 failed") && Contains("error: sweep ws: 2 of 4 cells failed"));
     CHECK(sql_count(db, "SELECT count(*) FROM runs") == 2);
     CHECK(sql_count(db, "SELECT count(*) FROM runs r JOIN run_summaries s ON s.run_id = r.id"

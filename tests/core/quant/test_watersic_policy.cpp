@@ -46,10 +46,15 @@ TEST_CASE("watersic policy validation") {
   CHECK(err(R"({"method": "watersic", "watersic": {"target_rate": 0}})") == "p.json: $.watersic.target_rate: must be in (0, 32]");
   CHECK(err(R"({"method": "watersic", "watersic": {"queries": "all"}})") == "p.json: $.watersic.queries: must be \"group\" or \"same_index\"");
   CHECK(err(R"({"method": "uniform", "watersic": {}})") == "p.json: $.watersic: only applies to method 'watersic'");
-  CHECK(err(R"({"method": "watersic", "residual": 8})") ==
-        "p.json: $.method: watersic policies take no overrides, outlier heads, smoothing, residual or sink tokens here");
+  CHECK(err(R"({"method": "watersic", "outlier_heads": {"rule": "count", "count": 1}})") ==
+        "p.json: $.method: watersic policies take no overrides, outlier heads or smoothing here");
+  // residual / sink_tokens are replay's streaming window: they parse, and the dump path refuses them.
+  CHECK(err(R"({"method": "watersic", "residual": 8, "sink_tokens": 2})").empty());
   KvDump noq = make_synthetic_dump([] { SynthOptions o; o.layers = 1; o.tokens = 64; o.queries = false; return o; }());
   QuantizeOptions qo;
   qo.attention = false;
   CHECK_THROWS_WITH(quantize_dump(noq, load_preset("watersic-2"), qo), Catch::Contains("watersic needs Q"));
+  KvDump withq = make_synthetic_dump([] { SynthOptions o; o.layers = 1; o.tokens = 64; return o; }());
+  CHECK_THROWS_WITH(quantize_dump(withq, parse_policy(nlohmann::json::parse(R"({"method": "watersic", "residual": 8})"), "t"), qo),
+                    "policy: $.residual: watersic on a dump codes every token (residual and sink_tokens apply to replay only)");
 }
