@@ -303,7 +303,19 @@ TEST_CASE("watersic with text calibration, sinks and a residual window replays",
   CHECK(m.next_token_kl > 0);
   CHECK(m.avg_bits_per_kv_token < 16);
   CHECK(m.avg_bits_per_kv_token > 8);  // V fp16
-  bool clamp_line = false;
-  for (const auto& s : lines) clamp_line |= s.find("watersic clamped") != std::string::npos;
+  bool clamp_line = false, warned = false;
+  for (const auto& s : lines) {
+    clamp_line |= s.find("watersic clamped") != std::string::npos;
+    warned |= s.find("warning: watersic calibrated on") != std::string::npos;
+  }
   CHECK(clamp_line);
+  CHECK_FALSE(warned);  // 128 positions >= 4 x head_dim 8
+  // 16 positions < 32: the replay runs, and says the coder's calibration is too short.
+  const Policy shortp = policy_from(R"({"method":"watersic","watersic":{"target_rate":3.0},
+                                        "calibration":{"mode":"text","tokens":16,"text":")" + text + R"("}})");
+  lines.clear();
+  run_replay(*model, *tok, slices, shortp, ro);
+  bool short_warned = false;
+  for (const auto& s : lines) short_warned |= s.find("warning: watersic calibrated on 16 positions (< 4 x head_dim = 32)") != std::string::npos;
+  CHECK(short_warned);
 }
