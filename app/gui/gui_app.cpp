@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fmt/format.h>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -186,7 +187,7 @@ class App {
   std::string capture_text_;        // text file to capture a dump on (empty: a built-in passage)
   int capture_tokens_ = 512;
   std::string replay_spec_ = "passkey:len=256,depth=0.5,n=2";  // workload for Replay (see docs/REPLAY.md)
-  std::vector<std::string> replay_lines_;                       // TEST_METRICS of the last replay
+  std::vector<std::string> replay_lines_;                       // the last replay, one short line per slice
   std::vector<std::string> preset_names_;
 
   std::vector<std::string> errors_;
@@ -444,14 +445,20 @@ void App::replay_job(const ModelEntry& entry) {
         ro.progress = [&](const std::string&) { ctx.progress = total ? double(++done) / total : 0.5; };
         const auto t0 = Clock::now();
         auto metrics = run_replay(*model, *tok, slices, p, ro);
-        auto lines = std::make_shared<std::vector<std::string>>();
-        for (const auto& m : metrics) lines->push_back(test_metrics_line(m));
+        // stdout gets the CLI's TEST_METRICS lines; the narrow sidebar the numbers one reads first.
+        auto lines = std::make_shared<std::vector<std::string>>(), summary = std::make_shared<std::vector<std::string>>();
+        for (const auto& m : metrics) {
+          lines->push_back(test_metrics_line(m));
+          summary->push_back(fmt::format("{}: {:.2f} b/KV, KL {:.3g}, greedy {:.3f}, quality {:.3g} ({:+.3g} vs fp16)", m.slice,
+                                         m.avg_bits_per_kv_token, m.next_token_kl, m.greedy_match_ratio, m.quality_main,
+                                         m.quality_delta_vs_ref));
+        }
         auto record = std::make_shared<ReplayRecord>(
             replay_record(p, p.name.empty() ? method_name(p.method) : p.name, id, model->config(), spec, metrics,
                           std::chrono::duration<double>(Clock::now() - t0).count()));
-        return [this, lines, record] {
-          replay_lines_ = *lines;
-          for (const auto& l : replay_lines_) std::printf("%s\n", l.c_str());
+        return [this, lines, summary, record] {
+          replay_lines_ = *summary;
+          for (const auto& l : *lines) std::printf("%s\n", l.c_str());
           std::fflush(stdout);
           // Kept like `kvscope replay` keeps it: in the open store, else the default one.
           try {
@@ -1584,6 +1591,7 @@ void App::write_layout_json(const std::string& png_path) {
     for (const auto& s : rd_data().series) series.push_back({{"name", s.name}, {"points", s.x.size()}});
     j["rd"] = {{"metric", views::rd_metric_key(rd_metric_)}, {"series", series}};
   }
+  if (!replay_lines_.empty()) j["replay"] = replay_lines_;
   if (report_) j["report"] = {{"policy", report_->policy_name}, {"bits_per_element", report_->bits_per_element}};
   if (selected_.valid()) j["selected"] = {selected_kind_ == 'k' ? "k" : "v", selected_.row, selected_.col};
   std::ofstream out(png_path + ".json");

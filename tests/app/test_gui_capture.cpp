@@ -29,13 +29,19 @@ TEST_CASE("GUI: capture a dump from a discovered model and show its heatmap") {
   CHECK(layout["heatmaps"]["k"]["rows"] == 5);
   CHECK(layout["heatmaps"]["k"]["cols"] == 4);
   // Replay from the GUI with the editor's policy (kivi-4 here): TEST_METRICS lines like the CLI's.
-  std::ofstream(tmp.path("r.txt")) << "preset kivi-4\nreplay stories260K passkey:len=256,depth=0.5,n=1\nwait_jobs\n";
+  std::ofstream(tmp.path("r.txt")) << "preset kivi-4\nreplay stories260K passkey:len=256,depth=0.5,n=1\nwait_jobs\nscreenshot "
+                                   << tmp.path("r.png") << "\n";
   rc = std::system((env + "xvfb-run -a -s '-screen 0 1600x1000x24' " KVSCOPE_BIN " gui --width 800 --height 600 --script " +
                     tmp.path("r.txt") + " > " + tmp.path("r.log") + " 2>&1").c_str());
   INFO(slurp(tmp.path("r.log")));
   CHECK(rc == 0);
   CHECK_THAT(slurp(tmp.path("r.log")), Catch::Contains("TEST_METRICS: slice=passkey_len256_depth0.5") &&
                                            Catch::Contains("greedy_match_ratio="));
+  // The sidebar shows one short line per slice (the full TEST_METRICS line goes to stdout).
+  auto shown = nlohmann::json::parse(slurp(tmp.path("r.png") + ".json"));
+  REQUIRE(shown["replay"].size() == 1);
+  CHECK_THAT(shown["replay"][0].get<std::string>(),
+             Catch::StartsWith("passkey_len256_depth0.5: ") && Catch::Contains(" b/KV, KL ") && Catch::Contains("greedy "));
   // The replay is kept as `kvscope replay` keeps it: no store was open, so in the default one.
   const std::string db = tmp.path("data") + "/kvscope/kvscope.sqlite";
   {
