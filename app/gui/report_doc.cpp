@@ -168,6 +168,15 @@ Table report_replay_table(const std::vector<ReportRun>& runs) {
     if (r.kind == "replay")
       for (const auto& m : r.replay)
         if (std::find(names.begin(), names.end(), m.name) == names.end()) names.push_back(m.name);
+  // The columns one compares first lead (the table has ~20); the rest keep their order.
+  static const std::vector<std::string> kLead = {"avg_bits_per_kv_token", "quality_main", "quality_delta_vs_ref",
+                                                 "next_token_kl",         "ppl_delta",    "greedy_match_ratio",
+                                                 "cache_error",           "peak_kv_memory_mb"};
+  auto rank = [&](const std::string& n) {
+    auto it = std::find(kLead.begin(), kLead.end(), n);
+    return static_cast<size_t>(it - kLead.begin());  // kLead.size() for the others
+  };
+  std::stable_sort(names.begin(), names.end(), [&](const std::string& a, const std::string& b) { return rank(a) < rank(b); });
   Table t{"replay", {"run", "model", "method", "policy", "workload", "slice"}, {}};
   t.header.insert(t.header.end(), names.begin(), names.end());
   for (const auto& r : runs) {

@@ -407,6 +407,13 @@ TEST_CASE("report: replay runs by model and slice, KL against bits per KV entry"
   CHECK(front[0].x == 3);
   CHECK(front[1].x == 3.5);
   CHECK(front[2].x == 5);
+  // The replay table leads with the columns compared first, then the rest in order of appearance.
+  std::vector<ReportRun> order_runs = {replay_run(7, "kivi-2", "kivi", "m1",
+                                                  {{"s", "steps", 8}, {"s", "passkey_accuracy", 1},
+                                                   {"s", "next_token_kl", 0.1}, {"s", "avg_bits_per_kv_token", 3}})};
+  CHECK(gui::report_replay_table(order_runs).header ==
+        std::vector<std::string>{"run", "model", "method", "policy", "workload", "slice", "avg_bits_per_kv_token",
+                                 "next_token_kl", "steps", "passkey_accuracy"});
   // Slice t has no bits: nothing to plot.
   CHECK(replay_curves(runs, groups[1]).series.empty());
 
