@@ -72,6 +72,13 @@ bool cholesky(std::vector<double>& h, int n) {
   return true;
 }
 
+// A stored column permutation of n entries: n · ceil(log2 n) bits (the state's and the coder's).
+uint64_t permutation_bits(int n) {
+  uint64_t b = 0;
+  while ((uint64_t(1) << b) < uint64_t(n)) ++b;
+  return uint64_t(n) * b;
+}
+
 // Y = W_p Σ_p L^{-T}, i.e. column j of Y is Σ_k X[j][k] W_p[:, k] (X = L^{-1} Σ_p), for `a` rows given
 // column-major ([n][a]). Shared by the batch pass and the streaming coder (a = 1), so both sum in
 // the same order and a calibration row whitens to the same bits either way.
@@ -574,12 +581,7 @@ uint64_t WaterSicState::fixed_width_code_bits() const {
   return uint64_t(rows) * uint64_t(cols) * uint64_t(code_width);
 }
 
-uint64_t WaterSicState::perm_bits() const {
-  if (perm.empty()) return 0;
-  uint64_t b = 0;
-  while ((uint64_t(1) << b) < uint64_t(cols)) ++b;
-  return uint64_t(cols) * b;
-}
+uint64_t WaterSicState::perm_bits() const { return perm.empty() ? 0 : permutation_bits(cols); }
 
 std::vector<double> reconstruct(const WaterSicState& s) {
   std::vector<double> out(size_t(s.rows) * s.cols);
@@ -765,14 +767,6 @@ void WaterSicCoder::decode_row(const int32_t* z, double* out) const {
   for (int j = 0; j < n; ++j) out[j] = double(z[j]) * column_scale[j];  // reconstruct()'s product (row factor 1)
 }
 
-uint64_t WaterSicCoder::side_bits() const {
-  uint64_t perm = 0;
-  if (sorted) {
-    uint64_t b = 0;
-    while ((uint64_t(1) << b) < uint64_t(n)) ++b;
-    perm = uint64_t(n) * b;
-  }
-  return 16ull * uint64_t(n) + perm + 32;
-}
+uint64_t WaterSicCoder::side_bits() const { return 16ull * uint64_t(n) + (sorted ? permutation_bits(n) : 0) + 32; }
 
 }  // namespace kvscope
