@@ -309,6 +309,13 @@ std::vector<SweepCell> plan_cells(const SweepSpec& spec) {
   std::vector<SweepCell> cells;
   std::vector<std::string> policies;
   for (const auto& m : spec.methods) policies.push_back(canonical_policy_json(m.policy));
+  // Appends `c` as the next cell, identified by `id`.
+  auto add_cell = [&](SweepCell c, const json& id) {
+    c.index = static_cast<int>(cells.size());
+    c.identity = id.dump();
+    c.hash = hash_text(c.identity);
+    cells.push_back(std::move(c));
+  };
   for (size_t d = 0; d < spec.dumps.size(); ++d) {
     std::string dump_hash;
     try {
@@ -318,17 +325,13 @@ std::vector<SweepCell> plan_cells(const SweepSpec& spec) {
     }
     for (size_t m = 0; m < spec.methods.size(); ++m) {
       SweepCell c;
-      c.index = static_cast<int>(cells.size());
       c.kind = CellKind::Quantize;
       c.dump = static_cast<int>(d);
       c.method = static_cast<int>(m);
-      json id = {{"cell_format", kCellFormat}, {"kind", "quantize"}, {"dump", dump_hash},
-                 {"policy", policies[m]}, {"attn_queries", spec.attn_queries}};
-      c.identity = id.dump();
-      c.hash = hash_text(c.identity);
       c.target = spec.dumps[d];
       c.dump_hash = dump_hash;
-      cells.push_back(std::move(c));
+      add_cell(std::move(c), {{"cell_format", kCellFormat}, {"kind", "quantize"}, {"dump", dump_hash},
+                              {"policy", policies[m]}, {"attn_queries", spec.attn_queries}});
     }
   }
   for (size_t mo = 0; mo < spec.models.size(); ++mo) {
@@ -352,18 +355,14 @@ std::vector<SweepCell> plan_cells(const SweepSpec& spec) {
       }
       for (size_t m = 0; m < spec.methods.size(); ++m) {
         SweepCell c;
-        c.index = static_cast<int>(cells.size());
         c.kind = CellKind::Replay;
         c.model = static_cast<int>(mo);
         c.workload = static_cast<int>(w);
         c.method = static_cast<int>(m);
-        json id = {{"cell_format", kCellFormat}, {"kind", "replay"},         {"model", model_hash},
-                   {"workload", spec.workloads[w]}, {"workload_files", files}, {"policy", policies[m]},
-                   {"max_tokens", spec.max_tokens}};
-        c.identity = id.dump();
-        c.hash = hash_text(c.identity);
         c.target = spec.models[mo] + " " + spec.workloads[w];
-        cells.push_back(std::move(c));
+        add_cell(std::move(c), {{"cell_format", kCellFormat}, {"kind", "replay"},         {"model", model_hash},
+                                {"workload", spec.workloads[w]}, {"workload_files", files}, {"policy", policies[m]},
+                                {"max_tokens", spec.max_tokens}});
       }
     }
   }
