@@ -145,13 +145,15 @@ void fit_sums(const float* x, float id, float* sumqx, float* sumq2, uint8_t* L) 
   *sumq2 = s2;
 }
 
-// iq4_nl: start from the scale that maps the largest magnitude onto the table's end (-127), refit
-// the scale by weighted least squares, then try 15 inverse scales (-127 + t) / max, t = -7..7, keeping
-// the one that maximizes (sum w q x)^2 / sum w q^2; finally re-pick each level at the kept scale.
-void iq4_nl_block(const float* x, uint8_t* out) {
-  constexpr int kTries = 7;
-  constexpr float kEps = 1e-15f;  // ggml's GROUP_MAX_EPS: an all-(near-)zero block gets scale 0
-  const float t0 = kIq4nlValues[0];
+// iq4_nl as the KV cache writes it (ggml's quantize_row_iq4_nl_ref, i.e. the shared iq4_nl routine
+// with its scale search switched off): the scale maps the element of largest magnitude onto the
+// table's first level (-127), each element takes its nearest level, and the scale is then refit by
+// least squares with weights x^2: d = sum(w q x) / sum(w q^2). The levels are NOT re-picked at the
+// refit scale. A block with amax < 1e-15 gets scale 0 and keeps the level buffer of the previous
+// block of the row untouched (ggml leaves it as it was: its bytes repeat that block's nibbles and
+// dequantize to 0); `L` carries that buffer from block to block.
+void iq4_nl_block(const float* x, uint8_t* out, uint8_t L[QK]) {
+  constexpr float kEps = 1e-15f;  // ggml's GROUP_MAX_EPS
   float amax = 0, max = 0;
   for (int j = 0; j < QK; ++j) {
     const float ax = std::fabs(x[j]);
@@ -162,25 +164,12 @@ void iq4_nl_block(const float* x, uint8_t* out) {
   }
   float scale = 0.0f;
   if (!(amax < kEps)) {
-    float d = -max / t0;
+    const float d = max / static_cast<float>(kIq4nlValues[0]);
     float sumqx, sumq2;
-    fit_sums(x, 1 / d, &sumqx, &sumq2, nullptr);
-    d = sumqx / sumq2;
-    float best = d * sumqx;
-    for (int t = -kTries; t <= kTries; ++t) {
-      const float id = static_cast<float>(t + kIq4nlValues[0]) / max;
-      fit_sums(x, id, &sumqx, &sumq2, nullptr);
-      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-        d = sumqx / sumq2;
-        best = d * sumqx;
-      }
-    }
-    scale = d;
+    fit_sums(x, 1 / d, &sumqx, &sumq2, L);
+    scale = sumq2 > 0 ? sumqx / sumq2 : 0.0f;
   }
   put_f16(out, scale);
-  const float id = scale != 0.0f ? 1 / scale : 0.0f;
-  uint8_t L[QK];
-  for (int j = 0; j < QK; ++j) L[j] = static_cast<uint8_t>(nearest_level(id * x[j]));
   pack_nibbles(L, out + 2);
 }
 
@@ -201,11 +190,15 @@ void ggml_quantize_row(GgmlType t, const float* x, size_t n, uint8_t* out) {
   if (n % QK != 0) fail(std::string(ggml_type_info(t).name), "row length {} is not a multiple of {}", n, QK);
   const int bb = ggml_type_info(t).block_bytes;
   uint8_t q[QK];
+  // iq4_nl's level buffer, carried across the blocks of the row; a zero first block gets code 8
+  // (the level nearest 0; ggml would read an uninitialized buffer there).
+  uint8_t L[QK];
+  std::memset(L, 8, sizeof(L));
   float d = 0, m = 0;
   for (size_t b = 0; b < n / QK; ++b, x += QK, out += bb) {
     switch (t) {
       case GgmlType::Q8_0: q8_0_block(x, out); break;
-      case GgmlType::IQ4_NL: iq4_nl_block(x, out); break;
+      case GgmlType::IQ4_NL: iq4_nl_block(x, out, L); break;
       case GgmlType::Q4_0:
         sym_block(x, 4, q, &d);
         put_f16(out, d);

@@ -4,7 +4,8 @@
 // a cache row) into a packed block, byte for byte as ggml lays it out in memory (little-endian,
 // fp16 scales). The quantizers follow ggml's reference functions (quantize_row_<type>_ref in
 // ggml-quants.c): the same float operations in the same order, C truncation where ggml casts,
-// roundf for q8_0, the iq4_nl scale search with 7 tries, fp16 by round-to-nearest-even; so the
+// roundf for q8_0, iq4_nl's reference path (one least-squares refit, no scale search), fp16 by
+// round-to-nearest-even; so the
 // bytes and the dequantized floats equal ggml's (tested against shared/data/ggml_kv_types_golden.json).
 //
 //   type    bytes/block  layout (offsets in bytes)                                  bits/elem
