@@ -3,9 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numbers>
 #include <numeric>
-#include <random>
 
 #include "core/quant/formats/lloyd.h"
 #include "core/tensor/dtype.h"
@@ -17,27 +15,37 @@ namespace {
 
 constexpr double kSqrtHalfPi = 1.2533141373155003;  // sqrt(pi / 2)
 
-// N(0,1) draws from a seed: std::mt19937_64 + Box-Muller written out, so the matrices are the same
-// on every standard library (std::normal_distribution's algorithm is implementation-defined).
+// N(0,1) draws from a seed: a splitmix64 stream (no seeding cost: quantizers are cheap to make) and
+// Marsaglia's polar method, both written out so the matrices are the same on every standard library
+// (std::normal_distribution's algorithm is implementation-defined).
 class Gaussian {
  public:
-  explicit Gaussian(uint64_t seed) : g_(seed) {}
+  explicit Gaussian(uint64_t seed) : state_(seed) {}
   double next() {
     if (have_) {
       have_ = false;
       return spare_;
     }
-    double u1;
-    do u1 = uniform(); while (u1 <= 0.0);
-    const double u2 = uniform(), r = std::sqrt(-2.0 * std::log(u1)), a = 2.0 * std::numbers::pi * u2;
-    spare_ = r * std::sin(a);
+    double u, v, s;
+    do {
+      u = 2.0 * uniform() - 1.0;
+      v = 2.0 * uniform() - 1.0;
+      s = u * u + v * v;
+    } while (s >= 1.0 || s == 0.0);
+    const double f = std::sqrt(-2.0 * std::log(s) / s);
+    spare_ = v * f;
     have_ = true;
-    return r * std::cos(a);
+    return u * f;
   }
 
  private:
-  double uniform() { return static_cast<double>(g_() >> 11) * 0x1.0p-53; }
-  std::mt19937_64 g_;
+  double uniform() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return static_cast<double>((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+  }
+  uint64_t state_;
   bool have_ = false;
   double spare_ = 0;
 };

@@ -100,7 +100,8 @@ TEST_CASE("Hadamard: orthonormal, inverse to f32 rounding, q.k unchanged", "[for
 TEST_CASE("Hadamard: seeds, unsigned variant, head_dim without a power-of-two block", "[formats][rotation]") {
   CHECK(HadamardRotation(64, 1).signs() == HadamardRotation(64, 1).signs());
   CHECK(HadamardRotation(64, 1).signs() != HadamardRotation(64, 2).signs());
-  for (float s : HadamardRotation(64, 1, false).signs()) CHECK(s == 1.0f);
+  const HadamardRotation plain(64, 1, false);
+  for (float s : plain.signs()) CHECK(s == 1.0f);
   CHECK(HadamardRotation(80, 0).block() == 16);
   CHECK_THROWS_AS(HadamardRotation(63, 0), Error);
   CHECK_THROWS_AS(HadamardRotation(0, 0), Error);

@@ -104,7 +104,7 @@ TEST_CASE("TurboQuantProd and QJL: inner-product estimates are unbiased (1e5 ind
   // Each pair draws a fresh (q, k) and a fresh quantizer seed, so the mean is over everything the
   // estimator is unbiased over. Pass: |mean error| <= 3 standard errors. The MSE-only quantizer is
   // biased (it shrinks q.k), which the same test detects: it shows the test can fail.
-  const int d = 16, n = 100000;
+  const int d = 8, n = 100000;  // small d keeps 1e5 fresh quantizers cheap; unbiasedness holds at any d
   std::mt19937_64 g(2026);
   std::vector<double> e_prod(n), e_qjl(n), e_mse(n);
   std::vector<float> q, k, y(d);
@@ -159,13 +159,15 @@ TEST_CASE("TurboQuant: exact bits per vector, norms included; the fractional-bit
   CHECK_THROWS_AS(TurboQuantSplit(128, {5}, 3, 2, false, 1), Error);
   CHECK_THROWS_AS(TurboQuantSplit(128, {5, 5}, 3, 2, false, 1), Error);
   CHECK_THROWS_AS(TurboQuantProd(64, 1, 1), Error);
-  // The split quantizer reconstructs each part in place; outliers get the finer codebook.
+  // The split quantizer reconstructs each part in place; the outlier channels are found by RMS.
   std::mt19937_64 g(4);
-  std::vector<float> x = gaussian(128, g), y(128);
-  for (int c : out) x[c] *= 20.0f;
-  s25.roundtrip(x.data(), y.data());
+  const int rows = 64;
+  std::vector<float> x = gaussian(rows * 128, g), y(x.size());
+  for (int t = 0; t < rows; ++t)
+    for (int c : out) x[size_t(t) * 128 + c] *= 20.0f;
+  CHECK(top_rms_channels(x.data(), rows, 128, 32) == out);
+  for (int t = 0; t < rows; ++t) s25.roundtrip(&x[size_t(t) * 128], &y[size_t(t) * 128]);
   double e = 0, r = 0;
-  for (int i = 0; i < 128; ++i) e += (double(x[i]) - y[i]) * (double(x[i]) - y[i]), r += double(x[i]) * x[i];
-  CHECK(e / r < 0.2);
-  CHECK(top_rms_channels(x.data(), 1, 128, 32) == out);
+  for (size_t i = 0; i < x.size(); ++i) e += (double(x[i]) - y[i]) * (double(x[i]) - y[i]), r += double(x[i]) * x[i];
+  CHECK(e / r < 0.15);  // 2-3 bits per coordinate: the per-coordinate distortions are 0.117 and 0.035
 }
