@@ -148,14 +148,14 @@ TEST_CASE("TurboQuant: exact bits per vector, norms included; the fractional-bit
   CHECK(TurboQuantMse(128, 3, 1).bits_per_vector() == 128 * 3 + 16);
   CHECK(TurboQuantProd(128, 3, 1).bits_per_vector() == 128 * 2 + 16 + 128 + 16);
   CHECK(Qjl(128, 256, 1).bits_per_vector() == 256 + 16);
-  // The paper's 2.5 bits at d = 128: 32 outlier channels at 3 bits, 96 at 2 bits; two norms.
+  // 2.5 bits at d = 128: 32 outlier channels at 4 bits, 96 at 2 bits ((32*4 + 96*2)/128 = 2.5); two norms.
   std::vector<int> out;
   for (int i = 0; i < 32; ++i) out.push_back(4 * i);
-  const TurboQuantSplit s25(128, out, 3, 2, false, 1);
-  CHECK(s25.bits_per_vector() == 32 * 3 + 96 * 2 + 2 * 16);
+  const TurboQuantSplit s25(128, out, 4, 2, false, 1);
+  CHECK(s25.bits_per_vector() == 32 * 4 + 96 * 2 + 2 * 16);
   CHECK(s25.static_bits() == 128);
-  const TurboQuantSplit p25(128, out, 3, 2, true, 1);
-  CHECK(p25.bits_per_vector() == 32 * 3 + 96 * 2 + 4 * 16);
+  const TurboQuantSplit p25(128, out, 4, 2, true, 1);
+  CHECK(p25.bits_per_vector() == 32 * 4 + 96 * 2 + 4 * 16);
   CHECK_THROWS_AS(TurboQuantSplit(128, {5}, 3, 2, false, 1), Error);
   CHECK_THROWS_AS(TurboQuantSplit(128, {5, 5}, 3, 2, false, 1), Error);
   CHECK_THROWS_AS(TurboQuantProd(64, 1, 1), Error);
