@@ -25,6 +25,7 @@
 #include "app/gui/script.h"
 #include "app/gui/settings.h"
 #include "core/dump/kv_dump.h"
+#include "core/quant/method_registry.h"
 #include "core/metrics/head_profile.h"
 #include "core/model/capture.h"
 #include "core/model/discovery.h"
@@ -927,6 +928,7 @@ void App::sidebar(ImVec2 size) {
   if (ImGui::CollapsingHeader("Policy", ImGuiTreeNodeFlags_DefaultOpen)) {
     views::PolicyEditorInfo info;
     info.presets = preset_names_;
+    info.methods = method_names();
     if (dump_) {
       CostEstimate e;
       try {
@@ -941,6 +943,7 @@ void App::sidebar(ImVec2 size) {
     if (info.status.empty()) info.status = live_status_;
     views::PolicyEditorIntent in = views::draw_policy_editor(policy_, policy_path_, override_draft_, info,
                                                              dump_ ? dump_->shape.layers : 0, dump_ ? dump_->shape.kv_heads : 0);
+    if (const QuantMethod* m = find_method(in.method)) policy_.method = m;  // the method combo
     if (!in.load_preset.empty()) {
       load_preset_into_policy(in.load_preset);
     } else if (!in.add_override.empty()) {
@@ -1562,13 +1565,9 @@ void App::set_field(const std::string& field, const std::string& value, const st
     policy_.outliers.rule = OutlierSelect::Rule::MseOverMedian;
     policy_.outliers.ratio = x;
   } else if (field == "method") {
-    bool found = false;
-    for (Method m : views::kAllMethods)
-      if (value == method_name(m)) {
-        policy_.method = m;
-        found = true;
-      }
-    if (!found) fail(where, "unknown method '{}'", value);
+    const QuantMethod* m = find_method(value);
+    if (!m) fail(where, "unknown method '{}'", value);
+    policy_.method = m;
   } else {
     fail(where, "unknown field '{}' (k.bits v.bits bits group_size residual sink_tokens clip_ratio outlier_ratio method)", field);
   }
