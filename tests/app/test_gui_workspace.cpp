@@ -49,7 +49,9 @@ TEST_CASE("workspace: open a dump, quantize it, edit the policy, save the run an
   const std::string dump_path = tmp.path("small.safetensors");
   save_dump(dump_path, small_dump());
   std::vector<std::string> opened;
-  Workspace ws(WorkspaceHooks{.dump_opened = [&](const std::string& p) { opened.push_back(p); }});
+  WorkspaceHooks hooks;
+  hooks.dump_opened = [&](const std::string& p) { opened.push_back(p); };
+  Workspace ws(hooks);
   CHECK(ws.policy().name == "kivi-2");  // the editor starts on kivi-2
 
   ws.open_dump(dump_path);
