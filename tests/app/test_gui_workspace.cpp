@@ -34,7 +34,7 @@ void settle(Workspace& ws) {
   tick_until(ws, [&] { return ws.idle(); });
 }
 
-KvDump small_dump(int layers = 2, int tokens = 64) {
+KvDump small_dump(int layers = 2, int tokens = 512) {  // longer than kivi's 128-token fp16 window
   SynthOptions so;
   so.layers = layers;
   so.tokens = tokens;
