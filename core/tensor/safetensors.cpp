@@ -14,8 +14,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "core/tensor/safetensors_writer.h"
 #include "core/util/error.h"
-#include "core/util/interrupt.h"
 
 namespace kvscope {
 
@@ -203,15 +203,23 @@ std::vector<float> SafetensorsFile::read_f32(const std::string& name, const std:
   return out;
 }
 
-void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
+void SafetensorsFile::check_intact(const TensorInfo& t) const {
   const uint64_t end = static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin + t.nbytes;
   struct stat st {};
   if (fstat(fd_, &st) != 0) fail(path_, "cannot stat the open file: {}", std::strerror(errno));
+  if (static_cast<uint64_t>(st.st_size) < end)
+    fail(path_, "file shrank to {} bytes while open (truncated by another process?); tensor '{}' ends at byte {}",
+         static_cast<uint64_t>(st.st_size), t.name, end);
+}
+
+void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
+  const uint64_t end = static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin + t.nbytes;
+  struct stat st {};
   const auto truncated = [&](uint64_t now) {
     fail(path_, "file shrank to {} bytes while open (truncated by another process?); tensor '{}' ends at byte {}",
          now, t.name, end);
   };
-  if (static_cast<uint64_t>(st.st_size) < end) truncated(static_cast<uint64_t>(st.st_size));
+  check_intact(t);
   const unsigned char* src = data(t);
   const size_t n = static_cast<size_t>(t.numel());
   if (!run_sigbus_guarded([&] { convert_to_f32(t.dtype, src, n, dst); })) {
@@ -222,53 +230,11 @@ void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
 
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  json header = json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  uint64_t offset = 0;
-  for (const auto& t : tensors) {
-    uint64_t numel = 1;
-    for (auto d : t.shape) {
-      if (d < 0) fail(path, "tensor '{}': negative dimension", t.name);
-      numel *= static_cast<uint64_t>(d);
-    }
-    uint64_t nb = numel * dtype_size(t.dtype);
-    if (header.contains(t.name)) fail(path, "tensor '{}' written twice", t.name);
-    header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}, {"data_offsets", {offset, offset + nb}}};
-    offset += nb;
-  }
-  std::string h = header.dump();
-  while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // keep the data block 8-byte aligned
-
-  std::string tmp = path + ".tmp-" + std::to_string(getpid());
-  TempFileGuard interrupted_cleanup(tmp);  // deleted if SIGINT/SIGTERM arrives mid-write
-  FILE* fp = std::fopen(tmp.c_str(), "wb");
-  if (!fp) fail(path, "cannot create '{}': {}", tmp, std::strerror(errno));
-  bool ok = true;
-  unsigned char len[8];
-  uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
-  ok = ok && std::fwrite(len, 1, 8, fp) == 8;
-  ok = ok && std::fwrite(h.data(), 1, h.size(), fp) == h.size();
-  for (const auto& t : tensors) {
-    size_t nb = static_cast<size_t>(header[t.name]["data_offsets"][1].get<uint64_t>() -
-                                    header[t.name]["data_offsets"][0].get<uint64_t>());
-    if (!ok) break;
-    ok = nb == 0 || std::fwrite(t.data, 1, nb, fp) == nb;
-  }
-  int saved_errno = errno;
-  ok = (std::fflush(fp) == 0) && ok;
-  if (ok && fsync(fileno(fp)) != 0) ok = false;
-  if (!ok) saved_errno = errno;
-  std::fclose(fp);
-  if (!ok) {
-    std::remove(tmp.c_str());
-    fail(path, "write failed: {}", std::strerror(saved_errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    saved_errno = errno;
-    std::remove(tmp.c_str());
-    fail(path, "cannot rename temporary file into place: {}", std::strerror(saved_errno));
-  }
+  std::vector<TensorDecl> decl;
+  for (const auto& t : tensors) decl.push_back({t.name, t.dtype, t.shape});
+  SafetensorsWriter w(path, decl, metadata);
+  for (const auto& t : tensors) w.write(t.name, t.data);
+  w.finish();
 }
 
 }  // namespace kvscope
