@@ -83,4 +83,10 @@ void DumpReader::check_intact(int l) const {
     if (t) file_->check_intact(*t);
 }
 
+void DumpReader::release_layer(int l) const {
+  if (l < 0 || l >= shape().layers) return;
+  for (const TensorInfo* t : {layers_[l].k, layers_[l].v, layers_[l].q, layers_[l].k_pre_rope, layers_[l].q_pre_rope})
+    if (t) file_->release(*t);
+}
+
 }  // namespace kvscope

@@ -39,6 +39,8 @@ class DumpReader {
   // Throws naming the file when it shrank since it was opened (another process truncated it), so a
   // layer's views are not read past the end of the file. Call before reading layer l's views.
   void check_intact(int l) const;
+  // Done with layer l's views: its pages leave this process's resident set (still cached).
+  void release_layer(int l) const;
 
  private:
   struct LayerTensors {

@@ -108,7 +108,10 @@ KvDump load_dump(const std::string& path, const DumpLoadOptions& opts) {
   d.shape = r.shape();
   d.meta = r.meta();
   d.layers.resize(d.shape.layers);
-  for (int l = 0; l < d.shape.layers; ++l) d.layers[l] = r.load_layer(l);
+  for (int l = 0; l < d.shape.layers; ++l) {
+    d.layers[l] = r.load_layer(l);
+    r.release_layer(l);  // the f32 copy is what stays resident, not the mapped pages too
+  }
   return d;
 }
 

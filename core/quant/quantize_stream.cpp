@@ -85,7 +85,10 @@ QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& poli
     }
     done += double(res.size());
     if (opts.progress) opts.progress(done / total_work);
-    if (!opts.attention) continue;
+    if (!opts.attention) {
+      dump.release_layer(l);
+      continue;
+    }
     parallel_for(static_cast<int64_t>(H) * (2 + G), [&](int64_t i) {  // this layer's originals in f32
       const int h = static_cast<int>(i);
       if (h < 2 * H) {
@@ -108,6 +111,7 @@ QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& poli
     });
     done += 4.0 * H;
     if (opts.progress) opts.progress(done / total_work);
+    dump.release_layer(l);
   }
 
   // Aggregates exactly as quantize_dump forms them.

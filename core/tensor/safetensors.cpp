@@ -212,6 +212,13 @@ void SafetensorsFile::check_intact(const TensorInfo& t) const {
          static_cast<uint64_t>(st.st_size), t.name, end);
 }
 
+void SafetensorsFile::release(const TensorInfo& t) const {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data(t)), end = begin + t.nbytes;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
   const uint64_t end = static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin + t.nbytes;
   struct stat st {};

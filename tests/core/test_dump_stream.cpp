@@ -89,6 +89,8 @@ TEST_CASE("streamed reader: views hold what load_dump loads; load_layer equals i
         CHECK(as_f32(r.k_pre_rope(l, h)) == std::vector<float>(kp, kp + he));
       }
       for (int h = 0; h < 6; ++h) CHECK(as_f32(r.q(l, h)) == std::vector<float>(whole.q(l, h), whole.q(l, h) + he));
+      r.release_layer(l);  // pages leave the resident set; the views read them again
+      CHECK(as_f32(r.v(l, 1)) == std::vector<float>(whole.v(l, 1), whole.v(l, 1) + he));
       const DumpLayer L = r.load_layer(l);
       CHECK(L.k == whole.layers[l].k);
       CHECK(L.q_pre_rope == whole.layers[l].q_pre_rope);
