@@ -9,6 +9,7 @@
 #include "core/metrics/tensor_error.h"
 #include "core/quant/group_kernels.h"
 #include "core/quant/head_plan.h"
+#include "core/quant/method_registry.h"
 #include "core/tensor/compute_threads.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
@@ -16,10 +17,14 @@
 namespace kvscope {
 
 bool quantizes_streamed(const Policy& p) {
-  const bool plain = p.method == Method::FP16 || p.method == Method::Uniform || p.method == Method::Kivi ||
-                     p.method == Method::Kvmix;
+  // Registry records whose slice quantizer is the shared TensorQuant path (fp16, uniform, kivi,
+  // kvmix today): the group kernels give the same bits. No layer-wide or dump-wide checks.
+  const QuantMethod& m = *p.method;
+  using SliceFn = SliceResult (*)(const SliceInput&);
+  const SliceFn* f = m.quantize_slice.target<SliceFn>();
+  const bool per_group = f && *f == &quantize_tensor_slice && !m.quantize_layer && !m.check_dump;
   const bool per_head_rule = p.outliers.rule == OutlierSelect::Rule::None || p.outliers.rule == OutlierSelect::Rule::List;
-  return plain && per_head_rule && !p.smooth;
+  return per_group && per_head_rule && !p.smooth;
 }
 
 QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& policy, const QuantizeOptions& opts) {
