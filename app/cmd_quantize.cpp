@@ -11,6 +11,7 @@
 #include "core/quant/method_registry.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
+#include "core/quant/quantize_stream.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 #include "core/util/json_text.h"
@@ -143,16 +144,22 @@ void register_quantize(CLI::App& app) {
     DumpLoadOptions lo;
     lo.require_q = opts.attention;
     lo.load_pre_rope = policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy);  // e.g. SKVQ
-    auto t_load = std::chrono::steady_clock::now();
-    KvDump dump = load_dump(a->dump, lo);
-    if (std::getenv("KVSCOPE_PROFILE"))
-      fmt::print(stderr, "load_dump: {:.3f} s\n",
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
     QuantizeReport r;
     try {
-      r = quantize_dump(dump, policy, opts);
+      if (quantizes_streamed(policy)) {  // layer by layer from the mapped file: memory of one layer
+        DumpReader dump(a->dump, lo);
+        r = quantize_dump_streamed(dump, policy, opts);
+      } else {
+        auto t_load = std::chrono::steady_clock::now();
+        KvDump dump = load_dump(a->dump, lo);
+        if (std::getenv("KVSCOPE_PROFILE"))
+          fmt::print(stderr, "load_dump: {:.3f} s\n",
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
+        r = quantize_dump(dump, policy, opts);
+      }
     } catch (const Error& e) {
-      throw Error(a->dump + ": " + e.what());
+      const std::string what = e.what();  // dump errors already name the file
+      throw Error(what.rfind(a->dump + ":", 0) == 0 ? what : a->dump + ": " + what);
     }
     r.dump_path = a->dump;
     maybe_store_quantize_run(a->store, r);
