@@ -119,5 +119,5 @@ TEST_CASE("safetensors rejects corrupt files with a message naming the file and 
 TEST_CASE("write_safetensors leaves no partial file when the directory is not writable") {
   std::vector<float> x(4, 1.0f);
   CHECK_THROWS_WITH(write_safetensors("/nonexistent-dir/x.safetensors", {{"a", DType::F32, {4}, x.data()}}),
-                    Catch::Contains("/nonexistent-dir/x.safetensors: cannot write: No such file or directory"));
+                    Catch::Contains("/nonexistent-dir/x.safetensors: cannot create"));
 }
