@@ -4,6 +4,7 @@
 
 #include "app/gui/policy_tuning.h"
 #include "app/gui/shell.h"
+#include "core/quant/method_registry.h"
 #include "core/util/error.h"
 
 namespace kvscope::gui {
@@ -12,6 +13,7 @@ void policy_panel(Shell& s) {
   Workspace& ws = s.ws;
   views::PolicyEditorInfo info;
   info.presets = s.preset_names;
+  info.methods = method_names();
   if (ws.dump()) {
     CostEstimate e;
     try {
@@ -27,6 +29,7 @@ void policy_panel(Shell& s) {
   views::PolicyEditorIntent in =
       views::draw_policy_editor(ws.policy(), s.policy_path, s.override_draft, info, ws.dump() ? ws.dump()->shape.layers : 0,
                                 ws.dump() ? ws.dump()->shape.kv_heads : 0);
+  if (const QuantMethod* m = find_method(in.method)) ws.policy().method = m;  // the method combo
   if (!in.load_preset.empty()) ws.load_preset(in.load_preset);
   else if (!in.add_override.empty()) ws.add_override(in.add_override);
   else if (in.remove_override >= 0) ws.remove_override(in.remove_override);

@@ -14,6 +14,7 @@
 #include "core/replay/replay.h"
 #include "core/synth/synth.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/quant/method_registry.h"
 #include "core/util/error.h"
 #include "core/util/file.h"
 #include "core/util/json_text.h"
@@ -189,13 +190,9 @@ void Workspace::set_field(const std::string& field, const std::string& value, co
     policy_.outliers.rule = OutlierSelect::Rule::MseOverMedian;
     policy_.outliers.ratio = x;
   } else if (field == "method") {
-    bool found = false;
-    for (Method m : views::kAllMethods)
-      if (value == method_name(m)) {
-        policy_.method = m;
-        found = true;
-      }
-    if (!found) fail(where, "unknown method '{}'", value);
+    const QuantMethod* m = find_method(value);
+    if (!m) fail(where, "unknown method '{}'", value);
+    policy_.method = m;
   } else {
     fail(where, "unknown field '{}' (k.bits v.bits bits group_size residual sink_tokens clip_ratio outlier_ratio method)", field);
   }
