@@ -46,6 +46,8 @@ class SafetensorsFile {
   // Converts one tensor of this file into dst (numel floats). Throws Error naming the file when
   // the file was truncated since open() (by another process), instead of dying of SIGBUS.
   void read_f32_into(const TensorInfo& t, float* dst) const;
+  // Throws Error naming the file when it is now shorter than where tensor t ends.
+  void check_not_truncated(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;
