@@ -134,7 +134,7 @@ void require_memory(const std::string& model, const MemoryNeed& need, const std:
   note_memory_context(fmt::format("{} (planned {})", model, gb(need.total())));
   if (need.total() <= a.bytes) return;
   const std::string lower = need.weights + need.runtime > a.bytes
-                                ? fmt::format("the weights alone need {}: use a smaller model or a machine with more memory", gb(need.weights))
+                                ? fmt::format("the weights ({} as stored) and the runtime alone need {}: use a smaller model or a machine with more memory", gb(need.weights), gb(need.weights + need.runtime))
                                 : how_to_lower;
   fail(model, "needs {} of memory (weights {} as stored, activations {}, KV cache {}, runtime {}) but {} are available ({}); {}",
        gb(need.total()), gb(need.weights), gb(need.activations), gb(need.kv_cache), gb(need.runtime), gb(a.bytes),

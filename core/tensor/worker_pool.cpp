@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -63,12 +64,14 @@ class Pool {
   void ensure_helpers(int n) {
     while (static_cast<int>(threads_.size()) < n) {
       const int index = static_cast<int>(threads_.size()) + 1;
-      threads_.emplace_back([this, index] { helper(index); });
+      // The generation it has "seen" is the current one: the dispatch about to start is new to it
+      // even if the thread only starts running after the increment.
+      const uint64_t seen = generation_.load();
+      threads_.emplace_back([this, index, seen] { helper(index, seen); });
     }
   }
 
-  void helper(int index) {
-    uint64_t seen = generation_.load();
+  void helper(int index, uint64_t seen) {
     for (;;) {
       // Spin a little (the next mat-vec of a decode step follows within microseconds), then sleep.
       int spins = 0;
