@@ -62,8 +62,6 @@ void run_dump(const DumpOptions& o) {
   std::vector<int> layers;
   if (!o.layers.empty()) layers = parse_layer_list(o.layers, cfg.num_layers, "--layers");
   auto tok = load_tokenizer(dir);
-  if (tok->vocab_size() > cfg.vocab_size)
-    fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), cfg.vocab_size);
   std::vector<int32_t> ids = tok->encode(text, /*add_bos=*/true);
   if (o.tokens > 0 && static_cast<int>(ids.size()) > o.tokens) ids.resize(o.tokens);
   if (ids.empty()) fail("dump", "the text encodes to no tokens");
@@ -75,7 +73,9 @@ void run_dump(const DumpOptions& o) {
   const int chunk = o.chunk > 0 ? std::min(o.chunk, T) : default_chunk(cfg, weights, T, layers_run);
   require_memory(dir, estimate_memory(cfg, weights, chunk, T, layers_run, 0),
                  fmt::format("lower it with --chunk (now {}), --layers or --tokens (now {})", chunk, T));
-  auto model = Model::load(dir);
+  auto model = Model::load(dir);  // validates the checkpoint (errors name its file) before the tokenizer check
+  if (tok->vocab_size() > cfg.vocab_size)
+    fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), cfg.vocab_size);
   const int max_pos = model->config().max_position_embeddings;
   if (max_pos > 0 && static_cast<int>(ids.size()) > max_pos)
     fmt::print(stderr, "kvscope dump: warning: {} tokens exceed max_position_embeddings {} of {}\n", ids.size(),

@@ -26,14 +26,14 @@ void run_generate(const GenerateOptions& o) {
   const std::string dir = resolve_model(o.model);
   const ModelConfig cfg = load_config(dir);
   auto tok = load_tokenizer(dir);
-  if (tok->vocab_size() > cfg.vocab_size)
-    fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), cfg.vocab_size);
   std::vector<int32_t> seq = tok->encode(o.prompt, /*add_bos=*/true);
   if (seq.empty()) fail("--prompt", "the prompt encodes to no tokens");
   const int context = static_cast<int>(seq.size()) + o.max_new;
   require_memory(dir, estimate_memory(cfg, checkpoint_file_bytes(dir), static_cast<int>(seq.size()), context),
                  fmt::format("lower it with a shorter --prompt or --max-new (context now {} tokens)", context));
-  auto model = Model::load(dir);
+  auto model = Model::load(dir);  // validates the checkpoint (errors name its file) before the tokenizer check
+  if (tok->vocab_size() > cfg.vocab_size)
+    fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), cfg.vocab_size);
   const size_t prompt_len = seq.size();
   auto cache = model->new_cache(static_cast<int>(seq.size()) + o.max_new);
   std::vector<float> logits = model->forward(seq, *cache);
