@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <optional>
 #include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -146,10 +147,14 @@ void register_quantize(CLI::App& app) {
     lo.load_pre_rope = policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy);  // e.g. SKVQ
     QuantizeReport r;
     try {
-      if (quantizes_streamed(policy)) {  // layer by layer from the mapped file: memory of one layer
-        DumpReader dump(a->dump, lo);
-        r = quantize_dump_streamed(dump, policy, opts);
+      std::optional<DumpReader> streamed;
+      if (quantizes_streamed(policy)) streamed.emplace(a->dump, lo);
+      // Layer by layer from the mapped file (memory of one layer); a dump holding queries at a subset
+      // of positions (dump --q-positions) goes through the whole-dump path, which samples exactly those.
+      if (streamed && streamed->meta().q_positions.empty()) {
+        r = quantize_dump_streamed(*streamed, policy, opts);
       } else {
+        streamed.reset();
         auto t_load = std::chrono::steady_clock::now();
         KvDump dump = load_dump(a->dump, lo);
         if (std::getenv("KVSCOPE_PROFILE"))

@@ -52,9 +52,12 @@ class DumpReader {
   DumpLoadOptions opts_;
   KvDump header_;  // shape and metadata, no layers
   std::vector<LayerTensors> layers_;
+  int q_rows_ = 0;  // rows of the stored q tensors (dump_q_rows)
 };
 
 // The shape and metadata of a dump file, validated (kv_dump.cpp; the reader's first step).
 KvDump read_dump_header(const SafetensorsFile& file, const DumpLoadOptions& opts);
+// Rows of the stored query tensor q0: len(q_positions) when the file holds only those, else tokens.
+int dump_q_rows(const DumpMeta& meta, const DumpShape& shape, const TensorInfo& q0);
 
 }  // namespace kvscope

@@ -9,35 +9,9 @@
 
 namespace kvscope {
 
-namespace {
-
-std::string layer_name(int l, const char* what) { return "layers." + std::to_string(l) + "." + what; }
-
-std::map<std::string, std::string> dump_metadata(const DumpShape& s, const DumpMeta& m, DType dtype) {
-  std::map<std::string, std::string> md = m.extra;
-  md["format"] = kDumpFormat;
-  md["model_id"] = m.model_id;
-  md["config_digest"] = m.config_digest;
-  if (!m.token_ids.empty()) md["token_ids"] = nlohmann::json(m.token_ids).dump();
-  md["prompt"] = m.prompt;
-  md["workload"] = m.workload;
-  md["dtype"] = std::string(dtype_name(dtype));
-  md["kvscope_version"] = KVSCOPE_VERSION;
-  md["rope_style"] = m.rope_style;
-  md["rope_theta"] = fmt::format("{}", m.rope_theta);
-  md["layers"] = std::to_string(s.layers);
-  md["kv_heads"] = std::to_string(s.kv_heads);
-  md["q_heads"] = std::to_string(s.q_heads);
-  md["head_dim"] = std::to_string(s.head_dim);
-  md["tokens"] = std::to_string(s.tokens);
-  return md;
-}
-
-}  // namespace
-
 DumpWriter::DumpWriter(const std::string& path, const DumpShape& shape, const DumpMeta& meta, DType dtype,
                        const std::vector<DumpLayerTensors>& layers)
-    : path_(path), shape_(shape), dtype_(dtype), layers_(layers) {
+    : path_(path), shape_(shape), meta_(meta), dtype_(dtype), layers_(layers) {
   if (dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::F32) fail(path, "dumps are stored as F16, BF16 or F32");
   if (static_cast<int>(layers.size()) != shape.layers) fail(path, "{} layer layouts for {} layers", layers.size(), shape.layers);
   const std::vector<int64_t> kv{shape.kv_heads, shape.tokens, shape.head_dim};
@@ -45,13 +19,13 @@ DumpWriter::DumpWriter(const std::string& path, const DumpShape& shape, const Du
   std::vector<TensorDecl> decl;
   for (int l = 0; l < shape.layers; ++l) {
     const DumpLayerTensors& t = layers[l];
-    decl.push_back({layer_name(l, "k"), dtype, kv});
-    decl.push_back({layer_name(l, "v"), dtype, kv});
-    if (t.q) decl.push_back({layer_name(l, "q"), dtype, q});
-    if (t.k_pre_rope) decl.push_back({layer_name(l, "k_pre_rope"), dtype, kv});
-    if (t.q_pre_rope) decl.push_back({layer_name(l, "q_pre_rope"), dtype, q});
+    decl.push_back({dump_tensor_name(meta, l, "k"), dtype, kv});
+    decl.push_back({dump_tensor_name(meta, l, "v"), dtype, kv});
+    if (t.q) decl.push_back({dump_tensor_name(meta, l, "q"), dtype, q});
+    if (t.k_pre_rope) decl.push_back({dump_tensor_name(meta, l, "k_pre_rope"), dtype, kv});
+    if (t.q_pre_rope) decl.push_back({dump_tensor_name(meta, l, "q_pre_rope"), dtype, q});
   }
-  out_ = std::make_unique<SafetensorsWriter>(path, decl, dump_metadata(shape, meta, dtype));
+  out_ = std::make_unique<SafetensorsWriter>(path, decl, dump_metadata(meta, shape, dtype));
 }
 
 DumpWriter::~DumpWriter() = default;
@@ -64,7 +38,7 @@ void DumpWriter::write_layer(int l, const DumpLayer& L) {
     if (src.size() != n) fail(path_, "layer {}: {} has {} values, the shape says {}", l, what, src.size(), n);
     buf_.resize(n * dtype_size(dtype_));
     convert_from_f32(dtype_, src.data(), n, buf_.data());
-    out_->write(layer_name(l, what), buf_.data());
+    out_->write(dump_tensor_name(meta_, l, what), buf_.data());
   };
   const DumpLayerTensors& t = layers_[l];
   put("k", L.k, kv);

@@ -31,6 +31,7 @@ class DumpWriter {
  private:
   std::string path_;
   DumpShape shape_;
+  DumpMeta meta_;
   DType dtype_;
   std::vector<DumpLayerTensors> layers_;
   int next_ = 0;

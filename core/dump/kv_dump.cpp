@@ -1,5 +1,7 @@
 #include "core/dump/kv_dump.h"
 
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "core/dump/dump_reader.h"
@@ -26,29 +28,88 @@ static int meta_int(const std::map<std::string, std::string>& m, const std::stri
   }
 }
 
+std::string dump_tensor_name(const DumpMeta& m, int l, const char* what) {
+  return layer_name(m.layer_ids.empty() ? l : m.layer_ids.at(l), what);
+}
+
+int dump_q_rows(const DumpMeta& m, const DumpShape& s, const TensorInfo& q0) {
+  // Queries stored at q_positions only: [q_heads, len(q_positions), head_dim] in the file.
+  return !m.q_positions.empty() && q0.shape.size() == 3 && q0.shape[1] != s.tokens ? static_cast<int>(m.q_positions.size())
+                                                                                     : s.tokens;
+}
+
+std::map<std::string, std::string> dump_metadata(const DumpMeta& m, const DumpShape& s, DType dtype) {
+  std::map<std::string, std::string> md = m.extra;
+  md["format"] = kDumpFormat;
+  md["model_id"] = m.model_id;
+  md["config_digest"] = m.config_digest;
+  if (!m.token_ids.empty()) md["token_ids"] = json(m.token_ids).dump();
+  md["prompt"] = m.prompt;
+  md["workload"] = m.workload;
+  md["dtype"] = std::string(dtype_name(dtype));
+  md["kvscope_version"] = KVSCOPE_VERSION;
+  md["rope_style"] = m.rope_style;
+  md["rope_theta"] = fmt::format("{}", m.rope_theta);
+  md["layers"] = std::to_string(s.layers);
+  md["kv_heads"] = std::to_string(s.kv_heads);
+  md["q_heads"] = std::to_string(s.q_heads);
+  md["head_dim"] = std::to_string(s.head_dim);
+  md["tokens"] = std::to_string(s.tokens);
+  if (!m.layer_ids.empty()) md["layer_ids"] = json(m.layer_ids).dump();
+  if (!m.q_positions.empty()) md["q_positions"] = json(m.q_positions).dump();
+  return md;
+}
+
 KvDump read_dump_header(const SafetensorsFile& file, const DumpLoadOptions& opts) {
   const std::string& path = file.path();
   const auto& md = file.metadata();
   KvDump d;
 
-  // Shape: from layers.0.k (and layers.0.q), then cross-checked with the metadata when present.
-  const TensorInfo* k0 = file.find("layers.0.k");
-  if (!k0) fail(path, "not a KV dump: tensor 'layers.0.k' is missing");
-  if (k0->shape.size() != 3) fail(path, "tensor 'layers.0.k' has shape {}, expected [kv_heads, tokens, head_dim]", shape_str(k0->shape));
+  auto int_list = [&](const char* key) {
+    std::vector<int> out;
+    auto it = md.find(key);
+    if (it == md.end()) return out;
+    try {
+      json a = json::parse(it->second);
+      if (!a.is_array() || a.empty()) throw std::invalid_argument("not an array");
+      for (auto& x : a) {
+        const int v = x.get<int>();
+        if (v < 0 || (!out.empty() && v <= out.back())) throw std::invalid_argument("not ascending");
+        out.push_back(v);
+      }
+    } catch (const std::exception&) {
+      fail(path, "__metadata__.{} is not an ascending JSON array of non-negative integers", key);
+    }
+    return out;
+  };
+  d.meta.layer_ids = int_list("layer_ids");
+  d.meta.q_positions = int_list("q_positions");
+  // Shape: from the first layer's k (and q), then cross-checked with the metadata when present.
+  const std::string k0_name = dump_tensor_name(d.meta, 0, "k");
+  const TensorInfo* k0 = file.find(k0_name);
+  if (!k0) fail(path, "not a KV dump: tensor '{}' is missing", k0_name);
+  if (k0->shape.size() != 3) fail(path, "tensor '{}' has shape {}, expected [kv_heads, tokens, head_dim]", k0_name, shape_str(k0->shape));
   d.shape.kv_heads = static_cast<int>(k0->shape[0]);
   d.shape.tokens = static_cast<int>(k0->shape[1]);
   d.shape.head_dim = static_cast<int>(k0->shape[2]);
   if (d.shape.kv_heads == 0 || d.shape.tokens == 0 || d.shape.head_dim == 0)
-    fail(path, "tensor 'layers.0.k' is empty (shape {})", shape_str(k0->shape));
-  while (file.find(layer_name(d.shape.layers, "k"))) ++d.shape.layers;
-  if (const TensorInfo* q0 = file.find("layers.0.q")) {
-    if (q0->shape.size() != 3 || q0->shape[1] != d.shape.tokens || q0->shape[2] != d.shape.head_dim)
-      fail(path, "tensor 'layers.0.q' has shape {}, expected [q_heads, {}, {}]", shape_str(q0->shape), d.shape.tokens, d.shape.head_dim);
+    fail(path, "tensor '{}' is empty (shape {})", k0_name, shape_str(k0->shape));
+  if (!d.meta.q_positions.empty() && d.meta.q_positions.back() >= d.shape.tokens)
+    fail(path, "__metadata__.q_positions names position {} but the dump has {} tokens", d.meta.q_positions.back(), d.shape.tokens);
+  if (d.meta.layer_ids.empty()) {
+    while (file.find(layer_name(d.shape.layers, "k"))) ++d.shape.layers;
+  } else {
+    d.shape.layers = static_cast<int>(d.meta.layer_ids.size());
+  }
+  if (const TensorInfo* q0 = file.find(dump_tensor_name(d.meta, 0, "q"))) {
+    const int q_tokens = dump_q_rows(d.meta, d.shape, *q0);
+    if (q0->shape.size() != 3 || q0->shape[1] != q_tokens || q0->shape[2] != d.shape.head_dim)
+      fail(path, "tensor '{}' has shape {}, expected [q_heads, {}, {}]", q0->name, shape_str(q0->shape), q_tokens, d.shape.head_dim);
     d.shape.q_heads = static_cast<int>(q0->shape[0]);
     if (d.shape.q_heads == 0 || d.shape.q_heads % d.shape.kv_heads != 0)
       fail(path, "q_heads {} is not a positive multiple of kv_heads {}", d.shape.q_heads, d.shape.kv_heads);
   } else if (opts.require_q) {
-    fail(path, "dump has no queries (tensor 'layers.0.q' is missing); attention metrics need Q");
+    fail(path, "dump has no queries (tensor '{}' is missing); attention metrics need Q", dump_tensor_name(d.meta, 0, "q"));
   }
   struct Check { const char* key; int value; };
   for (Check c : {Check{"layers", d.shape.layers}, Check{"kv_heads", d.shape.kv_heads}, Check{"head_dim", d.shape.head_dim},
@@ -92,7 +153,7 @@ KvDump read_dump_header(const SafetensorsFile& file, const DumpLoadOptions& opts
   }
   static const char* known[] = {"format", "model_id", "config_digest", "token_ids", "prompt", "workload", "dtype",
                                 "kvscope_version", "rope_style", "rope_theta", "layers", "kv_heads", "q_heads",
-                                "head_dim", "tokens"};
+                                "head_dim", "tokens", "layer_ids", "q_positions"};
   for (auto& [k, v] : md) {
     bool is_known = false;
     for (auto* kk : known) is_known = is_known || k == kk;
