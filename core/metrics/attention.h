@@ -4,9 +4,21 @@
 // to the quantized K/V; compared at sampled query positions (ALGORITHMS.md §7).
 #include <vector>
 
-#include "core/quant/report.h"
-
 namespace kvscope {
+
+// Attention-level error of one (layer, KV head): the G query heads of the group attend
+// causally to the original vs the quantized K/V at the sampled query positions.
+struct AttentionMetrics {
+  int layer = 0;
+  int head = 0;             // KV head
+  double out_cos_mean = 1;  // mean over (query head, position) of cos(o, o^)
+  double out_cos_min = 1;
+  double out_nmse = 0;      // sum ||o - o^||^2 / sum ||o||^2
+  double kl_mean = 0;       // mean KL(P || P^) of attention rows, nats
+  double prob_cos_mean = 1; // mean cos(P_i, P^_i)
+  double logit_rmse = 0;    // RMS of (l^ - l) over valid (query, key) pairs
+  double logit_max_abs = 0;
+};
 
 // n positions spread evenly over [0, tokens) including the first and the last; all positions
 // when n <= 0 or n >= tokens.

@@ -24,4 +24,20 @@ struct ErrorSums {
   static constexpr double INFINITY_ = __builtin_inf();
 };
 
+// Tensor-level error of one (layer, KV head, kind) after quantize -> dequantize, with the slice's
+// exact size from the quantizer's bit accounting.
+struct HeadMetrics {
+  int layer = 0;
+  int head = 0;       // KV head
+  char kind = 'k';    // 'k' or 'v'
+  double nmse = 0;    // sum (x - x^)^2 / sum x^2
+  double cos = 1;     // cosine of the flattened head matrix
+  double mse = 0;     // sum (x - x^)^2 / elements (kvmix's "norm_mse")
+  double max_abs = 0; // max |x - x^|
+  uint64_t bits = 0;      // exact stored size: codes + scales + zero points + fp16 tokens + side info
+  uint64_t elements = 0;  // tokens * head_dim
+  bool full_precision = false;  // the whole head was kept in fp16 (e.g. a kvmix outlier K head)
+  double bits_per_element() const { return elements ? double(bits) / double(elements) : 0.0; }
+};
+
 }  // namespace kvscope

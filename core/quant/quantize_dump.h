@@ -1,13 +1,17 @@
 #pragma once
-// Quantize a whole dump under a policy and measure it: the one entry point the CLI, the GUI's
-// live tuning, the run store and sweeps call.
+// Quantize a whole dump under a policy: quantize_slices produces the dequantized cache and the
+// exact bit accounting (nothing measured); quantize_dump adds core/metrics' tensor and attention
+// metrics on that result and assembles the report: the one entry point the CLI, the GUI's live
+// tuning, the run store and sweeps call.
 #include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "core/dump/kv_dump.h"
+#include "core/metrics/dump_metrics.h"
 #include "core/policy/policy.h"
+#include "core/quant/method_registry.h"
 #include "core/quant/report.h"
 #include "core/util/cancelled.h"
 
@@ -23,11 +27,17 @@ struct QuantizeOptions {
 
 // Cancelled (thrown when `cancel` is set) lives in core/util/cancelled.h, included above.
 
-// Dequantized K/V (same layout as the dump) for drill-down views; filled only on request.
-struct DequantizedKV {
-  std::vector<std::vector<float>> k, v;  // per layer [kv_heads, tokens, head_dim]
+// What quantization produced: the reconstruction and the exact bit accounting of every slice.
+struct QuantizedDump {
+  DequantizedKV dequantized;        // the dump's layout
+  std::vector<SliceResult> slices;  // layer-major, then KV head, k before v
 };
 
+// Quantizes every (layer, KV head, kind) with the policy's method (KVSmooth applied around
+// per-head methods). Uses opts.cancel; opts.progress receives the fraction of slices done.
+QuantizedDump quantize_slices(const KvDump& dump, const Policy& policy, const QuantizeOptions& opts = {});
+
+// quantize_slices, then measure_dump (core/metrics/dump_metrics.h), then the report's aggregates.
 QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const QuantizeOptions& opts = {},
                              DequantizedKV* dequantized = nullptr);
 
