@@ -13,6 +13,7 @@
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 #include "core/util/json_text.h"
+#include "python/policy_script.h"
 
 namespace kvscope::cli {
 
@@ -115,7 +116,7 @@ void register_quantize(CLI::App& app) {
   auto a = std::make_shared<Args>();
   cmd->add_option("--dump", a->dump, "KV dump (.safetensors)")->required();
   auto* pre = cmd->add_option("--preset", a->preset, "Method preset (see `kvscope presets`)");
-  auto* pol = cmd->add_option("--policy", a->policy, "Policy JSON file");
+  auto* pol = cmd->add_option("--policy", a->policy, "Policy JSON file, or a policy script (.py, AdaptiveQuantPolicy)");
   pre->excludes(pol);
   cmd->add_option("--attn-queries", a->queries, "Query positions sampled per head for attention metrics, or 'all'")
       ->capture_default_str();
@@ -126,7 +127,11 @@ void register_quantize(CLI::App& app) {
   cmd->callback([a] {
     if (a->preset.empty() && a->policy.empty()) throw Error("quantize: give --preset NAME or --policy FILE");
     if (a->threads > 0) set_worker_threads(a->threads);
-    Policy policy = a->policy.empty() ? load_preset(a->preset) : load_policy_file(a->policy);
+    // A policy script is compiled and imported first (a syntax error costs no compute); it is planned
+    // once the dump is loaded (its hooks see the dump's statistics).
+    const bool script = !a->policy.empty() && is_policy_script(a->policy);
+    if (script) check_policy_script(a->policy);
+    Policy policy = a->policy.empty() ? load_preset(a->preset) : script ? load_preset("kivi-2") : load_policy_file(a->policy);
     QuantizeOptions opts;
     opts.attention = !a->no_attention;
     if (a->queries == "all") opts.attn_queries = 0;
@@ -144,6 +149,20 @@ void register_quantize(CLI::App& app) {
     lo.load_pre_rope = policy.method == Method::Skvq && policy.skvq.pre_rope;  // only SKVQ reads pre-RoPE keys
     auto t_load = std::chrono::steady_clock::now();
     KvDump dump = load_dump(a->dump, lo);
+    if (script) {
+      ScriptTarget target;
+      target.model_id = dump.meta.model_id;
+      target.layers = dump.shape.layers;
+      target.kv_heads = dump.shape.kv_heads;
+      target.head_dim = dump.shape.head_dim;
+      target.tokens = dump.shape.tokens;
+      target.dump = &dump;
+      policy = plan_policy_script(a->policy, target);
+      if (policy.method == Method::Skvq && policy.skvq.pre_rope && !dump.has_k_pre_rope()) {
+        lo.load_pre_rope = true;  // the script chose skvq: it reads pre-RoPE keys
+        dump = load_dump(a->dump, lo);
+      }
+    }
     if (std::getenv("KVSCOPE_PROFILE"))
       fmt::print(stderr, "load_dump: {:.3f} s\n",
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());

@@ -17,6 +17,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/json_text.h"
+#include "python/chat_template.h"
 #include "storage/replay_record.h"
 
 namespace kvscope::cli {
@@ -27,7 +28,7 @@ struct ReplayCliOptions {
   std::string model;
   std::vector<std::string> workloads;
   std::string preset, policy_file;
-  bool json = false;
+  bool json = false, chat = false;
   int max_tokens = 0;
   double bit_budget = 0;
   StoreOptions store;
@@ -57,7 +58,14 @@ void run_replay_command(const ReplayCliOptions& o) {
   if (policy.method == Method::Skvq)
     std::fprintf(stderr, "kvscope: note: skvq is replayed as seed 002's overlap baseline: per-head token groups, clipping, "
                          "sinks and window; no channel reordering or pre-RoPE keys\n");
-  std::vector<WorkloadSlice> slices = load_workloads(o.workloads, *tok, cfg.max_position_embeddings);
+  ChatRenderer chat;
+  if (o.chat) {
+    auto tmpl = std::make_shared<ChatTemplate>(load_chat_template(dir));
+    chat = [tmpl](const std::string& messages) {
+      return render_chat(*tmpl, nlohmann::ordered_json::parse(messages), /*add_generation_prompt=*/true);
+    };
+  }
+  std::vector<WorkloadSlice> slices = load_workloads(o.workloads, *tok, cfg.max_position_embeddings, chat);
   if (o.max_tokens > 0) {
     for (auto& s : slices)
       for (auto& it : s.items) {
@@ -76,6 +84,7 @@ void run_replay_command(const ReplayCliOptions& o) {
 
   std::string workload_desc;
   for (const auto& w : o.workloads) workload_desc += (workload_desc.empty() ? "" : " ") + w;
+  if (o.chat) workload_desc += " --chat";
   if (o.json) {
     nlohmann::json j;
     j["model"] = o.model;
@@ -119,6 +128,8 @@ void register_replay(CLI::App& app) {
       ->required();
   cmd->add_option("--preset", o->preset, "Policy preset (kvscope presets)");
   cmd->add_option("--policy", o->policy_file, "Policy JSON file")->type_name("FILE");
+  cmd->add_flag("--chat", o->chat,
+                "Render jsonl prompts (or their \"messages\") through the model's chat template, as Transformers does");
   cmd->add_flag("--json", o->json, "Print the metrics as JSON on stdout (TEST_METRICS lines go to stderr)");
   cmd->add_option("--max-tokens", o->max_tokens, "Cap on scored/generated tokens per item (0 = no cap)");
   cmd->add_option("--bit-budget", o->bit_budget, "Refuse policies above this average of bits per KV entry (0 = none)");

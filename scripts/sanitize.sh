@@ -31,7 +31,7 @@ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=
   -DCMAKE_CXX_FLAGS="-g1 -Wno-maybe-uninitialized" >/dev/null
 if [ -n "$FILTER" ]; then
   targets=(kvscope)
-  for dir in core model storage views app replay faults sweep; do
+  for dir in core model storage views app replay faults sweep python; do
     [[ "$dir" =~ ^($FILTER)$ ]] && [ -d "tests/$dir" ] && targets+=("test_$dir")
   done
   cmake --build "$BUILD_DIR" -j "$JOBS" --target "${targets[@]}"

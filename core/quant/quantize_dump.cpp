@@ -51,7 +51,7 @@ void quantize_skvq_layers(const KvDump& dump, const Policy& policy, DequantizedK
     spec.bits = q.bits;
     spec.clip_ratio = q.clip_ratio;
     spec.sinks = policy.sink_tokens;
-    spec.window = policy.residual;
+    spec.window = residual_of(policy, l);
     SkvqResult res = skvq_quantize(cat.data(), T, C, groups, spec, rec.data(), policy.skvq.reorder);
     std::vector<float>& out = is_k ? dq.k[l] : dq.v[l];
     for (int h = 0; h < H; ++h) {

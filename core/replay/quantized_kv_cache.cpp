@@ -167,7 +167,7 @@ std::vector<HeadQuantPlan> plan_watersic_heads(const ModelConfig& cfg, const Pol
     for (int h = 0; h < H; ++h)
       for (int kind = 0; kind < 2; ++kind) {
         HeadQuantPlan& p = plans[(static_cast<size_t>(l) * H + h) * 2 + kind];
-        p.window = policy.residual;
+        p.window = residual_of(policy, l);
         p.quant.axis = Axis::Token;
         if (kind == 1 && wp.values_fp16) {
           p.quant.full_precision = true;
@@ -198,6 +198,7 @@ std::vector<HeadQuantPlan> plan_watersic_heads(const ModelConfig& cfg, const Pol
 std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib) {
   const std::string where = "policy " + (policy.name.empty() ? std::string("(unnamed)") : policy.name);
   if (policy.residual < 0 || policy.sink_tokens < 0) fail(where, "residual and sink_tokens must be >= 0");
+  check_residual_layers(policy, cfg.num_layers);
   if (policy.method == Method::Watersic) return plan_watersic_heads(cfg, policy, calib, where);
   const auto rule = policy.outliers.rule;
   const bool ranked = rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List;
@@ -253,14 +254,15 @@ std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Polic
           const std::string problem = check_tensor_quant(p.quant);
           if (!problem.empty()) fail(where, "$.{}: {}", kind == 0 ? "k" : "v", problem);
         }
-        p.window = policy.residual;
+        const int residual = residual_of(policy, l);
+        p.window = residual;
         if (p.quant.axis == Axis::Channel) {
           p.channel_blocks = true;
           const int g = p.quant.group_size > 0 ? p.quant.group_size : 32;
-          if (policy.method == Method::Kivi && policy.residual > 0) {
-            if (policy.residual % g != 0)
-              fail(where, "$.residual: KIVI needs residual ({}) to be a multiple of the key group size ({})", policy.residual, g);
-            p.block_len = policy.residual;  // KIVI: the whole fp16 key buffer is flushed at once
+          if (policy.method == Method::Kivi && residual > 0) {
+            if (residual % g != 0)
+              fail(where, "$.residual: KIVI needs residual ({}) to be a multiple of the key group size ({})", residual, g);
+            p.block_len = residual;  // KIVI: the whole fp16 key buffer is flushed at once
             p.window = 0;
           } else {
             p.block_len = g;
