@@ -8,6 +8,7 @@
 
 #include "app/cli.h"
 #include "app/store_options.h"
+#include "core/quant/method_registry.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
 #include "core/util/error.h"
@@ -146,7 +147,7 @@ void register_quantize(CLI::App& app) {
     }
     DumpLoadOptions lo;
     lo.require_q = opts.attention;
-    lo.load_pre_rope = policy.method == Method::Skvq && policy.skvq.pre_rope;  // only SKVQ reads pre-RoPE keys
+    lo.load_pre_rope = policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy);  // e.g. SKVQ
     auto t_load = std::chrono::steady_clock::now();
     KvDump dump = load_dump(a->dump, lo);
     if (script) {
@@ -158,8 +159,8 @@ void register_quantize(CLI::App& app) {
       target.tokens = dump.shape.tokens;
       target.dump = &dump;
       policy = plan_policy_script(a->policy, target);
-      if (policy.method == Method::Skvq && policy.skvq.pre_rope && !dump.has_k_pre_rope()) {
-        lo.load_pre_rope = true;  // the script chose skvq: it reads pre-RoPE keys
+      if (policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy) && !dump.has_k_pre_rope()) {
+        lo.load_pre_rope = true;  // the script chose a method that reads pre-RoPE keys (SKVQ)
         dump = load_dump(a->dump, lo);
       }
     }

@@ -10,6 +10,7 @@
 
 #include "app/cli.h"
 #include "app/store_options.h"
+#include "core/quant/method_registry.h"
 #include "core/model/discovery.h"
 #include "core/model/model.h"
 #include "core/policy/policy.h"
@@ -55,9 +56,7 @@ void run_replay_command(const ReplayCliOptions& o) {
   auto model = Model::load(dir);
   const ModelConfig& cfg = model->config();
   check_bit_budget(cfg, policy, o.bit_budget);
-  if (policy.method == Method::Skvq)
-    std::fprintf(stderr, "kvscope: note: skvq is replayed as seed 002's overlap baseline: per-head token groups, clipping, "
-                         "sinks and window; no channel reordering or pre-RoPE keys\n");
+  if (!policy.method->replay_note.empty()) std::fprintf(stderr, "kvscope: note: %s\n", policy.method->replay_note.c_str());
   ChatRenderer chat;
   if (o.chat) {
     auto tmpl = std::make_shared<ChatTemplate>(load_chat_template(dir));

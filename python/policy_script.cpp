@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/dump/kv_dump.h"
+#include "core/quant/method_registry.h"
 #include "core/util/content_hash.h"
 #include "core/util/error.h"
 #include "core/util/file.h"
@@ -146,12 +147,12 @@ class Planner {
     return x;
   }
 
-  std::string as_str(const std::string& call_desc, py::handle v, std::initializer_list<const char*> allowed) const {
+  std::string as_str(const std::string& call_desc, py::handle v, const std::vector<std::string>& allowed) const {
     std::string list;
-    for (const char* a : allowed) list += (list.empty() ? "'" : ", '") + std::string(a) + "'";
+    for (const auto& a : allowed) list += (list.empty() ? "'" : ", '") + a + "'";
     if (!PyUnicode_Check(v.ptr())) bad(call_desc, v, "must be a str, one of " + list);
     const std::string s = v.cast<std::string>();
-    for (const char* a : allowed)
+    for (const auto& a : allowed)
       if (s == a) return s;
     bad(call_desc, v, "must be one of " + list);
   }
@@ -387,8 +388,9 @@ Policy plan_policy_script(const std::string& path, const ScriptTarget& target) {
         }
         if (pl.defined("quantizer_family")) {
           const std::string d = args3("quantizer_family");
-          const std::string f = pl.as_str(d, pl.call("quantizer_family", d, l, kv, meta),
-                                          {"fp16", "uniform", "kivi", "kvmix", "skvq", "watersic"});
+          std::vector<std::string> families;  // the method registry's names
+          for (const QuantMethod* m : all_methods()) families.push_back(m->name);
+          const std::string f = pl.as_str(d, pl.call("quantizer_family", d, l, kv, meta), families);
           family.add(path, "quantizer_family", d, f);
           record_decision("quantizer_family", f);
         }

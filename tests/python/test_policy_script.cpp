@@ -81,7 +81,7 @@ TEST_CASE("policy script: seed-style script plans per-layer statistics bits, res
   const std::string path = kPolicies + "/seed_style.py";
   check_policy_script(path);
   const Policy p = plan_policy_script(path, target_of(dump));
-  CHECK(p.method == Method::Kivi);
+  CHECK(method_name(p.method) == "kivi");
   CHECK(p.residual_layers == std::vector<int>{128, 32, 32, 32});
   CHECK(p.budget.max_avg_bits == 3);
 
