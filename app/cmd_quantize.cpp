@@ -158,7 +158,11 @@ void register_quantize(CLI::App& app) {
       target.head_dim = dump.shape.head_dim;
       target.tokens = dump.shape.tokens;
       target.dump = &dump;
+      const auto t_plan = std::chrono::steady_clock::now();
       policy = plan_policy_script(a->policy, target);
+      if (std::getenv("KVSCOPE_PROFILE"))  // the script's share of a quantize (docs/PYTHON.md)
+        fmt::print(stderr, "policy script plan (hooks + token_stats): {:.3f} s\n",
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_plan).count());
       if (policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy) && !dump.has_k_pre_rope()) {
         lo.load_pre_rope = true;  // the script chose a method that reads pre-RoPE keys (SKVQ)
         dump = load_dump(a->dump, lo);
