@@ -7,6 +7,8 @@
 #include <fstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "app/gui/workspace.h"
 #include "core/synth/synth.h"
 #include "test_util.h"
@@ -32,6 +34,12 @@ void write_script(const std::string& path, int key_bits) {
                          "        return " << key_bits << " if kv_kind == 'k' else 2\n";
 }
 
+// The bits the planned policy gives layer L's first head of `kind` (the script record's bits map).
+int planned_bits(const Workspace& ws, const char* kind, int layer) {
+  if (ws.policy().script_json.empty()) return -1;
+  return nlohmann::json::parse(ws.policy().script_json).at("bits").at(kind).at(layer).at(0).get<int>();
+}
+
 }  // namespace
 
 TEST_CASE("workspace: a watched policy script is planned, re-planned on save, and its errors are reported", "[script]") {
@@ -46,14 +54,14 @@ TEST_CASE("workspace: a watched policy script is planned, re-planned on save, an
   ws.open_policy_script(path);
   REQUIRE(ws.errors().empty());
   CHECK(ws.policy().name == "live");
-  CHECK(ws.policy().overrides.back().quant.bits == 2);   // the last override: layer 1 V
-  CHECK(ws.policy().overrides.front().quant.bits == 4);  // layer 0 K
+  CHECK(planned_bits(ws, "v", 1) == 2);
+  CHECK(planned_bits(ws, "k", 0) == 4);
   tick_until(ws, [&] { return ws.idle() && ws.report(); });
 
   // Saving the file re-plans (the stamp is mtime + size: a one-character change is seen).
   write_script(path, 3);
   std::filesystem::last_write_time(path, std::filesystem::last_write_time(path) + std::chrono::seconds(2));
-  tick_until(ws, [&] { return ws.policy().overrides.front().quant.bits == 3; }, 10);
+  tick_until(ws, [&] { return planned_bits(ws, "k", 0) == 3; }, 10);
   tick_until(ws, [&] { return ws.idle(); });
 
   // A broken save is one error; the policy stays; fixing it re-plans.
@@ -61,10 +69,10 @@ TEST_CASE("workspace: a watched policy script is planned, re-planned on save, an
   std::filesystem::last_write_time(path, std::filesystem::last_write_time(path) + std::chrono::seconds(4));
   tick_until(ws, [&] { return !ws.errors().empty(); }, 10);
   CHECK_THAT(ws.errors().front(), Catch::Matchers::StartsWith(path + ":1: SyntaxError"));
-  CHECK(ws.policy().overrides.front().quant.bits == 3);
+  CHECK(planned_bits(ws, "k", 0) == 3);
   ws.errors().clear();
   write_script(path, 4);
   std::filesystem::last_write_time(path, std::filesystem::last_write_time(path) + std::chrono::seconds(6));
-  tick_until(ws, [&] { return ws.policy().overrides.front().quant.bits == 4; }, 10);
+  tick_until(ws, [&] { return planned_bits(ws, "k", 0) == 4; }, 10);
   tick_until(ws, [&] { return ws.idle(); });
 }
