@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "app/cli.h"
@@ -11,6 +12,7 @@
 #include "core/quant/method_registry.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
+#include "core/quant/quantize_stream.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 #include "core/util/json_text.h"
@@ -148,34 +150,44 @@ void register_quantize(CLI::App& app) {
     DumpLoadOptions lo;
     lo.require_q = opts.attention;
     lo.load_pre_rope = policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy);  // e.g. SKVQ
-    auto t_load = std::chrono::steady_clock::now();
-    KvDump dump = load_dump(a->dump, lo);
+    std::optional<KvDump> whole;  // a policy script's hooks read the whole dump's statistics: loaded whole
     if (script) {
+      whole = load_dump(a->dump, lo);
       ScriptTarget target;
-      target.model_id = dump.meta.model_id;
-      target.layers = dump.shape.layers;
-      target.kv_heads = dump.shape.kv_heads;
-      target.head_dim = dump.shape.head_dim;
-      target.tokens = dump.shape.tokens;
-      target.dump = &dump;
+      target.model_id = whole->meta.model_id;
+      target.layers = whole->shape.layers;
+      target.kv_heads = whole->shape.kv_heads;
+      target.head_dim = whole->shape.head_dim;
+      target.tokens = whole->shape.tokens;
+      target.dump = &*whole;
       const auto t_plan = std::chrono::steady_clock::now();
       policy = plan_policy_script(a->policy, target);
       if (std::getenv("KVSCOPE_PROFILE"))  // the script's share of a quantize (docs/PYTHON.md)
         fmt::print(stderr, "policy script plan (hooks + token_stats): {:.3f} s\n",
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t_plan).count());
-      if (policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy) && !dump.has_k_pre_rope()) {
+      if (policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy) && !whole->has_k_pre_rope()) {
         lo.load_pre_rope = true;  // the script chose a method that reads pre-RoPE keys (SKVQ)
-        dump = load_dump(a->dump, lo);
+        whole = load_dump(a->dump, lo);
       }
     }
-    if (std::getenv("KVSCOPE_PROFILE"))
-      fmt::print(stderr, "load_dump: {:.3f} s\n",
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
     QuantizeReport r;
     try {
-      r = quantize_dump(dump, policy, opts);
+      if (whole) {
+        r = quantize_dump(*whole, policy, opts);
+      } else if (quantizes_streamed(policy)) {  // layer by layer from the mapped file: memory of one layer
+        DumpReader dump(a->dump, lo);
+        r = quantize_dump_streamed(dump, policy, opts);
+      } else {
+        auto t_load = std::chrono::steady_clock::now();
+        KvDump dump = load_dump(a->dump, lo);
+        if (std::getenv("KVSCOPE_PROFILE"))
+          fmt::print(stderr, "load_dump: {:.3f} s\n",
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
+        r = quantize_dump(dump, policy, opts);
+      }
     } catch (const Error& e) {
-      throw Error(a->dump + ": " + e.what());
+      const std::string what = e.what();  // dump errors already name the file
+      throw Error(what.rfind(a->dump + ":", 0) == 0 ? what : a->dump + ": " + what);
     }
     r.dump_path = a->dump;
     maybe_store_quantize_run(a->store, r);
