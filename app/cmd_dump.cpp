@@ -1,6 +1,10 @@
-// `kvscope dump --model M (--text FILE | --prompt S) [--tokens N] --out F`: captures the KV cache
-// (post-RoPE K, V, Q and pre-RoPE K, Q per layer) into a dump file, streamed chunk by chunk and
-// renamed into place when complete. Memory is planned first (core/model/memory_plan.h).
+// `kvscope dump --model M (--text FILE | --prompt S | --messages FILE) [--chat] [--tokens N] --out F`:
+// captures the KV cache (post-RoPE K, V, Q and pre-RoPE K, Q per layer) into a dump file, streamed
+// chunk by chunk and renamed into place when complete. Memory is planned first (core/model/memory_plan.h).
+// --chat renders the prompt (one user message) or --messages (a JSON list of {"role", "content"})
+// through the model's chat template first, as Transformers' apply_chat_template(add_generation_prompt=True)
+// does; the dump's prompt is the rendered text and its token ids those of the rendered text, each
+// special token one id.
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -16,15 +20,16 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/file.h"
+#include "python/chat_template.h"
 
 namespace kvscope::cli {
 
 namespace {
 
 struct DumpOptions {
-  std::string model, text_file, prompt, out, dtype = "F16", layers;
+  std::string model, text_file, prompt, messages_file, out, dtype = "F16", layers;
   int tokens = 0, chunk = 0, q_positions = 0;
-  bool no_q = false, no_pre_rope = false;
+  bool no_q = false, no_pre_rope = false, chat = false;
 };
 
 // At most `max` bytes of `s` as valid UTF-8 (dump metadata is JSON): cut at a character
@@ -45,7 +50,9 @@ std::string utf8_prefix(const std::string& s, size_t max) {
 }
 
 void run_dump(const DumpOptions& o) {
-  if (o.text_file.empty() == o.prompt.empty()) fail("dump", "give exactly one of --text FILE or --prompt TEXT");
+  if (int(!o.text_file.empty()) + int(!o.prompt.empty()) + int(!o.messages_file.empty()) != 1)
+    fail("dump", "give exactly one of --text FILE, --prompt TEXT or --messages FILE");
+  if (!o.messages_file.empty() && !o.chat) fail("--messages", "needs --chat (the model's chat template renders them)");
   if (o.tokens < 0) fail("--tokens", "must be >= 0, got {}", o.tokens);
   DType dtype;
   if (!parse_dtype(o.dtype, &dtype) || (dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::F32))
@@ -62,7 +69,25 @@ void run_dump(const DumpOptions& o) {
   std::vector<int> layers;
   if (!o.layers.empty()) layers = parse_layer_list(o.layers, cfg.num_layers, "--layers");
   auto tok = load_tokenizer(dir);
-  std::vector<int32_t> ids = tok->encode(text, /*add_bos=*/true);
+  std::vector<int32_t> ids;
+  if (o.chat) {  // before the model loads: a missing template or a template error costs nothing
+    nlohmann::ordered_json messages = user_message(text);  // keys in the order written, as json.loads
+    if (!o.messages_file.empty()) {
+      try {
+        messages = nlohmann::ordered_json::parse(read_file(o.messages_file, "messages file"));
+      } catch (const nlohmann::json::exception& e) {
+        fail(o.messages_file, "not valid JSON ({})", e.what());
+      }
+      if (messages.is_object() && messages.contains("messages")) messages = messages["messages"];
+      if (!messages.is_array() || messages.empty())
+        fail(o.messages_file, "expected a non-empty JSON list of {{\"role\", \"content\"}} messages");
+    }
+    const RenderedChat r = render_and_encode(load_chat_template(dir), *tok, messages, /*add_generation_prompt=*/true);
+    text = r.text;
+    ids = r.ids;
+  } else {
+    ids = tok->encode(text, /*add_bos=*/true);
+  }
   if (o.tokens > 0 && static_cast<int>(ids.size()) > o.tokens) ids.resize(o.tokens);
   if (ids.empty()) fail("dump", "the text encodes to no tokens");
 
@@ -85,6 +110,7 @@ void run_dump(const DumpOptions& o) {
   co.model_id = o.model;
   co.prompt = utf8_prefix(text, o.text_file.empty() ? std::string::npos : 4096);
   co.workload = o.text_file.empty() ? "prompt" : "text:" + std::filesystem::path(o.text_file).filename().string();
+  if (o.chat) co.workload += ";chat";
   co.with_q = !o.no_q;
   co.with_pre_rope = !o.no_pre_rope;
   co.chunk_tokens = chunk;
@@ -106,6 +132,8 @@ void register_dump(CLI::App& app) {
   auto* text = cmd->add_option("--text", o->text_file, "Text file to run");
   auto* prompt = cmd->add_option("--prompt", o->prompt, "Prompt text to run");
   text->excludes(prompt);
+  cmd->add_option("--messages", o->messages_file, "JSON list of {role, content} messages (with --chat)")->type_name("FILE");
+  cmd->add_flag("--chat", o->chat, "Render through the model's chat template (tokenizer_config.json), as Transformers does");
   cmd->add_option("--tokens", o->tokens, "Keep only the first N tokens (BOS included; 0 = all)");
   cmd->add_option("--out", o->out, "Dump file to write (.safetensors)")->required();
   cmd->add_option("--dtype", o->dtype, "Storage dtype of the dump: F16, BF16 or F32")->capture_default_str();

@@ -2,9 +2,9 @@
 #include <fmt/format.h>
 
 #include <chrono>
-#include <optional>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "app/cli.h"
@@ -16,6 +16,7 @@
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 #include "core/util/json_text.h"
+#include "python/policy_script.h"
 
 namespace kvscope::cli {
 
@@ -118,7 +119,7 @@ void register_quantize(CLI::App& app) {
   auto a = std::make_shared<Args>();
   cmd->add_option("--dump", a->dump, "KV dump (.safetensors)")->required();
   auto* pre = cmd->add_option("--preset", a->preset, "Method preset (see `kvscope presets`)");
-  auto* pol = cmd->add_option("--policy", a->policy, "Policy JSON file");
+  auto* pol = cmd->add_option("--policy", a->policy, "Policy JSON file, or a policy script (.py, AdaptiveQuantPolicy)");
   pre->excludes(pol);
   cmd->add_option("--attn-queries", a->queries, "Query positions sampled per head for attention metrics, or 'all'")
       ->capture_default_str();
@@ -129,7 +130,11 @@ void register_quantize(CLI::App& app) {
   cmd->callback([a] {
     if (a->preset.empty() && a->policy.empty()) throw Error("quantize: give --preset NAME or --policy FILE");
     if (a->threads > 0) set_worker_threads(a->threads);
-    Policy policy = a->policy.empty() ? load_preset(a->preset) : load_policy_file(a->policy);
+    // A policy script is compiled and imported first (a syntax error costs no compute); it is planned
+    // once the dump is loaded (its hooks see the dump's statistics).
+    const bool script = !a->policy.empty() && is_policy_script(a->policy);
+    if (script) check_policy_script(a->policy);
+    Policy policy = a->policy.empty() ? load_preset(a->preset) : script ? load_preset("kivi-2") : load_policy_file(a->policy);
     QuantizeOptions opts;
     opts.attention = !a->no_attention;
     if (a->queries == "all") opts.attn_queries = 0;
@@ -145,13 +150,35 @@ void register_quantize(CLI::App& app) {
     DumpLoadOptions lo;
     lo.require_q = opts.attention;
     lo.load_pre_rope = policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy);  // e.g. SKVQ
+    std::optional<KvDump> whole;  // a policy script's hooks read the whole dump's statistics: loaded whole
+    if (script) {
+      whole = load_dump(a->dump, lo);
+      ScriptTarget target;
+      target.model_id = whole->meta.model_id;
+      target.layers = whole->shape.layers;
+      target.kv_heads = whole->shape.kv_heads;
+      target.head_dim = whole->shape.head_dim;
+      target.tokens = whole->shape.tokens;
+      target.dump = &*whole;
+      const auto t_plan = std::chrono::steady_clock::now();
+      policy = plan_policy_script(a->policy, target);
+      if (std::getenv("KVSCOPE_PROFILE"))  // the script's share of a quantize (docs/PYTHON.md)
+        fmt::print(stderr, "policy script plan (hooks + token_stats): {:.3f} s\n",
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_plan).count());
+      if (policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy) && !whole->has_k_pre_rope()) {
+        lo.load_pre_rope = true;  // the script chose a method that reads pre-RoPE keys (SKVQ)
+        whole = load_dump(a->dump, lo);
+      }
+    }
     QuantizeReport r;
     try {
       std::optional<DumpReader> streamed;
-      if (quantizes_streamed(policy)) streamed.emplace(a->dump, lo);
+      if (!whole && quantizes_streamed(policy)) streamed.emplace(a->dump, lo);
       // Layer by layer from the mapped file (memory of one layer); a dump holding queries at a subset
       // of positions (dump --q-positions) goes through the whole-dump path, which samples exactly those.
-      if (streamed && streamed->meta().q_positions.empty()) {
+      if (whole) {
+        r = quantize_dump(*whole, policy, opts);
+      } else if (streamed && streamed->meta().q_positions.empty()) {
         r = quantize_dump_streamed(*streamed, policy, opts);
       } else {
         streamed.reset();

@@ -18,6 +18,8 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/json_text.h"
+#include "python/chat_template.h"
+#include "python/policy_script.h"
 #include "storage/replay_record.h"
 
 namespace kvscope::cli {
@@ -28,7 +30,7 @@ struct ReplayCliOptions {
   std::string model;
   std::vector<std::string> workloads;
   std::string preset, policy_file;
-  bool json = false;
+  bool json = false, chat = false;
   int max_tokens = 0;
   double bit_budget = 0;
   StoreOptions store;
@@ -49,14 +51,34 @@ void run_replay_command(const ReplayCliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   if (o.preset.empty() == o.policy_file.empty()) fail("replay", "give exactly one of --preset or --policy");
   if (o.max_tokens < 0) fail("--max-tokens", "must be >= 0, got {}", o.max_tokens);
-  const Policy policy = o.preset.empty() ? load_policy_file(o.policy_file) : load_preset(o.preset);
+  // A policy script is compiled and imported before the model loads (a syntax error costs nothing),
+  // then planned for the model's shape; in replay its token_stats are None (per-block hooks: not yet).
+  const bool script = !o.policy_file.empty() && is_policy_script(o.policy_file);
+  if (script) check_policy_script(o.policy_file);
+  Policy policy = o.preset.empty() ? (script ? load_preset("fp16") : load_policy_file(o.policy_file)) : load_preset(o.preset);
   const std::string dir = resolve_model(o.model);
   auto tok = load_tokenizer(dir);
   auto model = Model::load(dir);
   const ModelConfig& cfg = model->config();
+  if (script) {
+    ScriptTarget target;
+    target.model_id = o.model;
+    target.layers = cfg.num_layers;
+    target.kv_heads = cfg.num_kv_heads;
+    target.head_dim = cfg.head_dim;
+    target.source = "replay";
+    policy = plan_policy_script(o.policy_file, target);
+  }
   check_bit_budget(cfg, policy, o.bit_budget);
   if (!policy.method->replay_note.empty()) std::fprintf(stderr, "kvscope: note: %s\n", policy.method->replay_note.c_str());
-  std::vector<WorkloadSlice> slices = load_workloads(o.workloads, *tok, cfg.max_position_embeddings);
+  ChatRenderer chat;
+  if (o.chat) {
+    auto tmpl = std::make_shared<ChatTemplate>(load_chat_template(dir));
+    chat = [tmpl](const std::string& messages) {
+      return render_chat(*tmpl, nlohmann::ordered_json::parse(messages), /*add_generation_prompt=*/true);
+    };
+  }
+  std::vector<WorkloadSlice> slices = load_workloads(o.workloads, *tok, cfg.max_position_embeddings, chat);
   if (o.max_tokens > 0) {
     for (auto& s : slices)
       for (auto& it : s.items) {
@@ -75,6 +97,7 @@ void run_replay_command(const ReplayCliOptions& o) {
 
   std::string workload_desc;
   for (const auto& w : o.workloads) workload_desc += (workload_desc.empty() ? "" : " ") + w;
+  if (o.chat) workload_desc += " --chat";
   if (o.json) {
     nlohmann::json j;
     j["model"] = o.model;
@@ -117,7 +140,9 @@ void register_replay(CLI::App& app) {
                   "(repeatable)")
       ->required();
   cmd->add_option("--preset", o->preset, "Policy preset (kvscope presets)");
-  cmd->add_option("--policy", o->policy_file, "Policy JSON file")->type_name("FILE");
+  cmd->add_option("--policy", o->policy_file, "Policy JSON file, or a policy script (.py, AdaptiveQuantPolicy)")->type_name("FILE");
+  cmd->add_flag("--chat", o->chat,
+                "Render jsonl prompts (or their \"messages\") through the model's chat template, as Transformers does");
   cmd->add_flag("--json", o->json, "Print the metrics as JSON on stdout (TEST_METRICS lines go to stderr)");
   cmd->add_option("--max-tokens", o->max_tokens, "Cap on scored/generated tokens per item (0 = no cap)");
   cmd->add_option("--bit-budget", o->bit_budget, "Refuse policies above this average of bits per KV entry (0 = none)");

@@ -31,7 +31,7 @@ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=
   -DCMAKE_CXX_FLAGS="-g1 -Wno-maybe-uninitialized" >/dev/null
 if [ -n "$FILTER" ]; then
   targets=(kvscope)
-  for dir in core model storage views app replay faults sweep; do
+  for dir in core model storage views app replay faults sweep python; do
     [[ "$dir" =~ ^($FILTER)$ ]] && [ -d "tests/$dir" ] && targets+=("test_$dir")
   done
   cmake --build "$BUILD_DIR" -j "$JOBS" --target "${targets[@]}"
@@ -42,6 +42,8 @@ fi
 # libtorch is not instrumented: its allocations are never freed at exit by design and its OpenMP
 # runtime confuses LeakSanitizer, so leak detection is off; everything else aborts on the first report.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=0}
+# With detect_leaks=1, the embedded interpreter's process-lifetime memory is suppressed (tests/lsan.supp).
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cd "$BUILD_DIR"
 if [ -n "$FILTER" ]; then

@@ -12,6 +12,9 @@ PACKAGES=(
   libsqlitecpp-dev libsqlite3-dev sqlite3
   catch2 libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   xvfb xauth python3   # python3: a test reads exported CSV with the standard csv module
+  # The embedded interpreter (python/): chat templates rendered with jinja2 as Transformers does,
+  # policy scripts (AdaptiveQuantPolicy) whose token statistics are numpy arrays.
+  python3-dev pybind11-dev python3-jinja2 python3-numpy
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -37,6 +37,14 @@ void policy_panel(Shell& s) {
   else if (in.committed) ws.policy_edited(true);
   if (in.save_run) ws.save_run();
   if (in.save_policy) ws.save_policy(s.policy_path);
+  // A policy script (.py, AdaptiveQuantPolicy) at the path above: planned now and on every save.
+  if (ImGui::Button("Open policy script")) ws.open_policy_script(s.policy_path);
+  if (!ws.policy_script().empty()) {
+    ImGui::SameLine();
+    ImGui::TextDisabled("watching %s", ws.policy_script().c_str());
+    ImGui::SameLine();
+    if (ImGui::SmallButton("stop")) ws.close_policy_script();
+  }
 }
 
 }  // namespace kvscope::gui

@@ -110,6 +110,12 @@ const std::vector<ScriptVerb> kVerbs = {
        s.ws.policy_edited(true);
        return true;
      }},
+    {"policy_script", 1,
+     [](Shell& s, const ScriptAction& a, const std::string&) {
+       Window::note_input();
+       s.ws.open_policy_script(a.args[0]);  // planned and watched; errors go to the error dialog
+       return true;
+     }},
     {"set", 2,
      [](Shell& s, const ScriptAction& a, const std::string& where) {
        Window::note_input();

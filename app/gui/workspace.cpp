@@ -50,6 +50,7 @@ void Workspace::set_dump(std::shared_ptr<const KvDump> dump, const std::string& 
   deq_.reset();
   profile_.reset();
   sel_layer_ = sel_head_ = -1;
+  if (!script_path_.empty()) replan_script();  // the script's hooks see the new dump's statistics
   policy_edited(true);
 }
 
@@ -214,6 +215,7 @@ void Workspace::save_policy(const std::string& path) {
 void Workspace::tick() {
   runner_.poll();
   for (auto& e : runner_.take_errors()) error(e);
+  watch_policy_script();
   maybe_requantize();
 }
 

@@ -61,6 +61,14 @@ class Workspace {
   // outlier_ratio method. Throws Error("<where>: ...") for an unknown field or value.
   void set_field(const std::string& field, const std::string& value, const std::string& where);
   void save_policy(const std::string& path);       // status or errors()
+  // A policy script (python/policy_script.h, seed 002's AdaptiveQuantPolicy): planned for the open
+  // dump now, again when a dump is opened, and whenever the file changes on disk (tick() looks
+  // twice a second), each time re-quantizing like a slider release. A script that fails (syntax,
+  // hook error) goes to errors() and leaves the policy as it was; the watch goes on, so saving a
+  // fix re-plans. workspace_script.cpp.
+  void open_policy_script(const std::string& path);
+  void close_policy_script() { script_path_.clear(); }
+  const std::string& policy_script() const { return script_path_; }
 
   // Live result: the report on screen (tensor metrics first, attention metrics follow).
   const std::shared_ptr<const QuantizeReport>& report() const { return report_; }
@@ -105,6 +113,11 @@ class Workspace {
   std::vector<std::string>& errors() { return errors_; }
 
  private:
+  bool replan_script();  // true when policy_ now holds the script's plan (not yet re-quantized)
+  void watch_policy_script();
+  std::string script_path_;
+  std::string script_stamp_;  // mtime + size of the file when last planned
+  Clock::time_point script_checked_{};
   void maybe_requantize();
   void start_attention_job(std::shared_ptr<const KvDump> dump, const Policy& p, uint64_t gen, const std::string& name);
   void refresh_profile();

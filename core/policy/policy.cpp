@@ -159,6 +159,11 @@ Policy parse_policy(const json& j, const std::string& where) {
     rk.reject_unknown();
   }
   p.residual = r.integer("residual", p.residual, 0, 1 << 24);
+  p.residual_layers = int_list(r, "residual_layers", 1 << 24);
+  if (r.has("script")) {
+    if (!r.at("script").is_object()) r.err("script", "must be an object (a policy script's record)");
+    p.script_json = r.at("script").dump();
+  }
   p.sink_tokens = r.integer("sink_tokens", p.sink_tokens, 0, 1 << 24);
   if (r.has("outlier_heads")) {
     Reader ro(r.at("outlier_heads"), where, "$.outlier_heads");
@@ -329,6 +334,15 @@ bool override_matches(const PolicyOverride& o, int layer, int head, char kind, i
          (kind == 'k' ? o.k : o.v);
 }
 
+int residual_of(const Policy& p, int layer) {
+  return layer >= 0 && layer < static_cast<int>(p.residual_layers.size()) ? p.residual_layers[layer] : p.residual;
+}
+
+void check_residual_layers(const Policy& p, int layers) {
+  if (!p.residual_layers.empty() && static_cast<int>(p.residual_layers.size()) != layers)
+    fail("policy", "$.residual_layers: has {} entries, the model has {} layers", p.residual_layers.size(), layers);
+}
+
 bool needs_calibration(const Policy& p) {
   const auto rule = p.outliers.rule;
   return (rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List) || p.smooth.has_value() ||
@@ -389,6 +403,8 @@ json policy_to_json(const Policy& p) {
     j[key] = arr;
   }
   if (p.head_group_size != 1) j["head_group_size"] = p.head_group_size;
+  if (!p.residual_layers.empty()) j["residual_layers"] = p.residual_layers;
+  if (!p.script_json.empty()) j["script"] = json::parse(p.script_json);
   if (p.outliers_ratio_k > 0 || p.outliers_ratio_v > 0)
     j["outliers_ratio"] = p.outliers_ratio_k == p.outliers_ratio_v ? json(p.outliers_ratio_k)
                                                                    : json{{"k", p.outliers_ratio_k}, {"v", p.outliers_ratio_v}};

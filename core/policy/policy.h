@@ -10,6 +10,7 @@
 //         "scale_dtype": "f16"|"f32"|"bf16", "inverse_scale": false, "fp16": false},
 //   "v": { ...same... },
 //   "residual": 128,          // most recent tokens kept in fp16 (KIVI streaming rule for "kivi")
+//   "residual_layers": [128, 64, ...],  // per layer instead (seed 002's residual_length(layer_id)); one per layer
 //   "sink_tokens": 0,         // first tokens kept in fp16
 //   "outlier_heads": {"rule": "none"|"list"|"mse_over_median"|"mse_share"|"count",
 //                     "heads": [[layer, head], ...], "ratio": 5.0, "share": 0.9, "count": 6},
@@ -26,7 +27,8 @@
 //   "budget": {"max_avg_bits": 4, "bit_range": [2, 8]},  // seed 002's shared cap and per-entry bit range
 //   "watersic": {"target_rate": 2.0, "kl_aware": false, "importance_clip": 50, "use_lmmse": true,
 //                "n_rescaler_iters": 0, "sample_frac": 0, "sort_columns": true, "seed": 0,
-//                "queries": "group"|"same_index", "values": "fp16"|"watersic"}
+//                "queries": "group"|"same_index", "values": "fp16"|"watersic"},
+//   "script": {...}           // a policy script's record (python/policy_script.h): kept, not interpreted
 // }
 // Validation errors name the JSON path: "policy.json: $.k.bits: must be an integer in 1..8".
 #include <optional>
@@ -162,7 +164,17 @@ struct Policy {
   // struct here (read and written back by the registry's defaults). Empty = none given.
   std::string method_options;
   BitBudget budget;
+  std::vector<int> residual_layers;  // per layer; empty = `residual` for every layer
+  // A policy planned by a script (python/policy_script.h): its path, source, hash and every hook
+  // decision, as canonical JSON; stored with the run (policy JSON, so the policy hash covers the
+  // script). "" for JSON policies.
+  std::string script_json;
 };
+
+// The residual window of one layer: residual_layers[layer], else residual.
+int residual_of(const Policy& p, int layer);
+// Error ("policy: $.residual_layers: ...") unless residual_layers is empty or has one entry per layer.
+void check_residual_layers(const Policy& p, int layers);
 
 std::string method_name(const QuantMethod* m);  // the record's name
 

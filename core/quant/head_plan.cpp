@@ -11,8 +11,8 @@
 
 namespace kvscope {
 
-int residual_tokens(const Policy& p, char kind, int T) {
-  const int R = p.residual;
+int residual_tokens(const Policy& p, char kind, int T, int layer) {
+  const int R = residual_of(p, layer);
   if (R <= 0) return 0;
   if (p.method->key_residual_blocks && kind == 'k') return T < R ? T : T % R;  // KIVI: keys flush in blocks of R
   return std::min(T, R);                                                 // values slide by one
@@ -77,6 +77,7 @@ std::vector<std::pair<int, int>> select_outlier_heads(const KvDump& dump, const 
 
 std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy) {
   const auto& s = dump.shape;
+  check_residual_layers(policy, s.layers);
   for (size_t i = 0; i < policy.outliers.heads.size(); ++i) {
     auto [l, h] = policy.outliers.heads[i];
     if (l >= s.layers || h >= s.kv_heads)
@@ -105,7 +106,7 @@ std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy) {
             if (override_matches(o, l, h, kind, policy.head_group_size)) p.quant = apply_override(p.quant, o);
         if (kind == 'k' && std::binary_search(outliers.begin(), outliers.end(), std::make_pair(l, h)))
           p.quant.full_precision = true;
-        p.fp_tail = residual_tokens(policy, kind, s.tokens);
+        p.fp_tail = residual_tokens(policy, kind, s.tokens, l);
         p.fp_head = std::min(policy.sink_tokens, s.tokens - p.fp_tail);
         plans.push_back(p);
       }

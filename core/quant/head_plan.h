@@ -21,8 +21,9 @@ struct HeadPlan {
 // to layers/heads the dump does not have.
 std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy);
 
-// Full-precision token counts for T cached tokens (ALGORITHMS.md §2.2 for KIVI).
-int residual_tokens(const Policy& p, char kind, int T);
+// Full-precision token counts for T cached tokens (ALGORITHMS.md §2.2 for KIVI); `layer` picks
+// residual_layers' entry (-1: the policy's residual).
+int residual_tokens(const Policy& p, char kind, int T, int layer = -1);
 
 // kvmix strat1 K MSE of every (layer, KV head) (symmetric int8, one scale per head), the
 // statistic the outlier-head rules rank by (§6.2). Index: layer * kv_heads + head.

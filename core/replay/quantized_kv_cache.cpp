@@ -142,6 +142,7 @@ double nominal_bits_of_plans(const std::vector<HeadQuantPlan>& plans) {
 std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib) {
   const std::string where = "policy " + (policy.name.empty() ? std::string("(unnamed)") : policy.name);
   if (policy.residual < 0 || policy.sink_tokens < 0) fail(where, "residual and sink_tokens must be >= 0");
+  check_residual_layers(policy, cfg.num_layers);
   const QuantMethod& method = *policy.method;
   if (!method.replay_refusal.empty()) fail(where, "method {} cannot be replayed: {}", method.name, method.replay_refusal);
   if (method.plan_replay) return method.plan_replay(cfg, policy, calib, where);  // the method's own streaming coder
@@ -199,14 +200,15 @@ std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Polic
           const std::string problem = check_tensor_quant(p.quant);
           if (!problem.empty()) fail(where, "$.{}: {}", kind == 0 ? "k" : "v", problem);
         }
-        p.window = policy.residual;
+        const int residual = residual_of(policy, l);
+        p.window = residual;
         if (p.quant.axis == Axis::Channel) {
           p.channel_blocks = true;
           const int g = p.quant.group_size > 0 ? p.quant.group_size : 32;
-          if (method.key_residual_blocks && policy.residual > 0) {
-            if (policy.residual % g != 0)
-              fail(where, "$.residual: KIVI needs residual ({}) to be a multiple of the key group size ({})", policy.residual, g);
-            p.block_len = policy.residual;  // KIVI: the whole fp16 key buffer is flushed at once
+          if (method.key_residual_blocks && residual > 0) {
+            if (residual % g != 0)
+              fail(where, "$.residual: KIVI needs residual ({}) to be a multiple of the key group size ({})", residual, g);
+            p.block_len = residual;  // KIVI: the whole fp16 key buffer is flushed at once
             p.window = 0;
           } else {
             p.block_len = g;

@@ -119,7 +119,7 @@ WorkloadSlice load_text(const std::string& path, const std::vector<std::string>&
 }
 
 WorkloadSlice load_jsonl(const std::string& path, const std::vector<std::string>& opts, const std::string& where,
-                         const Tokenizer& tok, int max_positions) {
+                         const Tokenizer& tok, int max_positions, const ChatRenderer& chat) {
   int max_new_default = 16;
   for (const auto& [k, v] : parse_options(opts, where)) {
     if (k == "max_new") max_new_default = to_int(v, k, where, 1, 1 << 20);
@@ -142,10 +142,33 @@ WorkloadSlice load_jsonl(const std::string& path, const std::vector<std::string>
       fail(at, "not valid JSON ({})", e.what());
     }
     if (!j.is_object()) fail(at, "expected a JSON object with \"prompt\" and \"answer\"");
-    if (!j.contains("prompt") || !j["prompt"].is_string()) fail(at, "\"prompt\" must be a string");
+    if (j.contains("messages") && !chat) fail(at, "\"messages\" needs --chat (the model's chat template renders them)");
+    if (j.contains("messages") && j.contains("prompt")) fail(at, "give \"prompt\" or \"messages\", not both");
+    if (j.contains("messages")) {
+      const auto& m = j["messages"];
+      bool ok = m.is_array() && !m.empty();
+      for (const auto& msg : m) ok = ok && msg.is_object() && msg.contains("role") && msg["role"].is_string();
+      if (!ok) fail(at, "\"messages\" must be a non-empty list of objects with a string \"role\"");
+    } else if (!j.contains("prompt") || !j["prompt"].is_string()) {
+      fail(at, "\"prompt\" must be a string");
+    }
     if (!j.contains("answer") || !j["answer"].is_string()) fail(at, "\"answer\" must be a string");
     WorkloadItem it;
-    it.prompt = tok.encode(j["prompt"].get<std::string>(), /*add_bos=*/true);
+    if (chat) {
+      // Re-read in the order written (nlohmann::json sorts keys): a template's tojson shows it.
+      const std::string messages =
+          j.contains("messages")
+              ? nlohmann::ordered_json::parse(line)["messages"].dump()
+              : nlohmann::ordered_json::array({{{"role", "user"}, {"content", j["prompt"].get<std::string>()}}}).dump();
+      try {
+        it.chat_text = chat(messages);
+      } catch (const Error& e) {
+        fail(at, "{}", e.what());
+      }
+      it.prompt = tok.encode_special(it.chat_text);
+    } else {
+      it.prompt = tok.encode(j["prompt"].get<std::string>(), /*add_bos=*/true);
+    }
     it.answer = j["answer"].get<std::string>();
     it.max_new = max_new_default;
     if (j.contains("max_new")) {
@@ -238,7 +261,7 @@ WorkloadSlice load_passkey(const std::string& body, const std::string& where, co
 }
 
 void load_spec(const std::string& spec, const std::string& base_dir, const std::string& where, const Tokenizer& tok,
-               int max_positions, int depth, std::vector<WorkloadSlice>& out) {
+               int max_positions, int depth, std::vector<WorkloadSlice>& out, const ChatRenderer& chat) {
   const auto colon = spec.find(':');
   if (colon == std::string::npos)
     fail(where, "workload '{}' must look like text:PATH, jsonl:PATH, passkey:len=L,depth=D,n=N or file:PATH", spec);
@@ -257,7 +280,7 @@ void load_spec(const std::string& spec, const std::string& base_dir, const std::
   if (kind == "text") {
     out.push_back(load_text(path, parts, where, tok, max_positions));
   } else if (kind == "jsonl") {
-    out.push_back(load_jsonl(path, parts, where, tok, max_positions));
+    out.push_back(load_jsonl(path, parts, where, tok, max_positions, chat));
   } else if (kind == "file") {
     if (depth > 4) fail(where, "workload files nest too deeply");
     if (!parts.empty()) fail(where, "file: takes no options");
@@ -271,7 +294,7 @@ void load_spec(const std::string& spec, const std::string& base_dir, const std::
       line = trim(line);
       if (line.empty()) continue;
       load_spec(line, fs::path(path).parent_path().string(), path + ":" + std::to_string(lineno), tok, max_positions,
-                depth + 1, out);
+                depth + 1, out, chat);
     }
     if (static_cast<int>(out.size()) == before) fail(path, "the workload file lists no workloads");
   } else {
@@ -291,10 +314,10 @@ std::string workload_kind_name(WorkloadKind k) {
 }
 
 std::vector<WorkloadSlice> load_workloads(const std::vector<std::string>& specs, const Tokenizer& tok,
-                                          int max_positions) {
+                                          int max_positions, const ChatRenderer& chat) {
   if (specs.empty()) fail("--workload", "at least one workload is required");
   std::vector<WorkloadSlice> out;
-  for (const auto& s : specs) load_spec(trim(s), "", "--workload " + s, tok, max_positions, 0, out);
+  for (const auto& s : specs) load_spec(trim(s), "", "--workload " + s, tok, max_positions, 0, out, chat);
   return out;
 }
 

@@ -7,7 +7,10 @@
 //                                   of the file; the first half of a window is the prompt, the second
 //                                   half is scored token by token.
 //   jsonl:PATH[;max_new=M]          one JSON object per line: {"prompt": "...", "answer": "..."}
-//                                   (optional "max_new"); scored by exact match and contains.
+//                                   (optional "max_new"); scored by exact match and contains. With a
+//                                   chat renderer (--chat) a line may give "messages" (a list of
+//                                   {"role", "content"}) instead of "prompt", and either is rendered
+//                                   through the model's chat template (a prompt as one user message).
 //   passkey:len=L,depth=D,n=N[,max_new=M][,filler=PATH]
 //                                   N generated prompts of L tokens with a 5-digit pass key placed at
 //                                   depth D (0 = start, 1 = end) of generated filler sentences (or of
@@ -16,8 +19,10 @@
 //                                   paths are relative to the file.
 // Bad specs and files give one Error naming the file (and line) and the problem.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
 
 #include "core/tokenizer/tokenizer.h"
 
@@ -28,6 +33,7 @@ struct WorkloadItem {
   std::vector<int32_t> target;  // text: the tokens to score (teacher-forced); empty for generation
   std::string answer;           // generation: expected answer
   int max_new = 0;              // generation: greedy tokens to produce
+  std::string chat_text;        // --chat: the rendered chat the prompt ids encode ("" otherwise)
 };
 
 enum class WorkloadKind { Text, Jsonl, Passkey };
@@ -40,9 +46,15 @@ struct WorkloadSlice {
 
 std::string workload_kind_name(WorkloadKind k);
 
+// --chat: renders a JSON array of messages into the text the model reads (with the generation
+// prompt); app/ binds it to the model's chat template (python/chat_template.h). Rendered text is
+// encoded with Tokenizer::encode_special (the template writes BOS and the special tokens).
+// The messages are given as JSON text (their keys in the order written: templates' tojson shows it).
+using ChatRenderer = std::function<std::string(const std::string& messages_json)>;
+
 // Parses the specs and builds the slices; every item must fit in `max_positions`.
 std::vector<WorkloadSlice> load_workloads(const std::vector<std::string>& specs, const Tokenizer& tok,
-                                          int max_positions);
+                                          int max_positions, const ChatRenderer& chat = {});
 
 // Scoring of generated answers (both sides trimmed of whitespace; the output is cut at its first newline
 // for exact match).

@@ -189,6 +189,33 @@ class SentencePieceTokenizer final : public Tokenizer {
     return out;
   }
 
+  std::vector<int32_t> encode_special(std::string_view text) const override {
+    std::vector<int32_t> out;
+    auto plain = [&](std::string_view segment) {
+      const std::string norm = normalize(segment);
+      if (!norm.empty()) v_.encode_into(norm, byte_fallback_, out, -1, &user_defined_);
+    };
+    size_t start = 0;
+    for (size_t i = 0; i < text.size();) {
+      const std::pair<std::string, int32_t>* hit = nullptr;
+      for (const auto& c : controls_)  // longest first
+        if (text.compare(i, c.first.size(), c.first) == 0) {
+          hit = &c;
+          break;
+        }
+      if (!hit) {
+        ++i;
+        continue;
+      }
+      plain(text.substr(start, i - start));
+      out.push_back(hit->second);
+      i += hit->first.size();
+      start = i;
+    }
+    plain(text.substr(start));
+    return out;
+  }
+
   std::string decode(std::span<const int32_t> ids) const override {
     std::string out;
     bool first = true;
@@ -314,11 +341,18 @@ class SentencePieceTokenizer final : public Tokenizer {
       if (p.type == kUserDefined && !p.text.empty()) user_defined_.push_back(p.text);
     std::stable_sort(user_defined_.begin(), user_defined_.end(),
                      [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    for (int32_t i = 0; i < n; ++i) {
+      const Piece& p = v_.pieces[i];
+      if ((p.type == kControl || p.type == kUnknown) && !p.text.empty()) controls_.emplace_back(p.text, i);
+    }
+    std::stable_sort(controls_.begin(), controls_.end(),
+                     [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   }
 
   std::string path_;
   ScoredVocab v_;
   std::vector<std::string> user_defined_;  // longest first
+  std::vector<std::pair<std::string, int32_t>> controls_;  // control and unknown pieces, longest first
   bool byte_fallback_ = false;
   bool add_dummy_prefix_ = true;
   bool remove_extra_whitespaces_ = true;

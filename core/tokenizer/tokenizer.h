@@ -17,6 +17,14 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // Text -> ids; `add_bos` prepends the BOS id when the vocabulary has one.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos = false) const = 0;
+  // Text that spells special tokens (a rendered chat template: "<|im_start|>user\n..."): each
+  // special token written in it becomes its one id, never split; the text between is encoded as by
+  // encode() without BOS (the template writes its own, as Transformers tokenizes it with
+  // add_special_tokens=False). Byte-level BPE: the added_tokens of tokenizer.json (encode already
+  // cuts them out); SentencePiece: control and unknown pieces (<s>, </s>, <unk>) and user-defined
+  // pieces, each plain segment normalized on its own (a dummy-prefix space after "<s>", as
+  // Transformers' Llama tokenizers do).
+  virtual std::vector<int32_t> encode_special(std::string_view text) const { return encode(text, false); }
   // Ids -> text. Control tokens (BOS/EOS/...) decode to nothing; bytes are reassembled.
   virtual std::string decode(std::span<const int32_t> ids) const = 0;
   // The vocabulary entry of one id, as stored (for display).

@@ -25,6 +25,10 @@ const QuantMethod& kivi_method() {
       if (p.k.axis != Axis::Channel || p.v.axis != Axis::Token) r.err("k.axis", "kivi quantizes keys per channel and values per token");
       if (p.residual > 0 && p.k.group_size > 0 && p.residual % p.k.group_size != 0)
         r.err("residual", fmt::format("must be a multiple of k.group_size ({}) for kivi", p.k.group_size));
+      for (size_t i = 0; i < p.residual_layers.size(); ++i)
+        if (p.residual_layers[i] > 0 && p.k.group_size > 0 && p.residual_layers[i] % p.k.group_size != 0)
+          r.err(fmt::format("residual_layers[{}]", i),
+                fmt::format("must be a multiple of k.group_size ({}) for kivi", p.k.group_size));
     };
     m.key_residual_blocks = true;
     m.attention_bits = true;

@@ -74,7 +74,7 @@ std::vector<SliceResult> quantize_skvq_layer(const KvDump& dump, const Policy& p
   spec.bits = q.bits;
   spec.clip_ratio = q.clip_ratio;
   spec.sinks = policy.sink_tokens;
-  spec.window = policy.residual;
+  spec.window = residual_of(policy, l);
   SkvqResult res = kernel(cat.data(), T, C, groups, spec, rec.data(), policy.skvq.reorder);
   const int n_groups = static_cast<int>(groups.bounds.size()) - 1;
   const uint64_t S = std::min(spec.sinks, T), W = std::min(spec.window, T - static_cast<int>(S));

@@ -148,7 +148,7 @@ std::vector<HeadQuantPlan> plan_replay(const ModelConfig& cfg, const Policy& pol
     for (int h = 0; h < H; ++h)
       for (int kind = 0; kind < 2; ++kind) {
         HeadQuantPlan& p = plans[(static_cast<size_t>(l) * H + h) * 2 + kind];
-        p.window = policy.residual;
+        p.window = residual_of(policy, l);
         p.quant.axis = Axis::Token;
         if (kind == 1 && wp.values_fp16) {
           p.quant.full_precision = true;

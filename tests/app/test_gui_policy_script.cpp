@@ -1,0 +1,78 @@
+// The GUI's "Open policy script": the workspace plans the script for the open dump, re-plans and
+// re-quantizes when the file is saved, and keeps the last good policy when a save breaks it.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "app/gui/workspace.h"
+#include "core/synth/synth.h"
+#include "test_util.h"
+
+using namespace kvscope;
+using namespace kvscope::gui;
+
+namespace {
+
+template <typename Done>
+void tick_until(Workspace& ws, Done done, double seconds = 60) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) FAIL("workspace still busy after " << seconds << " s");
+    ws.tick();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void write_script(const std::string& path, int key_bits) {
+  std::ofstream(path) << "class AdaptiveQuantPolicy:\n"
+                         "    def choose_bits(self, layer_id, kv_kind, head_group, token_stats, budget_state):\n"
+                         "        return " << key_bits << " if kv_kind == 'k' else 2\n";
+}
+
+// The bits the planned policy gives layer L's first head of `kind` (the script record's bits map).
+int planned_bits(const Workspace& ws, const char* kind, int layer) {
+  if (ws.policy().script_json.empty()) return -1;
+  return nlohmann::json::parse(ws.policy().script_json).at("bits").at(kind).at(layer).at(0).get<int>();
+}
+
+}  // namespace
+
+TEST_CASE("workspace: a watched policy script is planned, re-planned on save, and its errors are reported", "[script]") {
+  TempDir dir;
+  Workspace ws;
+  SynthOptions so;
+  so.layers = 2;
+  so.tokens = 256;
+  ws.set_dump(std::make_shared<const KvDump>(make_synthetic_dump(so)), "synthetic");
+  const std::string path = dir.path("live.py");
+  write_script(path, 4);
+  ws.open_policy_script(path);
+  REQUIRE(ws.errors().empty());
+  CHECK(ws.policy().name == "live");
+  CHECK(planned_bits(ws, "v", 1) == 2);
+  CHECK(planned_bits(ws, "k", 0) == 4);
+  tick_until(ws, [&] { return ws.idle() && ws.report(); });
+
+  // Saving the file re-plans (the stamp is mtime + size: a one-character change is seen).
+  write_script(path, 3);
+  std::filesystem::last_write_time(path, std::filesystem::last_write_time(path) + std::chrono::seconds(2));
+  tick_until(ws, [&] { return planned_bits(ws, "k", 0) == 3; }, 10);
+  tick_until(ws, [&] { return ws.idle(); });
+
+  // A broken save is one error; the policy stays; fixing it re-plans.
+  std::ofstream(path) << "class AdaptiveQuantPolicy(:\n";
+  std::filesystem::last_write_time(path, std::filesystem::last_write_time(path) + std::chrono::seconds(4));
+  tick_until(ws, [&] { return !ws.errors().empty(); }, 10);
+  CHECK_THAT(ws.errors().front(), Catch::Matchers::StartsWith(path + ":1: SyntaxError"));
+  CHECK(planned_bits(ws, "k", 0) == 3);
+  ws.errors().clear();
+  write_script(path, 4);
+  std::filesystem::last_write_time(path, std::filesystem::last_write_time(path) + std::chrono::seconds(6));
+  tick_until(ws, [&] { return planned_bits(ws, "k", 0) == 4; }, 10);
+  tick_until(ws, [&] { return ws.idle(); });
+}
