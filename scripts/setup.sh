@@ -12,6 +12,7 @@ PACKAGES=(
   libsqlitecpp-dev libsqlite3-dev sqlite3
   catch2 libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   xvfb xauth python3   # python3: a test reads exported CSV with the standard csv module
+  python3-numpy        # tests/replay/numpy_replay.py: the independent numpy forward replay is checked against
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
