@@ -164,7 +164,7 @@ Table report_layer_table(const ReportRun& run) {
 }
 
 // The llama.cpp statistics (kl_stat_fields) have their own table (report_kl_table).
-bool is_kl_stat_field(const std::string& name) {
+static bool is_kl_stat_field(const std::string& name) {
   static const std::set<std::string> names = [] {
     std::set<std::string> s;
     for (const auto& [n, v] : kl_stat_fields(KlStats{})) s.insert(n);
@@ -174,7 +174,7 @@ bool is_kl_stat_field(const std::string& name) {
 }
 
 // The slices of replay runs in order of first appearance.
-std::vector<std::string> slices_of(const ReportRun& r) {
+static std::vector<std::string> slices_of(const ReportRun& r) {
   std::vector<std::string> slices;
   for (const auto& m : r.replay)
     if (std::find(slices.begin(), slices.end(), m.slice) == slices.end()) slices.push_back(m.slice);
@@ -182,7 +182,7 @@ std::vector<std::string> slices_of(const ReportRun& r) {
 }
 
 // One row per replay slice with llama.cpp's headline statistics, "value ± uncertainty".
-Table report_kl_table(const std::vector<ReportRun>& runs) {
+static Table report_kl_table(const std::vector<ReportRun>& runs) {
   Table t{"replay_kl",
           {"run", "method", "policy", "slice", "steps", "Mean KLD", "99.0% KLD", "99.9% KLD", "Maximum KLD", "Mean Δp (%)",
            "RMS Δp (%)", "Same top p (%)", "PPL(Q)/PPL(base)", "Cor(ln PPL) (%)"},

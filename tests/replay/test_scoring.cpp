@@ -63,13 +63,14 @@ TEST_CASE("RULER-style prompts hold their needles and answers, independent of th
 TEST_CASE("ruler and LongBench workloads build items that fit and are refused with one line when wrong", "[scoring]") {
   const std::string dir = kvscope::test::models_dir() + "/stories260K";
   auto tok = load_tokenizer(dir);
-  auto slices = load_workloads({"ruler:task=niah_multikey,len=300,n=2,max_new=12"}, *tok, 512);
+  // stories260K's 512-token vocabulary spends ~370 tokens on the template and 4 needles alone.
+  auto slices = load_workloads({"ruler:task=niah_multikey,len=480,n=2,max_new=12"}, *tok, 512);
   REQUIRE(slices.size() == 1);
   CHECK(slices[0].kind == WorkloadKind::Ruler);
   REQUIRE(slices[0].items.size() == 2);
   for (const auto& it : slices[0].items) {
-    CHECK(it.prompt.size() <= 300);
-    CHECK(it.prompt.size() > 250);  // the haystack fills the budget
+    CHECK(it.prompt.size() <= 480);
+    CHECK(it.prompt.size() > 440);  // the haystack fills the budget
     CHECK(it.scorer == Scorer::All);
     CHECK(it.max_new == 12);
   }
@@ -91,7 +92,7 @@ TEST_CASE("ruler and LongBench workloads build items that fit and are refused wi
     }
     return std::string();
   };
-  CHECK(err("ruler:task=haystack,len=300").find("task must be") != std::string::npos);
+  CHECK(err("ruler:task=haystack,len=480").find("task must be") != std::string::npos);
   CHECK(err("ruler:task=vt,len=20").find("too short") != std::string::npos);
   CHECK(err("jsonl:" + lb + ";metric=bleu").find("metric must be") != std::string::npos);
 }
