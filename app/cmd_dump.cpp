@@ -50,7 +50,7 @@ void run_dump(const DumpOptions& o) {
     fail("--dtype", "\"{}\" is not one of F16, BF16, F32", o.dtype);
   std::string text = o.prompt;
   if (!o.text_file.empty()) {
-    text = read_file(o.text_file, "text file");
+    text = read_text_file(o.text_file, "text file");
     if (text.empty()) fail(o.text_file, "the text file is empty");
   }
   const std::string dir = resolve_model(o.model);

@@ -10,33 +10,13 @@
 #include "app/cli.h"
 #include "app/store_options.h"
 #include "core/util/error.h"
+#include "core/util/file.h"
 #include "storage/export.h"
 #include "storage/run_store.h"
 
 namespace kvscope::cli {
 namespace {
 
-// Temp file beside the target, then rename: a failed export never leaves a half-written file.
-void write_atomically(const std::string& path, const std::string& text) {
-  std::random_device rd;
-  const std::string tmp = path + ".tmp-" + std::to_string(rd());
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) fail(path, "cannot write: {}", std::strerror(errno));
-    f << text;
-    f.flush();
-    if (!f) {
-      std::filesystem::remove(tmp);
-      fail(path, "write failed: {}", std::strerror(errno));
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    fail(path, "cannot write: {}", ec.message());
-  }
-}
 
 }  // namespace
 
@@ -66,7 +46,7 @@ void register_export(CLI::App& app) {
     if (args->out.empty()) {
       std::fwrite(text.data(), 1, text.size(), stdout);
     } else {
-      write_atomically(args->out, text);
+      write_file_atomic(args->out, text);
     }
   });
 }

@@ -8,6 +8,7 @@
 
 #include "app/cli.h"
 #include "app/store_options.h"
+#include "core/quant/method_registry.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
 #include "core/util/error.h"
@@ -141,7 +142,7 @@ void register_quantize(CLI::App& app) {
     }
     DumpLoadOptions lo;
     lo.require_q = opts.attention;
-    lo.load_pre_rope = policy.method == Method::Skvq && policy.skvq.pre_rope;  // only SKVQ reads pre-RoPE keys
+    lo.load_pre_rope = policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy);  // e.g. SKVQ
     auto t_load = std::chrono::steady_clock::now();
     KvDump dump = load_dump(a->dump, lo);
     if (std::getenv("KVSCOPE_PROFILE"))

@@ -10,6 +10,7 @@
 
 #include "app/cli.h"
 #include "app/store_options.h"
+#include "core/quant/method_registry.h"
 #include "core/model/discovery.h"
 #include "core/model/model.h"
 #include "core/policy/policy.h"
@@ -59,9 +60,7 @@ void run_replay_command(const ReplayCliOptions& o) {
   auto model = Model::load(dir);
   const ModelConfig& cfg = model->config();
   check_bit_budget(cfg, policy, o.bit_budget);
-  if (policy.method == Method::Skvq)
-    std::fprintf(stderr, "kvscope: note: skvq is replayed as seed 002's overlap baseline: per-head token groups, clipping, "
-                         "sinks and window; no channel reordering or pre-RoPE keys\n");
+  if (!policy.method->replay_note.empty()) std::fprintf(stderr, "kvscope: note: %s\n", policy.method->replay_note.c_str());
   std::vector<WorkloadSlice> slices = load_workloads(o.workloads, *tok, cfg.max_position_embeddings);
   if (o.max_tokens > 0) {
     for (auto& s : slices)

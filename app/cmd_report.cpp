@@ -17,6 +17,7 @@
 #include "app/gui/report_doc.h"
 #include "app/store_options.h"
 #include "core/util/error.h"
+#include "core/util/file.h"
 #include "core/util/interrupt.h"
 #include "views/heatmap_view.h"
 #include "views/plot_view.h"
@@ -139,19 +140,7 @@ void run_report(const ReportArgs& a) {
   for (const auto& f : plan.figures)
     renderer.render((fs::path(a.out) / f.file).string(), width, height, [&](ImVec2 size) { draw_figure(f, size); });
 
-  const std::string tmp = md.string() + ".tmp";
-  TempFileGuard guard(tmp);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << plan.markdown;
-    out.flush();
-    if (!out) {
-      fs::remove(tmp, ec);
-      fail(md.string(), "cannot write the report (is the directory writable?)");
-    }
-  }
-  fs::rename(tmp, md, ec);
-  if (ec) fail(md.string(), "cannot move the report into place: {}", ec.message());
+  write_file_atomic(md.string(), plan.markdown);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(stderr, "kvscope report: wrote {} and {} figures ({} runs, {:.1f} s)\n", md.string(), plan.figures.size(),
              plan.runs.size(), secs);

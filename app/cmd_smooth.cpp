@@ -38,7 +38,7 @@ void register_smooth(CLI::App& app) {
     if (!a->include.empty()) a->smooth.include = a->include;
     a->smooth.exclude = a->exclude;
     std::string text = a->prompt;
-    if (!a->text.empty()) text = read_file(a->text, "text file");
+    if (!a->text.empty()) text = read_text_file(a->text, "text file");
     const std::string dir = resolve_model(a->model);
     auto tok = load_tokenizer(dir);
     auto model = Model::load(dir);

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "core/quant/method_registry.h"
 #include "core/dump/kv_dump.h"
 #include "core/model/model.h"
 #include "core/quant/quantize_dump.h"
@@ -53,7 +54,7 @@ class SharedInputs {
       else ++model_uses_[c->model], ++slice_uses_[{c->model, c->workload}];
     }
     for (const auto& m : spec.methods)
-      if (m.policy.method == Method::Skvq && m.policy.skvq.pre_rope) need_pre_rope_ = true;
+      if (m.policy.method->needs_pre_rope_keys && m.policy.method->needs_pre_rope_keys(m.policy)) need_pre_rope_ = true;
   }
 
   std::shared_ptr<const KvDump> dump(int d) {

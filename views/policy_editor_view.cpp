@@ -63,10 +63,11 @@ PolicyEditorIntent draw_policy_editor(Policy& p, std::string& policy_path, Overr
       if (ImGui::Selectable(name.c_str(), name == p.name)) in.load_preset = name;
     ImGui::EndCombo();
   }
-  if (ImGui::BeginCombo("method", method_name(p.method).c_str())) {
-    for (Method m : kAllMethods)
-      if (ImGui::Selectable(method_name(m).c_str(), m == p.method)) {
-        p.method = m;
+  const std::string current = method_name(p.method);
+  if (ImGui::BeginCombo("method", current.c_str())) {
+    for (const std::string& m : info.methods)
+      if (ImGui::Selectable(m.c_str(), m == current)) {
+        in.method = m;
         in.changed = in.committed = true;
       }
     ImGui::EndCombo();

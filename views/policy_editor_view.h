@@ -12,12 +12,9 @@
 
 namespace kvscope::views {
 
-// Every method the editor offers (in Method's order).
-inline constexpr Method kAllMethods[] = {Method::FP16, Method::Uniform, Method::Kivi,
-                                         Method::Kvmix, Method::Skvq, Method::Watersic};
-
 struct PolicyEditorInfo {
   std::vector<std::string> presets;
+  std::vector<std::string> methods;  // the method combo's entries (the registry's names)
   double est_bits_per_element = 0;  // instant estimate for the edited policy
   double est_bytes_per_token = 0;
   double measured_bits_per_element = 0;  // from the latest finished quantization (0 = none yet)
@@ -36,6 +33,7 @@ struct PolicyEditorIntent {
   bool changed = false;    // the policy differs from last frame
   bool committed = false;  // ...and the user let go (mouse released, item picked): re-quantize now
   std::string load_preset;
+  std::string method;      // a name from info.methods the user picked (the caller switches the policy's method)
   int remove_override = -1;
   std::string add_override;  // JSON of a new override (validated by the caller through parse_policy)
   bool save_run = false;

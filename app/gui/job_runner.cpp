@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "core/quant/quantize_dump.h"
+#include "core/util/cancelled.h"
 
 namespace kvscope::gui {
 

@@ -4,10 +4,10 @@
 #include <stb/stb_image_write.h>
 
 #include <algorithm>
-#include <filesystem>
+#include <string>
 
 #include "core/util/error.h"
-#include "core/util/interrupt.h"
+#include "core/util/file.h"
 
 namespace kvscope::gui {
 
@@ -27,16 +27,11 @@ void write_gl_pixels_png(const std::string& path, int w, int h, const std::vecto
   std::vector<uint8_t> flipped(pixels.size());
   size_t row = static_cast<size_t>(w) * 3;
   for (int r = 0; r < h; ++r) std::copy_n(&pixels[(h - 1 - r) * row], row, &flipped[r * row]);
-  std::string tmp = path + ".tmp.png";
-  TempFileGuard guard(tmp);  // removed if the process is interrupted mid-write
-  if (!stbi_write_png(tmp.c_str(), w, h, 3, flipped.data(), static_cast<int>(row))) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
-    fail(path, "cannot write the PNG (is the directory writable?)");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) fail(path, "cannot move the PNG into place: {}", ec.message());
+  // Encoded in memory, then written like every other output (temp file, fsync, rename).
+  std::string png;
+  auto append = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), size); };
+  if (!stbi_write_png_to_func(append, &png, w, h, 3, flipped.data(), static_cast<int>(row))) fail(path, "cannot encode the PNG");
+  write_file_atomic(path, png);
 }
 
 }  // namespace kvscope::gui

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "core/quant/method_registry.h"
 #include "core/quant/head_plan.h"
 
 namespace kvscope::gui {
@@ -77,7 +78,7 @@ CostEstimate estimate_cost(const Policy& p, const KvDump& dump) {
   double total_bits = 0, k_bits = 0;
   for (const HeadPlan& h : plan_heads(dump, q)) {
     double b;
-    if (p.method == Method::FP16 || h.quant.full_precision) {
+    if (p.method->keeps_fp16 || h.quant.full_precision) {
       b = 16;
     } else {
       int fp = std::min(s.tokens, h.fp_head + h.fp_tail);

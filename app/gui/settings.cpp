@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/util/error.h"
+#include "core/util/file.h"
 #include "core/util/json_text.h"
 
 namespace kvscope::gui {
@@ -72,15 +73,7 @@ void save_settings(const std::string& path, const Settings& s) {
   std::filesystem::path p(path);
   std::error_code ec;
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) fail(path, "cannot write settings: {}", ec ? ec.message() : "cannot create the file");
-    out << json_text(j, 2) << "\n";
-    if (!out) fail(path, "cannot write settings");
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) fail(path, "cannot replace settings: {}", ec.message());
+  write_file_atomic(path, json_text(j, 2) + "\n");
 }
 
 void remember_recent(std::vector<std::string>& list, const std::string& entry, size_t limit) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/quant/method_registry.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/util/error.h"
 #include "core/util/json_reader.h"
@@ -15,21 +16,19 @@ namespace kvscope {
 
 using json = nlohmann::json;
 
-std::string method_name(Method m) {
-  switch (m) {
-    case Method::FP16: return "fp16";
-    case Method::Uniform: return "uniform";
-    case Method::Kivi: return "kivi";
-    case Method::Kvmix: return "kvmix";
-    case Method::Skvq: return "skvq";
-    case Method::Watersic: return "watersic";
-  }
-  return "?";
-}
-
 namespace {
 
 using Reader = JsonReader;
+
+// "uniform, kivi and kvmix": the registered methods with a capability, for error messages.
+std::string methods_with(bool QuantMethod::*flag) {
+  std::vector<std::string> names;
+  for (const QuantMethod* m : all_methods())
+    if (m->*flag) names.push_back(m->name);
+  std::string s;
+  for (size_t i = 0; i < names.size(); ++i) s += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  return s;
+}
 
 const char* axis_name(Axis a) {
   switch (a) {
@@ -147,46 +146,12 @@ Policy parse_policy(const json& j, const std::string& where) {
   Policy p;
   p.name = r.str("name", "");
   p.description = r.str("description", "");
-  if (!r.has("method")) r.err("method", "is required (fp16, uniform, kivi, kvmix, skvq or watersic)");
-  std::string m = r.str("method", "");
-  if (m == "fp16") p.method = Method::FP16;
-  else if (m == "uniform") p.method = Method::Uniform;
-  else if (m == "kivi") p.method = Method::Kivi;
-  else if (m == "kvmix") p.method = Method::Kvmix;
-  else if (m == "skvq") p.method = Method::Skvq;
-  else if (m == "watersic") p.method = Method::Watersic;
-  else r.err("method", "unknown method '" + m + "' (expected fp16, uniform, kivi, kvmix, skvq or watersic)");
-
-  // Method defaults, then the file's fields on top.
-  switch (p.method) {
-    case Method::FP16: p.k.full_precision = p.v.full_precision = true; break;
-    case Method::Uniform: break;
-    case Method::Kivi:  // KIVI: keys per-channel, values per-token, G = 32, R = 128 (lab default, §2.3)
-      p.k.axis = Axis::Channel;
-      p.v.axis = Axis::Token;
-      p.k.bits = p.v.bits = 2;
-      p.k.group_size = p.v.group_size = 32;
-      p.residual = 128;
-      break;
-    case Method::Kvmix:  // symmetric int8 with inverse scale, fp32 scales (seed 003)
-      for (TensorQuant* q : {&p.k, &p.v}) {
-        q->bits = 8;
-        q->symmetric = true;
-        q->inverse_scale = true;
-        q->scale_dtype = DType::F32;
-      }
-      break;
-    case Method::Watersic:  // keys by ZSIC (the watersic block), values fp16 unless it says otherwise
-      p.v.full_precision = true;
-      break;
-    case Method::Skvq:  // SKVQ-2 lab default (§3.6): K2 V2, g = 128, W = 128, S = 5, alpha = 0.92
-      p.k.bits = p.v.bits = 2;
-      p.k.group_size = p.v.group_size = 128;
-      p.k.clip_ratio = p.v.clip_ratio = 0.92;
-      p.residual = 128;
-      p.sink_tokens = 5;
-      break;
-  }
+  if (!r.has("method")) r.err("method", "is required (" + method_list() + ")");
+  const std::string m = r.str("method", "");
+  p.method = find_method(m);
+  if (!p.method) r.err("method", "unknown method '" + m + "' (expected " + method_list() + ")");
+  const QuantMethod& method = *p.method;
+  if (method.set_defaults) method.set_defaults(p);  // method defaults, then the file's fields on top
   for (const char* kind : {"k", "v"}) {
     if (!r.has(kind)) continue;
     Reader rk(r.at(kind), where, std::string("$.") + kind);
@@ -195,11 +160,6 @@ Policy parse_policy(const json& j, const std::string& where) {
   }
   p.residual = r.integer("residual", p.residual, 0, 1 << 24);
   p.sink_tokens = r.integer("sink_tokens", p.sink_tokens, 0, 1 << 24);
-  if (p.method == Method::Kivi) {
-    if (p.k.axis != Axis::Channel || p.v.axis != Axis::Token) r.err("k.axis", "kivi quantizes keys per channel and values per token");
-    if (p.residual > 0 && p.k.group_size > 0 && p.residual % p.k.group_size != 0)
-      r.err("residual", fmt::format("must be a multiple of k.group_size ({}) for kivi", p.k.group_size));
-  }
   if (r.has("outlier_heads")) {
     Reader ro(r.at("outlier_heads"), where, "$.outlier_heads");
     std::string rule = ro.str("rule", "list");
@@ -252,32 +212,16 @@ Policy parse_policy(const json& j, const std::string& where) {
     rs.reject_unknown();
     p.smooth = so;
   }
-  if (r.has("skvq")) {
-    if (p.method != Method::Skvq) r.err("skvq", "only applies to method 'skvq'");
-    Reader rq(r.at("skvq"), where, "$.skvq");
-    p.skvq.reorder = rq.boolean("reorder", p.skvq.reorder);
-    p.skvq.pre_rope = rq.boolean("pre_rope", p.skvq.pre_rope);
-    rq.reject_unknown();
-  }
-  if (r.has("watersic")) {
-    if (p.method != Method::Watersic) r.err("watersic", "only applies to method 'watersic'");
-    Reader rw(r.at("watersic"), where, "$.watersic");
-    auto& w = p.watersic;
-    w.target_rate = rw.number("target_rate", w.target_rate, 0, 32, true);
-    w.kl_aware = rw.boolean("kl_aware", w.kl_aware);
-    w.importance_clip = rw.number("importance_clip", w.importance_clip, 0, 1e12, true);
-    w.use_lmmse = rw.boolean("use_lmmse", w.use_lmmse);
-    w.n_rescaler_iters = rw.integer("n_rescaler_iters", w.n_rescaler_iters, 0, 10000);
-    w.sample_frac = rw.number("sample_frac", w.sample_frac, 0, 1);
-    w.sort_columns = rw.boolean("sort_columns", w.sort_columns);
-    w.seed = static_cast<uint64_t>(rw.integer("seed", static_cast<int>(w.seed), 0, 1 << 30));
-    std::string q = rw.str("queries", w.modelopt_queries ? "same_index" : "group");
-    if (q != "group" && q != "same_index") rw.err("queries", "must be \"group\" or \"same_index\"");
-    w.modelopt_queries = q == "same_index";
-    std::string v = rw.str("values", w.values_fp16 ? "fp16" : "watersic");
-    if (v != "fp16" && v != "watersic") rw.err("values", "must be \"fp16\" or \"watersic\"");
-    w.values_fp16 = v == "fp16";
-    rw.reject_unknown();
+  for (const QuantMethod* other : all_methods()) {  // every method's option block; only its own is accepted
+    const std::string& key = other->options_key;
+    if (key.empty() || !r.has(key)) continue;
+    if (other != p.method) r.err(key, "only applies to method '" + other->name + "'");
+    Reader ro(r.at(key), where, "$." + key);
+    if (method.read_options) {
+      method.read_options(ro, p);
+    } else {
+      p.method_options = r.at(key).dump();  // kept as written; the method reads it when it runs
+    }
   }
   if (r.has("calibration")) {
     Reader rc(r.at("calibration"), where, "$.calibration");
@@ -320,8 +264,7 @@ Policy parse_policy(const json& j, const std::string& where) {
       if (!(a.target_k > 0 && a.target_v > 0)) ra.err("target_quantization_error", "must be > 0 when use_attentions is true");
       if (p.calibration.mode == CalibrationSpec::Mode::None)
         ra.err("use_attentions", "needs $.calibration.mode \"text\" or \"online\" (the attention is measured there)");
-      if (p.method != Method::Uniform && p.method != Method::Kivi && p.method != Method::Kvmix)
-        ra.err("use_attentions", "applies to methods uniform, kivi and kvmix");
+      if (!method.attention_bits) ra.err("use_attentions", "applies to methods " + methods_with(&QuantMethod::attention_bits));
     }
     ra.reject_unknown();
   }
@@ -335,9 +278,8 @@ Policy parse_policy(const json& j, const std::string& where) {
     } else {
       p.outliers_ratio_k = p.outliers_ratio_v = r.number("outliers_ratio", 0, 0, 0.5);
     }
-    if ((p.outliers_ratio_k > 0 || p.outliers_ratio_v > 0) && p.method != Method::Uniform && p.method != Method::Kivi &&
-        p.method != Method::Kvmix)
-      r.err("outliers_ratio", "applies to methods uniform, kivi and kvmix");
+    if ((p.outliers_ratio_k > 0 || p.outliers_ratio_v > 0) && !method.group_outliers)
+      r.err("outliers_ratio", "applies to methods " + methods_with(&QuantMethod::group_outliers));
   }
   if (r.has("budget")) {
     Reader rb(r.at("budget"), where, "$.budget");
@@ -367,17 +309,7 @@ Policy parse_policy(const json& j, const std::string& where) {
       }
     }
   }
-  // residual and sink_tokens are replay's streaming window (the dump path refuses them).
-  if (p.method == Method::Watersic && (!p.overrides.empty() || !p.rules.empty() || p.attention.use_attentions || p.outliers.rule != OutlierSelect::Rule::None || p.smooth))
-    r.err("method", "watersic policies take no overrides, outlier heads or smoothing here");
-  if (p.method == Method::Skvq) {
-    for (const TensorQuant* q : {&p.k, &p.v})
-      if (q->symmetric || q->axis != Axis::Token || q->integer_zero_point || q->clip_search || q->full_precision)
-        r.err(q == &p.k ? "k" : "v", "skvq quantizes per token, asymmetric with a float zero point and a fixed clip ratio");
-    if (!p.overrides.empty() || !p.rules.empty() || p.outliers.rule != OutlierSelect::Rule::None)
-      r.err(p.rules.empty() ? "overrides" : "rules", "skvq policies take no per-head overrides or outlier heads (SKVQ groups span all heads)");
-    if (p.smooth) r.err("smooth", "KVSmooth is not combined with skvq here");
-  }
+  if (method.validate) method.validate(p, r);
   r.reject_unknown();
   return p;
 }
@@ -400,7 +332,7 @@ bool override_matches(const PolicyOverride& o, int layer, int head, char kind, i
 bool needs_calibration(const Policy& p) {
   const auto rule = p.outliers.rule;
   return (rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List) || p.smooth.has_value() ||
-         p.attention.use_attentions || p.method == Method::Watersic;  // WaterSIC: the key Hessian
+         p.attention.use_attentions || p.method->needs_calibration;  // e.g. WaterSIC: the key Hessian
 }
 
 Policy load_policy_file(const std::string& path) {
@@ -443,14 +375,10 @@ json policy_to_json(const Policy& p) {
     j["outlier_heads"] = oj;
   }
   if (p.smooth) j["smooth"] = {{"factor", p.smooth->factor}, {"include", p.smooth->include}, {"exclude", p.smooth->exclude}};
-  if (p.method == Method::Watersic) {
-    const auto& w = p.watersic;
-    j["watersic"] = {{"target_rate", w.target_rate}, {"kl_aware", w.kl_aware}, {"importance_clip", w.importance_clip},
-                     {"use_lmmse", w.use_lmmse}, {"n_rescaler_iters", w.n_rescaler_iters}, {"sample_frac", w.sample_frac},
-                     {"sort_columns", w.sort_columns}, {"seed", w.seed},
-                     {"queries", w.modelopt_queries ? "same_index" : "group"}, {"values", w.values_fp16 ? "fp16" : "watersic"}};
+  if (const QuantMethod& m = *p.method; !m.options_key.empty()) {
+    if (m.options_json) j[m.options_key] = m.options_json(p);
+    else if (!p.method_options.empty()) j[m.options_key] = json::parse(p.method_options);
   }
-  if (p.method == Method::Skvq) j["skvq"] = {{"reorder", p.skvq.reorder}, {"pre_rope", p.skvq.pre_rope}};
   if (!p.budget.empty())
     j["budget"] = {{"max_avg_bits", p.budget.max_avg_bits}, {"bit_range", {p.budget.min_bits, p.budget.max_bits}}};
   for (const char* key : {"rules", "overrides"}) {

@@ -3,7 +3,8 @@
 // JSON form (every field optional except "method"; see assets/presets/*.json):
 // {
 //   "name": "kivi-2", "description": "...",
-//   "method": "fp16" | "uniform" | "kivi" | "kvmix" | "skvq" | "watersic",
+//   "method": "fp16" | "uniform" | "kivi" | "kvmix" | "skvq" | "watersic" | any registered method
+//             (core/quant/method_registry.h: its defaults, option block and checks),
 //   "k": {"bits": 2, "axis": "token"|"channel"|"head", "group_size": 32, "symmetric": false,
 //         "zero_point": "float"|"integer", "clip_ratio": 1.0, "clip_search": false,
 //         "scale_dtype": "f16"|"f32"|"bf16", "inverse_scale": false, "fp16": false},
@@ -39,7 +40,8 @@
 
 namespace kvscope {
 
-enum class Method { FP16, Uniform, Kivi, Kvmix, Skvq, Watersic };
+struct QuantMethod;                 // core/quant/method_registry.h: one record per method family
+const QuantMethod& default_method();  // fp16
 enum class Axis { Token, Channel, Head };  // groups along a token's channels / a channel's tokens / whole head
 
 // How one K or V head matrix [tokens, head_dim] is quantized.
@@ -140,7 +142,7 @@ struct AttentionGuided {
 struct Policy {
   std::string name;
   std::string description;
-  Method method = Method::FP16;
+  const QuantMethod* method = &default_method();  // never null; a registry record (copies share it)
   TensorQuant k, v;
   int residual = 0;
   int sink_tokens = 0;
@@ -156,10 +158,13 @@ struct Policy {
   std::optional<SmoothOptions> smooth;
   SkvqOptions skvq;
   WatersicPolicy watersic;
+  // The method's option object (QuantMethod::options_key) as JSON text, for methods that keep no typed
+  // struct here (read and written back by the registry's defaults). Empty = none given.
+  std::string method_options;
   BitBudget budget;
 };
 
-std::string method_name(Method m);
+std::string method_name(const QuantMethod* m);  // the record's name
 
 // Parses and validates; errors are Error("<where>: $.path: problem").
 Policy parse_policy(const nlohmann::json& j, const std::string& where);

@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "core/metrics/tensor_error.h"
+#include "core/quant/method_registry.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
@@ -13,7 +14,7 @@ namespace kvscope {
 int residual_tokens(const Policy& p, char kind, int T) {
   const int R = p.residual;
   if (R <= 0) return 0;
-  if (p.method == Method::Kivi && kind == 'k') return T < R ? T : T % R;  // keys flush in blocks of R
+  if (p.method->key_residual_blocks && kind == 'k') return T < R ? T : T % R;  // KIVI: keys flush in blocks of R
   return std::min(T, R);                                                 // values slide by one
 }
 

@@ -11,70 +11,13 @@
 #include "core/metrics/tensor_error.h"
 #include "core/quant/head_plan.h"
 #include "core/quant/kvsmooth.h"
-#include "core/quant/skvq.h"
-#include "core/quant/watersic.h"
+#include "core/quant/method_registry.h"
 #include "core/tensor/compute_threads.h"
-#include "core/tensor/rope.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 
 namespace kvscope {
-
-namespace {
-
-// SKVQ works on a layer's tokens with all KV heads concatenated (C = kv_heads * head_dim).
-// Keys are quantized pre-RoPE when asked; their reconstruction is K + RoPE(K^_pre - K_pre), so
-// the kept fp16 tokens stay exact whatever RoPE variant produced the dump.
-template <typename Cancel, typename Record>
-void quantize_skvq_layers(const KvDump& dump, const Policy& policy, DequantizedKV& dq, Cancel cancelled, Record record) {
-  const DumpShape& s = dump.shape;
-  const int T = s.tokens, D = s.head_dim, H = s.kv_heads, C = H * D;
-  if (policy.skvq.pre_rope && !dump.has_k_pre_rope())
-    throw Error("dump has no pre-RoPE keys (layers.{L}.k_pre_rope); skvq with pre_rope needs them (or set $.skvq.pre_rope to false)");
-  parallel_for(static_cast<int64_t>(s.layers) * 2, [&](int64_t i) {
-    if (cancelled()) throw Cancelled();
-    const int l = static_cast<int>(i / 2);
-    const bool is_k = i % 2 == 0;
-    const bool pre = is_k && policy.skvq.pre_rope;
-    const std::vector<float>& src = is_k ? (pre ? dump.layers[l].k_pre_rope : dump.layers[l].k) : dump.layers[l].v;
-    std::vector<float> cat(static_cast<size_t>(T) * C), rec(cat.size());
-    for (int h = 0; h < H; ++h)
-      for (int t = 0; t < T; ++t)
-        std::copy_n(&src[(static_cast<size_t>(h) * T + t) * D], D, &cat[static_cast<size_t>(t) * C + h * D]);
-    const TensorQuant& q = is_k ? policy.k : policy.v;
-    const int g = q.group_size > 0 ? q.group_size : C;
-    auto tc = std::chrono::steady_clock::now();
-    SkvqReorder groups = policy.skvq.reorder ? skvq_calibrate_reorder(cat.data(), T, C, g) : skvq_identity_groups(C, g);
-    const double calib = std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
-    SkvqSpec spec;
-    spec.bits = q.bits;
-    spec.clip_ratio = q.clip_ratio;
-    spec.sinks = policy.sink_tokens;
-    spec.window = policy.residual;
-    SkvqResult res = skvq_quantize(cat.data(), T, C, groups, spec, rec.data(), policy.skvq.reorder);
-    std::vector<float>& out = is_k ? dq.k[l] : dq.v[l];
-    for (int h = 0; h < H; ++h) {
-      float* o = out.data() + static_cast<size_t>(h) * T * D;
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < D; ++c) {
-          size_t ci = static_cast<size_t>(t) * C + h * D + c;
-          o[static_cast<size_t>(t) * D + c] = pre ? rec[ci] - cat[ci] : rec[ci];  // pre-RoPE: the error, rotated below
-        }
-      if (pre) {
-        apply_rope(o, T, D, dump.meta.rope_theta, 0, false, dump.meta.rope_style == "interleaved");
-        const float* k = dump.k(l, h);
-        for (size_t e = 0; e < static_cast<size_t>(T) * D; ++e) o[e] += k[e];
-      }
-      // Groups span heads: the layer's bits are split evenly over its heads (totals stay exact).
-      uint64_t share = (res.bits - res.static_bits) / H + (h == 0 ? (res.bits - res.static_bits) % H : 0);
-      uint64_t stat = res.static_bits / H + (h == 0 ? res.static_bits % H : 0);
-      record(l, h, is_k ? 'k' : 'v', share + stat, stat, h == 0 ? calib : 0.0);
-    }
-  });
-}
-
-}  // namespace
 
 QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const QuantizeOptions& opts,
                              DequantizedKV* dequantized) {
@@ -128,50 +71,26 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
 
   std::vector<uint64_t> fixed_bits(items.size(), 0);
   std::vector<double> calib_seconds(items.size(), 0);
-  if (policy.method == Method::Watersic) {
-    // Keys: ZSIC with the query Hessian of the group; values: fp16 (ModelOpt) or the A = I fallback.
-    if (!dump.has_q()) throw Error("dump has no queries (layers.{L}.q); watersic needs Q for the key Hessian");
-    const auto& wp = policy.watersic;
-    const WaterSicOptions wo = watersic_options_of(wp);
-    if (policy.residual > 0 || policy.sink_tokens > 0)  // the batch pass codes every token; replay streams them
-      throw Error(fmt::format("policy: $.{}: watersic on a dump codes every token (residual and sink_tokens apply to replay only)",
-                              policy.residual > 0 ? "residual" : "sink_tokens"));
-    if (std::string problem = check_watersic_options(wo); !problem.empty()) throw Error("policy: $.watersic: " + problem);
-    parallel_for(static_cast<int64_t>(items.size()), [&](int64_t i) {
+  const QuantMethod& method = *policy.method;
+  if (method.check_dump) method.check_dump(dump, policy);
+  auto record_slice = [&](size_t i, const SliceResult& res) {
+    fixed_bits[i] = res.fixed_width_bits;
+    calib_seconds[i] += res.calibration_seconds;
+    record(i, res.bits, res.static_bits, res.full_precision);
+  };
+  if (method.quantize_layer) {  // groups span the layer's heads (SKVQ)
+    parallel_for(static_cast<int64_t>(s.layers) * 2, [&](int64_t li) {
       if (cancelled()) throw Cancelled();
-      const Item& it = items[i];
-      float* y = out_of(it);
-      const float* x = in_of(it);
-      if (it.kind == 'v' && wp.values_fp16) {
-        for (size_t e = 0; e < static_cast<size_t>(T) * D; ++e) y[e] = round_to_f16(x[e]);
-        fixed_bits[i] = 16ull * T * D;
-        record(i, 16ull * T * D, 0, true);
-        return;
-      }
-      WaterSicState st;
-      if (it.kind == 'k') {
-        st = watersic_quantize_key_head(dump, it.layer, it.head, wo);
-      } else {
-        std::vector<double> v(x, x + static_cast<size_t>(T) * D);
-        st = watersic_quantize_values(v.data(), T, D, wo);
-      }
-      std::vector<double> rec = reconstruct(st);
-      for (size_t e = 0; e < rec.size(); ++e) y[e] = static_cast<float>(rec[e]);
-      // Entropy-coded size (the rate WaterSIC reports) plus the column permutation, a per-cache constant.
-      fixed_bits[i] = static_cast<uint64_t>(std::ceil(st.fixed_width_bits())) + st.perm_bits();
-      calib_seconds[i] = st.seconds;
-      record(i, static_cast<uint64_t>(std::ceil(st.entropy_bits())) + st.perm_bits(), st.perm_bits(), false);
-    });
-  } else if (policy.method == Method::Skvq) {
-    quantize_skvq_layers(dump, policy, dq, cancelled, [&](int l, int h, char kind, uint64_t bits, uint64_t stat, double calib) {
-      const size_t i = static_cast<size_t>(l) * H * 2 + h * 2 + (kind == 'v');
-      calib_seconds[i] = calib;
-      record(i, bits, stat, false);
+      const int l = static_cast<int>(li / 2);
+      const char kind = li % 2 == 0 ? 'k' : 'v';
+      std::vector<SliceResult> per = method.quantize_layer(dump, policy, l, kind, (kind == 'k' ? dq.k : dq.v)[l].data());
+      for (int h = 0; h < H; ++h) record_slice(static_cast<size_t>(l) * H * 2 + h * 2 + (kind == 'v'), per[h]);
     });
   } else {
     const std::vector<HeadPlan> plans = plan_heads(dump, policy);  // same order as items
-    // KVSmooth: keys are divided by per-channel scales before quantization and multiplied back
-    // after (equivalent to folding 1/s into k_proj and s into q_proj; Q K^T is unchanged).
+    // KVSmooth, a stage before any per-head method: keys are divided by per-channel scales before
+    // quantization and multiplied back after (equivalent to folding 1/s into k_proj and s into
+    // q_proj; Q K^T is unchanged).
     std::vector<std::vector<float>> smooth(s.layers);
     auto tc = std::chrono::steady_clock::now();
     if (policy.smooth) {
@@ -195,11 +114,19 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
           for (int c = 0; c < D; ++c) xs[static_cast<size_t>(t) * D + c] = x[static_cast<size_t>(t) * D + c] / sc[c];
         x = xs.data();
       }
-      QuantizedTensor qt = quantize_tensor(x, T, D, p.quant, p.fp_head, p.fp_tail, y);  // y: reconstruction
+      SliceInput in;
+      in.dump = &dump;
+      in.policy = &policy;
+      in.plan = &p;
+      in.x = x;
+      in.out = y;  // the reconstruction
+      in.tokens = T;
+      in.head_dim = D;
+      const SliceResult res = method.quantize_slice(in);
       if (sc)
         for (int t = 0; t < T; ++t)
           for (int c = 0; c < D; ++c) y[static_cast<size_t>(t) * D + c] *= sc[c];
-      record(i, qt.total_bits(), qt.static_bits(), p.quant.full_precision);
+      record_slice(i, res);
     });
   }
   const std::vector<Item>& plans = items;
@@ -219,7 +146,7 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
     sbits += static_bits[i];
   }
   for (double c : calib_seconds) r.calibration_seconds += c;  // summed over work items (CPU seconds)
-  if (policy.method == Method::Watersic) {
+  if (method.entropy_coded) {
     uint64_t fw = 0;
     for (uint64_t b : fixed_bits) fw += b;
     r.fixed_width_bits_per_element = (kel + vel) ? double(fw) / double(kel + vel) : 0;

@@ -9,6 +9,7 @@
 #include "core/dump/kv_dump.h"
 #include "core/policy/policy.h"
 #include "core/quant/report.h"
+#include "core/util/cancelled.h"
 
 namespace kvscope {
 
@@ -20,9 +21,7 @@ struct QuantizeOptions {
   bool keep_dequantized = false;              // fill DequantizedDump (GUI drill-down)
 };
 
-struct Cancelled : std::exception {
-  const char* what() const noexcept override { return "cancelled"; }
-};
+// Cancelled (thrown when `cancel` is set) lives in core/util/cancelled.h, included above.
 
 // Dequantized K/V (same layout as the dump) for drill-down views; filled only on request.
 struct DequantizedKV {

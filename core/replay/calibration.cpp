@@ -75,7 +75,7 @@ Calibration CalibrationCollector::finish() {
 
 Calibration calibrate_on_text(const Model& model, const Tokenizer& tok, const CalibrationSpec& spec, const std::string& where) {
   const auto t0 = Clock::now();
-  const std::string text = read_file(spec.text, "calibration text");
+  const std::string text = read_text_file(spec.text, "calibration text");
   std::vector<int32_t> ids = tok.encode(text, /*add_bos=*/true);
   if (static_cast<int>(ids.size()) > spec.tokens) ids.resize(spec.tokens);
   if (ids.size() < 2) fail(where, "$.calibration.text: {} encodes to {} tokens, at least 2 are needed", spec.text, ids.size());

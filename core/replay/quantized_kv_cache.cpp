@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/quant/head_plan.h"
+#include "core/quant/method_registry.h"
 #include "core/replay/calibration.h"
 #include "core/tensor/dtype.h"
 #include "core/util/error.h"
@@ -138,67 +139,12 @@ double nominal_bits_of_plans(const std::vector<HeadQuantPlan>& plans) {
   return plans.empty() ? 0 : sum / static_cast<double>(plans.size());
 }
 
-namespace {
-
-// Method watersic: one streaming coder per (layer, KV head) for K (and V with "values": "watersic",
-// the A = I fallback) from the calibration's rows and the group's queries.
-std::vector<HeadQuantPlan> plan_watersic_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib,
-                                               const std::string& where) {
-  const WatersicPolicy& wp = policy.watersic;
-  if (wp.kl_aware)
-    fail(where, "$.watersic.kl_aware: not in replay (row importance needs the queries that will read the row, which a streaming cache has not seen)");
-  if (wp.n_rescaler_iters > 0)
-    fail(where, "$.watersic.n_rescaler_iters: must be 0 in replay (the rescaler's per-row factors need the whole key matrix)");
-  if (wp.modelopt_queries)
-    fail(where, "$.watersic.queries: \"same_index\" (ModelOpt parity mode, float64 side info) is not replayed; use \"group\"");
-  if (!calib) {
-    if (policy.calibration.mode == CalibrationSpec::Mode::None)
-      fail(where, "$.calibration.mode: method watersic needs \"text\" or \"online\" in replay (the key Hessian comes from calibration queries)");
-    fail(where, "method watersic needs its calibration before the cache is planned");
-  }
-  const int L = cfg.num_layers, H = cfg.num_kv_heads, D = cfg.head_dim, G = cfg.group();
-  if (calib->layers != L || calib->kv_heads != H || calib->head_dim != D || calib->q_heads != cfg.num_heads)
-    fail(where, "the calibration was taken on a model of another shape");
-  const WaterSicOptions wo = watersic_options_of(wp);
-  const int T = calib->tokens;
-  std::vector<HeadQuantPlan> plans(static_cast<size_t>(L) * H * 2);
-  std::vector<double> x(static_cast<size_t>(T) * D);
-  for (int l = 0; l < L; ++l)
-    for (int h = 0; h < H; ++h)
-      for (int kind = 0; kind < 2; ++kind) {
-        HeadQuantPlan& p = plans[(static_cast<size_t>(l) * H + h) * 2 + kind];
-        p.window = policy.residual;
-        p.quant.axis = Axis::Token;
-        if (kind == 1 && wp.values_fp16) {
-          p.quant.full_precision = true;
-          continue;
-        }
-        const float* src = &(kind == 0 ? calib->k : calib->v)[l][static_cast<size_t>(h) * T * D];
-        std::copy(src, src + x.size(), x.begin());
-        auto coder = std::make_shared<WaterSicCoder>();
-        try {
-          if (kind == 0) {
-            std::vector<const float*> queries;  // all G query heads of the group (HF repeat_kv: j -> j / G)
-            for (int j = h * G; j < (h + 1) * G; ++j) queries.push_back(&calib->q[l][static_cast<size_t>(j) * T * D]);
-            watersic_quantize_keys(x.data(), T, D, queries, T, wo, coder.get());
-          } else {
-            watersic_quantize_values(x.data(), T, D, wo, coder.get());
-          }
-        } catch (const Error& e) {
-          fail(where, "$.watersic: layer {} KV head {} {}: {}", l, h, kind == 0 ? "K" : "V", e.what());
-        }
-        p.quant.bits = coder->code_width;
-        p.watersic = std::move(coder);
-      }
-  return plans;
-}
-
-}  // namespace
-
 std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib) {
   const std::string where = "policy " + (policy.name.empty() ? std::string("(unnamed)") : policy.name);
   if (policy.residual < 0 || policy.sink_tokens < 0) fail(where, "residual and sink_tokens must be >= 0");
-  if (policy.method == Method::Watersic) return plan_watersic_heads(cfg, policy, calib, where);
+  const QuantMethod& method = *policy.method;
+  if (!method.replay_refusal.empty()) fail(where, "method {} cannot be replayed: {}", method.name, method.replay_refusal);
+  if (method.plan_replay) return method.plan_replay(cfg, policy, calib, where);  // the method's own streaming coder
   const auto rule = policy.outliers.rule;
   const bool ranked = rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List;
   if (!calib) {
@@ -230,7 +176,7 @@ std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Polic
       for (int kind = 0; kind < 2; ++kind) {
         HeadQuantPlan p;
         p.quant = kind == 0 ? policy.k : policy.v;
-        if (policy.method == Method::FP16) p.quant.full_precision = true;
+        if (method.keeps_fp16) p.quant.full_precision = true;
         for (const auto* list : {&policy.rules, &policy.overrides})  // rules first, overrides win
           for (const auto& o : *list)
             if (override_matches(o, l, h, kind == 0 ? 'k' : 'v', policy.head_group_size)) p.quant = apply_override(p.quant, o);
@@ -257,7 +203,7 @@ std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Polic
         if (p.quant.axis == Axis::Channel) {
           p.channel_blocks = true;
           const int g = p.quant.group_size > 0 ? p.quant.group_size : 32;
-          if (policy.method == Method::Kivi && policy.residual > 0) {
+          if (method.key_residual_blocks && policy.residual > 0) {
             if (policy.residual % g != 0)
               fail(where, "$.residual: KIVI needs residual ({}) to be a multiple of the key group size ({})", policy.residual, g);
             p.block_len = policy.residual;  // KIVI: the whole fp16 key buffer is flushed at once

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "core/quant/method_registry.h"
 #include "core/replay/calibration.h"
 #include "core/replay/quantized_kv_cache.h"
 #include "core/util/error.h"
@@ -36,14 +37,16 @@ std::string plan_summary(const std::vector<HeadQuantPlan>& plans) {
   return s;
 }
 
-// WaterSIC fits its key coder to the calibration's queries; on a few dozen positions that Hessian is
+// A method that fits its coder to the calibration (WaterSIC: its key Hessian) sets the positions it needs
+// per head_dim (QuantMethod::calibration_tokens_per_head_dim). WaterSIC: on a few dozen positions that Hessian is
 // poorly conditioned and new keys get large codes (docs/REPLAY.md: key error above the key energy on
 // the QA prompts). 4 x head_dim is where the measurements turn bad, not a derived bound.
-void warn_short_watersic_calibration(const Policy& policy, const ModelConfig& cfg, int tokens, const ReplayOptions& o) {
-  if (policy.method != Method::Watersic || !o.progress || tokens >= 4 * cfg.head_dim) return;
-  o.progress(fmt::format("replay: warning: watersic calibrated on {} positions (< 4 x head_dim = {}): the key Hessian is "
+void warn_short_calibration(const Policy& policy, const ModelConfig& cfg, int tokens, const ReplayOptions& o) {
+  const int per_dim = policy.method->calibration_tokens_per_head_dim;
+  if (per_dim <= 0 || !o.progress || tokens >= per_dim * cfg.head_dim) return;
+  o.progress(fmt::format("replay: warning: {} calibrated on {} positions (< {} x head_dim = {}): the key Hessian is "
                          "poorly conditioned; calibrate on text with more tokens (docs/REPLAY.md)",
-                         tokens, 4 * cfg.head_dim));
+                         policy.method->name, tokens, per_dim, per_dim * cfg.head_dim));
 }
 
 std::vector<float> prefill_quantized(const Model& model, const Policy& policy, QuantizedKvCache& cache,
@@ -58,7 +61,7 @@ std::vector<float> prefill_quantized(const Model& model, const Policy& policy, Q
     const Calibration calib = col.finish();
     cache.calibrate(calib);
     if (o.progress) o.progress("replay: online calibration: " + plan_summary(cache.plans()));
-    warn_short_watersic_calibration(policy, model.config(), calib.tokens, o);
+    warn_short_calibration(policy, model.config(), calib.tokens, o);
     check_plans_budget(cache.plans(), policy, bit_budget);
   } else {
     logits = model.forward(prompt, cache);
@@ -152,7 +155,7 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
     plans = plan_replay_heads(cfg, policy, &calib);
     text_calib_s = seconds_since(t0);
     if (o.progress) o.progress(fmt::format("replay: text calibration ({} tokens, {:.3f} s): {}", calib.tokens, text_calib_s, plan_summary(plans)));
-    warn_short_watersic_calibration(policy, cfg, calib.tokens, o);
+    warn_short_calibration(policy, cfg, calib.tokens, o);
     check_plans_budget(plans, policy, o.bit_budget);
   }
   if (o.base && (o.base->slices.size() != slices.size() || o.base->items.size() != slices.size()))

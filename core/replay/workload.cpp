@@ -10,6 +10,7 @@
 
 #include "core/replay/ruler.h"
 #include "core/util/error.h"
+#include "core/util/file.h"
 
 namespace kvscope {
 
@@ -17,21 +18,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Workload texts go through the one text reader (a UTF-8 byte-order mark removed, as `dump --text` does).
 std::string read_file(const std::string& path, size_t max_bytes = std::string::npos) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open workload file");
-  std::string s;
-  if (max_bytes == std::string::npos) {
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    s = ss.str();
-  } else {
-    s.resize(max_bytes);
-    in.read(s.data(), static_cast<std::streamsize>(max_bytes));
-    s.resize(static_cast<size_t>(in.gcount()));
-  }
-  if (s.size() >= 3 && s.compare(0, 3, "\xEF\xBB\xBF") == 0) s.erase(0, 3);  // UTF-8 BOM
-  return s;
+  return read_text_file(path, "workload file", max_bytes);
 }
 
 std::string trim(const std::string& s) {
@@ -116,7 +105,7 @@ WorkloadSlice load_text(const std::string& path, const std::vector<std::string>&
   size_t bytes = whole ? std::string::npos : need * 8;
   std::vector<int32_t> ids;
   for (;;) {
-    const std::string text = read_file(path, bytes);
+    const std::string text = read_text_file(path, "text file", bytes);
     if (text.empty()) fail(path, "the text file is empty");
     ids = tok.encode(text, /*add_bos=*/true);
     if (whole || ids.size() >= need || text.size() < bytes) break;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/model/discovery.h"
+#include "core/quant/method_registry.h"
 #include "core/util/error.h"
 #include "core/util/json_reader.h"
 #include "core/util/content_hash.h"
@@ -132,9 +133,17 @@ Policy with_bits(const Policy& base, int bits, const std::string& where) {
 
 Policy with_rate(const Policy& base, double rate, const std::string& where) {
   json pj = policy_to_json(base);
-  pj["watersic"]["target_rate"] = rate;
+  base.method->set_rate(pj, rate);
   pj["name"] = fmt::format("{}@{}r", base.name, rate);
   return parse_policy(pj, where);
+}
+
+// "watersic": the methods set by a target rate, for error messages.
+std::string rate_methods() {
+  std::string s;
+  for (const QuantMethod* m : all_methods())
+    if (m->set_rate) s += (s.empty() ? "" : " or ") + m->name;
+  return s;
 }
 
 void parse_methods(JsonReader& r, const fs::path& base, SweepSpec& spec) {
@@ -157,10 +166,10 @@ void parse_methods(JsonReader& r, const fs::path& base, SweepSpec& spec) {
     }
     const bool has_bits = m.has("bits"), has_rates = m.has("rates");
     if (has_bits && has_rates) m.err("", "give \"bits\" or \"rates\", not both");
-    const bool watersic = p.method == Method::Watersic;
-    if (has_bits && watersic) m.err("bits", "watersic is set by \"rates\" (target bits per element), not \"bits\"");
-    if (has_rates && !watersic)
-      m.err("rates", fmt::format("only watersic takes \"rates\"; {} ({}) is set by \"bits\"", p.name, method_name(p.method)));
+    const bool by_rate = static_cast<bool>(p.method->set_rate);
+    if (has_bits && by_rate) m.err("bits", p.method->name + " is set by \"rates\" (target bits per element), not \"bits\"");
+    if (has_rates && !by_rate)
+      m.err("rates", fmt::format("only {} takes \"rates\"; {} ({}) is set by \"bits\"", rate_methods(), p.name, method_name(p.method)));
     if (has_bits && !has_quantized_tensor(policy_to_json(p)))
       m.err("bits", fmt::format("{} keeps every tensor in fp16; there are no bits to set", p.name));
     m.reject_unknown();

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/util/error.h"
+#include "core/util/file.h"
 #include "core/util/interrupt.h"
 
 namespace kvscope {
@@ -239,36 +240,16 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   std::string h = header.dump();
   while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // keep the data block 8-byte aligned
 
-  std::string tmp = path + ".tmp-" + std::to_string(getpid());
-  TempFileGuard interrupted_cleanup(tmp);  // deleted if SIGINT/SIGTERM arrives mid-write
-  FILE* fp = std::fopen(tmp.c_str(), "wb");
-  if (!fp) fail(path, "cannot create '{}': {}", tmp, std::strerror(errno));
-  bool ok = true;
-  unsigned char len[8];
+  char len[8];
   uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
-  ok = ok && std::fwrite(len, 1, 8, fp) == 8;
-  ok = ok && std::fwrite(h.data(), 1, h.size(), fp) == h.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  std::vector<std::string_view> parts = {std::string_view(len, 8), h};
   for (const auto& t : tensors) {
     size_t nb = static_cast<size_t>(header[t.name]["data_offsets"][1].get<uint64_t>() -
                                     header[t.name]["data_offsets"][0].get<uint64_t>());
-    if (!ok) break;
-    ok = nb == 0 || std::fwrite(t.data, 1, nb, fp) == nb;
+    if (nb > 0) parts.emplace_back(static_cast<const char*>(t.data), nb);
   }
-  int saved_errno = errno;
-  ok = (std::fflush(fp) == 0) && ok;
-  if (ok && fsync(fileno(fp)) != 0) ok = false;
-  if (!ok) saved_errno = errno;
-  std::fclose(fp);
-  if (!ok) {
-    std::remove(tmp.c_str());
-    fail(path, "write failed: {}", std::strerror(saved_errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    saved_errno = errno;
-    std::remove(tmp.c_str());
-    fail(path, "cannot rename temporary file into place: {}", std::strerror(saved_errno));
-  }
+  write_file_atomic(path, parts);  // temp file, fsync, rename; removed on failure or interrupt
 }
 
 }  // namespace kvscope

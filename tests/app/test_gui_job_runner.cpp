@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <memory>
 #include <chrono>
 #include <stdexcept>
 #include <thread>
@@ -23,6 +24,15 @@ void drain(JobRunner& r) {
   }
   r.poll();
   REQUIRE(!r.busy());
+}
+
+// Waits (bounded) until a job reports it started; a job that never starts fails the test.
+void wait_started(const std::atomic<bool>& started) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!started) {
+    if (std::chrono::steady_clock::now() > deadline) FAIL("the job did not start within 10 s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 // Work that spins until cancelled (like quantize_dump checking its cancel flag).
@@ -63,7 +73,7 @@ TEST_CASE("latest wins: a newer job in the same slot cancels the older one and d
     while (!ctx.cancel) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return [&] { applied += 1; };
   }, "requantize");
-  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  wait_started(started);
   r.submit("new", [&](JobContext&) -> JobRunner::Completion { return [&] { applied += 10; }; }, "requantize");
   drain(r);
   CHECK(applied == 10);
@@ -83,7 +93,7 @@ TEST_CASE("cancel by id, and failures are reported once with their message") {
   JobRunner r;
   std::atomic<bool> started{false};
   uint64_t id = r.submit("long", wait_for_cancel(started));
-  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  wait_started(started);
   r.cancel(id);
   r.submit("broken", [](JobContext&) -> JobRunner::Completion { throw std::runtime_error("dump.safetensors: truncated"); });
   drain(r);
@@ -101,13 +111,29 @@ TEST_CASE("cancel by id, and failures are reported once with their message") {
 }
 
 TEST_CASE("destroying the runner cancels and joins running jobs") {
-  std::atomic<bool> started{false};
-  {
-    JobRunner r;
-    r.submit("forever", wait_for_cancel(started));
-    while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }  // must return (a hang here times the test out)
-  CHECK(started);
+  // The runner lives and dies on a helper thread, so a destructor that hangs fails the test after
+  // a deadline instead of stalling the suite. Shared state: the helper may outlive a failed test.
+  struct Shared {
+    std::atomic<bool> started{false}, destroyed{false};
+  };
+  auto shared = std::make_shared<Shared>();
+  std::thread owner([shared] {
+    {
+      JobRunner r;
+      r.submit("forever", wait_for_cancel(shared->started));
+      for (int i = 0; i < 10000 && !shared->started; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    shared->destroyed = true;
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!shared->destroyed && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  if (!shared->destroyed) {
+    owner.detach();
+    FAIL("~JobRunner did not return within 20 s of cancelling its job");
+  }
+  owner.join();
+  CHECK(shared->started);
 }
 
 TEST_CASE("cancel_slot cancels a slot's running job and drops its result") {
@@ -119,7 +145,7 @@ TEST_CASE("cancel_slot cancels a slot's running job and drops its result") {
     while (!ctx.cancel) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return [&] { ++applied; };
   }, "attention");
-  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  wait_started(started);
   r.cancel_slot("attention");
   drain(r);
   CHECK(applied == 0);

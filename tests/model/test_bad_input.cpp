@@ -17,6 +17,7 @@
 #include "core/util/error.h"
 #include "synthetic.h"
 #include "test_util.h"
+#include "tests/tolerances.h"
 
 using namespace kvscope;
 namespace fs = std::filesystem;
@@ -263,7 +264,7 @@ TEST_CASE("CLI: dump and generate on a real model", "[model][cli]") {
   CHECK(d.shape.head_dim == 8);
   CHECK(d.meta.token_ids == std::vector<int32_t>{1, 403, 407, 261, 378});
   // golden.json: layer 0, kv head 0, position 3, dim 3 = 12.80529 (stored as F16).
-  CHECK(d.k(0, 0)[3 * 8 + 3] == Approx(12.80529).epsilon(1e-3));
+  CHECK(d.k(0, 0)[3 * 8 + 3] == Approx(12.80529).epsilon(test::tol::kFp16));
 
   // Invalid UTF-8 in the prompt still gives valid (JSON) metadata.
   r = run_cli("dump --model " + shell_quote(dir) + " --prompt " + shell_quote("caf\xff!") + " --out " + shell_quote(out), tmp);

@@ -12,6 +12,7 @@
 #include "core/replay/replay.h"
 #include "core/tensor/dtype.h"
 #include "core/util/error.h"
+#include "tests/tolerances.h"
 
 using namespace kvscope;
 
@@ -250,10 +251,10 @@ TEST_CASE("KVSmooth in replay: scales from calibration max |K|, the cache reads 
   }
   // Token 0: K / s = [2, 0.5, -0.5, 1], absmax 2, step 2/7: codes [7, 2, -2, 4] (0.5 * 3.5 = 1.75 -> 2),
   // read back [2, 4/7, -4/7, 8/7] * s = [16, 0.5714, -4.5714, 1.1429].
-  CHECK(view.k[0] == Approx(16.0f).epsilon(1e-3));  // fp16 scale 2/7 -> 0.28564
-  CHECK(view.k[1] == Approx(4.0f / 7).epsilon(1e-3));
-  CHECK(view.k[2] == Approx(-32.0f / 7).epsilon(1e-3));
-  CHECK(view.k[3] == Approx(8.0f / 7).epsilon(1e-3));
+  CHECK(view.k[0] == Approx(16.0f).epsilon(test::tol::kFp16));  // fp16 scale 2/7 -> 0.28564
+  CHECK(view.k[1] == Approx(4.0f / 7).epsilon(test::tol::kFp16));
+  CHECK(view.k[2] == Approx(-32.0f / 7).epsilon(test::tol::kFp16));
+  CHECK(view.k[3] == Approx(8.0f / 7).epsilon(test::tol::kFp16));
 }
 
 TEST_CASE("attention-guided bits follow QAQ's bounds and the budget, worked by hand") {

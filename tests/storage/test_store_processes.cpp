@@ -43,6 +43,25 @@ pid_t spawn(const std::function<void()>& body) {
   return pid;
 }
 
+// Owns a child process: kills (SIGKILL) and reaps it when the test leaves the scope by any path,
+// so a failed check never leaves a writer storing runs forever. release() once it was reaped.
+class ChildGuard {
+ public:
+  explicit ChildGuard(pid_t pid) : pid_(pid) {}
+  ~ChildGuard() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  ChildGuard(const ChildGuard&) = delete;
+  ChildGuard& operator=(const ChildGuard&) = delete;
+  pid_t pid() const { return pid_; }
+  void release() { pid_ = -1; }
+
+ private:
+  pid_t pid_;
+};
+
 // Every run in the file, each with the counts of its rows.
 struct RunRows {
   std::string status;
@@ -75,7 +94,7 @@ TEST_CASE("kill -9 while storing runs leaves only whole, committed runs", "[stor
   for (int round = 0; round < 5; ++round) {
     int fds[2];
     REQUIRE(pipe(fds) == 0);
-    const pid_t child = spawn([&] {
+    ChildGuard guard(spawn([&] {
       close(fds[0]);
       RunStore store(path);
       for (int i = 0;; ++i) {
@@ -84,7 +103,8 @@ TEST_CASE("kill -9 while storing runs leaves only whole, committed runs", "[stor
         const int64_t id = store.add_quantize_run(test::make_report(kLayers, kHeads, i), ctx);
         if (write(fds[1], &id, sizeof id) != sizeof id) _exit(3);
       }
-    });
+    }));
+    const pid_t child = guard.pid();
     close(fds[1]);
     int64_t id = 0;
     int reported = 0;
@@ -98,6 +118,7 @@ TEST_CASE("kill -9 while storing runs leaves only whole, committed runs", "[stor
     REQUIRE(kill(child, SIGKILL) == 0);
     int status = 0;
     REQUIRE(waitpid(child, &status, 0) == child);
+    guard.release();
     REQUIRE(WIFSIGNALED(status));
     REQUIRE(WTERMSIG(status) == SIGKILL);
     while (read(fds[0], &id, sizeof id) == sizeof id) committed.insert(id);  // reported before the kill
@@ -130,13 +151,14 @@ TEST_CASE("a reader and a writer in two processes never see 'database is locked'
   int stop[2];
   REQUIRE(pipe(stop) == 0);
   // The writer stores runs until the reader has seen enough of them arrive.
-  const pid_t writer = spawn([&] {
+  ChildGuard guard(spawn([&] {
     close(stop[1]);
     fcntl(stop[0], F_SETFL, O_NONBLOCK);
     RunStore store(path);
     char c;
     for (int i = 0; read(stop[0], &c, 1) != 1; ++i) store.add_quantize_run(test::make_report(kLayers, kHeads, i), {});
-  });
+  }));
+  const pid_t writer = guard.pid();
   close(stop[0]);
 
   RunStore reader(path);  // what the GUI does
@@ -147,7 +169,10 @@ TEST_CASE("a reader and a writer in two processes never see 'database is locked'
   while (growths < 20 || reads < 100) {
     REQUIRE(std::chrono::steady_clock::now() < deadline);
     int early = 0;  // a writer that died (e.g. an error opening the store) ends the test with its status
-    if (waitpid(writer, &early, WNOHANG) == writer) FAIL("the writer exited early, status " << early);
+    if (waitpid(writer, &early, WNOHANG) == writer) {
+      guard.release();  // already reaped
+      FAIL("the writer exited early, status " << early);
+    }
     const auto listing = reader.list_runs();
     ++reads;
     REQUIRE(listing.size() >= seen);  // runs never disappear
@@ -165,6 +190,7 @@ TEST_CASE("a reader and a writer in two processes never see 'database is locked'
   close(stop[1]);
   int status = 0;
   REQUIRE(waitpid(writer, &status, 0) == writer);
+  guard.release();
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);  // the writer never failed either
   const size_t total = reader.list_runs().size();

@@ -12,6 +12,7 @@
 #include "core/synth/synth.h"
 #include "core/tensor/rope.h"
 #include "core/util/error.h"
+#include "tests/tolerances.h"
 
 using namespace kvscope;
 
@@ -133,8 +134,8 @@ TEST_CASE("SKVQ quantizer: hand-worked group, sinks and window exact, bit count"
   // SKVQ clipping multiplies both ends by alpha: [-0.92, 1.84].
   spec.clip_ratio = 0.92;
   skvq_quantize(x.data(), 1, 4, skvq_identity_groups(4, 4), spec, y.data(), false);
-  CHECK(y[0] == Approx(-0.92).epsilon(1e-3));
-  CHECK(y[3] == Approx(1.84).epsilon(1e-3));
+  CHECK(y[0] == Approx(-0.92).epsilon(test::tol::kFp16));
+  CHECK(y[3] == Approx(1.84).epsilon(test::tol::kFp16));
   // Sinks and window stay fp16: T = 20, S = 5, W = 8 -> 7 quantized tokens.
   const int T = 20, C = 8;
   std::vector<float> a(T * C), b(T * C);

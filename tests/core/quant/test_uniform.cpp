@@ -6,6 +6,7 @@
 
 #include "core/quant/quantized_tensor.h"
 #include "core/util/error.h"
+#include "tests/tolerances.h"
 
 using namespace kvscope;
 
@@ -84,7 +85,7 @@ TEST_CASE("§8 A2: integer zero point, MSE 3x the float-min convention") {
   for (int i = 0; i < 8; ++i) CHECK(t.zeros[i] == zps[i]);
   const int row0[8] = {5, 0, 15, 5, 0, 12, 14, 10};
   for (int c = 0; c < 8; ++c) CHECK(t.code_at(0, c) == row0[c]);
-  CHECK(mse(X, dequant(t)) == Approx(2.9051e-3).epsilon(1e-3));
+  CHECK(mse(X, dequant(t)) == Approx(2.9051e-3).epsilon(test::tol::kPrinted));
 }
 
 TEST_CASE("§8 B: int4 per-channel over the 4 tokens (KIVI key layout)") {
@@ -122,17 +123,17 @@ TEST_CASE("§8 C: symmetric int8 (kvmix), rint vs truncation") {
   auto q = spec(8, Axis::Head, 0, true);
   q.inverse_scale = true;
   auto g = quantize_tensor(X.data(), 4, 8, q);
-  CHECK(mse(X, dequant(g)) == Approx(7.4595e-5).epsilon(1e-3));
+  CHECK(mse(X, dequant(g)) == Approx(7.4595e-5).epsilon(test::tol::kPrinted));
   q.axis = Axis::Token;
   auto t = quantize_tensor(X.data(), 4, 8, q);
-  CHECK(mse(X, dequant(t)) == Approx(3.5329e-5).epsilon(1e-3));
+  CHECK(mse(X, dequant(t)) == Approx(3.5329e-5).epsilon(test::tol::kPrinted));
   const float inv[4] = {60.4762f, 72.5714f, 52.9167f, 35.2778f};
   for (int i = 0; i < 4; ++i) CHECK(t.scales[i] == Approx(inv[i]).epsilon(1e-5));
   const int row0[8] = {7, -30, 79, 4, -127, 20, 54, -2};
   for (int c = 0; c < 8; ++c) CHECK(t.code_at(0, c) == row0[c]);
   // The independent truncating quantizer reproduces the §8 C truncation column.
-  CHECK(truncation_mse(X, 4, 8, false) == Approx(2.6473e-4).epsilon(1e-3));
-  CHECK(truncation_mse(X, 4, 8, true) == Approx(1.2783e-4).epsilon(1e-3));
+  CHECK(truncation_mse(X, 4, 8, false) == Approx(2.6473e-4).epsilon(test::tol::kPrinted));
+  CHECK(truncation_mse(X, 4, 8, true) == Approx(1.2783e-4).epsilon(test::tol::kPrinted));
 }
 
 TEST_CASE("rounding is round-half-to-even, never truncation or half-away") {

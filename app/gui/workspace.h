@@ -1,0 +1,132 @@
+#pragma once
+// The GUI's data model, without ImGui: the open dump, the policy being edited, the live result
+// (quantize report, dequantized cache, drilled-down head), the runs, and the background jobs that
+// change them (load/synthesize/capture a dump, re-quantize, attention metrics, sweep, replay).
+// The window draws it and turns clicks into calls; tests drive it directly. UI thread only:
+// completions of background jobs are applied by tick().
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/gui/job_runner.h"
+#include "app/gui/run_list.h"
+#include "core/dump/kv_dump.h"
+#include "core/metrics/head_profile.h"
+#include "core/model/discovery.h"
+#include "core/policy/policy.h"
+#include "core/quant/quantize_dump.h"
+
+namespace kvscope::gui {
+
+// Hooks for the shell: recent-file lists and the latency probes. All run on the UI thread.
+struct WorkspaceHooks {
+  std::function<void(const std::string&)> dump_opened;   // a dump loaded from this path
+  std::function<void(const std::string&)> store_opened;  // a run store opened at this path
+  std::function<void(uint64_t gen)> tensor_result;       // tensor metrics of policy generation `gen` applied
+  std::function<void(uint64_t gen)> attention_result;    // attention metrics of `gen` applied
+  std::function<void(uint64_t gen)> committed;           // a policy edit that re-quantizes at once
+};
+
+class Workspace {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr double kDebounceSeconds = 0.25;
+  static constexpr int kLiveAttnQueries = 128;  // live tuning samples fewer query positions than the CLI default
+
+  explicit Workspace(WorkspaceHooks hooks = {});
+
+  // Dump. Loading runs in the background ("dump" slot: the latest request wins).
+  void open_demo(int tokens);
+  void open_dump(const std::string& path);
+  void set_dump(std::shared_ptr<const KvDump> dump, const std::string& name);
+  // Captures a dump of `model` on `text_file` (empty: a built-in passage) cut to `tokens` tokens.
+  void capture(const ModelEntry& model, const std::string& text_file, int tokens);
+  const std::shared_ptr<const KvDump>& dump() const { return dump_; }
+  const std::string& dump_name() const { return dump_name_; }
+
+  // Policy. Edit policy() in place, then call policy_edited: commit re-quantizes at once, a drag
+  // (commit=false) after kDebounceSeconds of quiet.
+  Policy& policy() { return policy_; }
+  const Policy& policy() const { return policy_; }
+  void policy_edited(bool commit);
+  void load_preset(const std::string& name);       // errors go to errors()
+  void add_override(const std::string& json);      // one override object, as the editor's "add" row gives it
+  void remove_override(int index);
+  void toggle_head_fp16(int layer, int head, char kind);
+  // Scripted slider release: field k.bits v.bits bits group_size residual sink_tokens clip_ratio
+  // outlier_ratio method. Throws Error("<where>: ...") for an unknown field or value.
+  void set_field(const std::string& field, const std::string& value, const std::string& where);
+  void save_policy(const std::string& path);       // status or errors()
+
+  // Live result: the report on screen (tensor metrics first, attention metrics follow).
+  const std::shared_ptr<const QuantizeReport>& report() const { return report_; }
+  uint64_t policy_gen() const { return policy_gen_; }
+  uint64_t report_gen() const { return report_gen_; }
+  bool requantize_due() const { return requant_due_.has_value(); }
+  const std::string& status() const { return live_status_; }
+  void set_status(std::string s) { live_status_ = std::move(s); }
+
+  // Drill-down: one head of the dump with its dequantized values.
+  void select_head(char kind, int layer, int head);
+  void clear_selection();
+  bool has_selection() const { return sel_layer_ >= 0; }
+  char selected_kind() const { return sel_kind_; }
+  int selected_layer() const { return sel_layer_; }
+  int selected_head() const { return sel_head_; }
+  const std::optional<HeadProfile>& profile() const { return profile_; }
+
+  // Runs.
+  RunList& runs() { return runs_; }
+  const RunList& runs() const { return runs_; }
+  void open_store(const std::string& path);  // throws Error
+  // Shows a stored run: its report and policy. Returns true when a quantize report is on screen
+  // (a replay run only loads its policy).
+  bool open_run(int64_t id);
+  void save_run();  // the live report, into the open store (else the default one)
+  void export_runs(const std::vector<int64_t>& ids, const std::string& format, bool compare, const std::string& path);
+  std::vector<int64_t>& attention_runs() { return attn_runs_; }  // runs overlaid in the attention view
+
+  // Background work on the whole dump or a model.
+  void start_sweep();  // every preset on the open dump, stored with tag "sweep"
+  void replay(const ModelEntry& model, const std::string& spec);
+  const std::vector<std::string>& replay_lines() const { return replay_lines_; }  // one short line per slice
+
+  // Runs finished jobs' completions and starts a due re-quantization. Call once per frame.
+  void tick();
+  JobRunner& jobs() { return runner_; }
+  // Nothing running or due and a result on screen (or no dump at all).
+  bool idle() const;
+
+  void error(const std::string& msg) { errors_.push_back(msg); }
+  std::vector<std::string>& errors() { return errors_; }
+
+ private:
+  void maybe_requantize();
+  void start_attention_job(std::shared_ptr<const KvDump> dump, const Policy& p, uint64_t gen, const std::string& name);
+  void refresh_profile();
+
+  WorkspaceHooks hooks_;
+  std::shared_ptr<const KvDump> dump_;
+  std::string dump_name_;
+  Policy policy_;
+  uint64_t policy_gen_ = 0;
+  std::optional<Clock::time_point> requant_due_;
+  std::shared_ptr<const QuantizeReport> report_;
+  std::shared_ptr<const DequantizedKV> deq_;
+  uint64_t report_gen_ = 0;  // policy generation the report on screen was computed for
+  std::string live_status_;
+  char sel_kind_ = 'k';
+  int sel_layer_ = -1, sel_head_ = -1;
+  std::optional<HeadProfile> profile_;
+  RunList runs_;
+  std::vector<int64_t> attn_runs_;
+  std::vector<std::string> replay_lines_;
+  std::vector<std::string> errors_;
+  JobRunner runner_;  // last: destroyed first, so no job outlives the state its completion touches
+};
+
+}  // namespace kvscope::gui
