@@ -28,7 +28,7 @@ TEST_CASE("dump --text and replay text: read the same tokens from a file with a 
   REQUIRE(want.size() > 64);
 
   // The replay side: a window of 64 tokens, the first half is the prompt.
-  const auto slices = load_workloads({"text:" + tmp.path("bom.txt") + ",window=64,n=1"}, *tok, 512);
+  const auto slices = load_workloads({"text:" + tmp.path("bom.txt") + ";window=64;n=1"}, *tok, 512);
   REQUIRE(slices.size() == 1);
   REQUIRE(slices[0].items.size() == 1);
   const std::vector<int32_t> prompt = slices[0].items[0].prompt;
