@@ -5,6 +5,7 @@
 
 #include "app/cli.h"
 #include "core/model/discovery.h"
+#include "core/model/memory_plan.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
@@ -23,12 +24,16 @@ struct GenerateOptions {
 void run_generate(const GenerateOptions& o) {
   if (o.max_new < 0) fail("--max-new", "must be >= 0, got {}", o.max_new);
   const std::string dir = resolve_model(o.model);
+  const ModelConfig cfg = load_config(dir);
   auto tok = load_tokenizer(dir);
-  auto model = Model::load(dir);
-  if (tok->vocab_size() > model->config().vocab_size)
-    fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), model->config().vocab_size);
   std::vector<int32_t> seq = tok->encode(o.prompt, /*add_bos=*/true);
   if (seq.empty()) fail("--prompt", "the prompt encodes to no tokens");
+  const int context = static_cast<int>(seq.size()) + o.max_new;
+  require_memory(dir, estimate_memory(cfg, checkpoint_file_bytes(dir), static_cast<int>(seq.size()), context),
+                 fmt::format("lower it with a shorter --prompt or --max-new (context now {} tokens)", context));
+  auto model = Model::load(dir);  // validates the checkpoint (errors name its file) before the tokenizer check
+  if (tok->vocab_size() > cfg.vocab_size)
+    fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), cfg.vocab_size);
   const size_t prompt_len = seq.size();
   auto cache = model->new_cache(static_cast<int>(seq.size()) + o.max_new);
   std::vector<float> logits = model->forward(seq, *cache);

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <optional>
 #include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "core/quant/method_registry.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
+#include "core/quant/quantize_stream.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 #include "core/util/json_text.h"
@@ -143,16 +145,26 @@ void register_quantize(CLI::App& app) {
     DumpLoadOptions lo;
     lo.require_q = opts.attention;
     lo.load_pre_rope = policy.method->needs_pre_rope_keys && policy.method->needs_pre_rope_keys(policy);  // e.g. SKVQ
-    auto t_load = std::chrono::steady_clock::now();
-    KvDump dump = load_dump(a->dump, lo);
-    if (std::getenv("KVSCOPE_PROFILE"))
-      fmt::print(stderr, "load_dump: {:.3f} s\n",
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
     QuantizeReport r;
     try {
-      r = quantize_dump(dump, policy, opts);
+      std::optional<DumpReader> streamed;
+      if (quantizes_streamed(policy)) streamed.emplace(a->dump, lo);
+      // Layer by layer from the mapped file (memory of one layer); a dump holding queries at a subset
+      // of positions (dump --q-positions) goes through the whole-dump path, which samples exactly those.
+      if (streamed && streamed->meta().q_positions.empty()) {
+        r = quantize_dump_streamed(*streamed, policy, opts);
+      } else {
+        streamed.reset();
+        auto t_load = std::chrono::steady_clock::now();
+        KvDump dump = load_dump(a->dump, lo);
+        if (std::getenv("KVSCOPE_PROFILE"))
+          fmt::print(stderr, "load_dump: {:.3f} s\n",
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
+        r = quantize_dump(dump, policy, opts);
+      }
     } catch (const Error& e) {
-      throw Error(a->dump + ": " + e.what());
+      const std::string what = e.what();  // dump errors already name the file
+      throw Error(what.rfind(a->dump + ":", 0) == 0 ? what : a->dump + ": " + what);
     }
     r.dump_path = a->dump;
     maybe_store_quantize_run(a->store, r);

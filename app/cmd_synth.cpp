@@ -31,10 +31,10 @@ void register_synth(CLI::App& app) {
     DType dt = args->dtype == "f32" ? DType::F32 : args->dtype == "bf16" ? DType::BF16 : DType::F16;
     if (args->dtype != "f16" && args->dtype != "bf16" && args->dtype != "f32")
       throw Error("--dtype: '" + args->dtype + "' is not f16, bf16 or f32");
-    KvDump d = make_synthetic_dump(args->o);
-    save_dump(args->out, d, dt);
+    write_synthetic_dump(args->out, args->o, dt);  // one layer in memory at a time
+    const SynthOptions& o = args->o;
     std::fprintf(stderr, "wrote %s: %d layers x %d KV heads (%d query heads) x %d tokens x head_dim %d\n",
-                 args->out.c_str(), d.shape.layers, d.shape.kv_heads, d.shape.q_heads, d.shape.tokens, d.shape.head_dim);
+                 args->out.c_str(), o.layers, o.kv_heads, o.queries ? o.q_heads : 0, o.tokens, o.head_dim);
   });
 }
 

@@ -1,7 +1,11 @@
 #include "core/dump/kv_dump.h"
 
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
+#include "core/dump/dump_reader.h"
+#include "core/dump/dump_writer.h"
 #include "core/tensor/safetensors.h"
 #include "core/util/error.h"
 
@@ -24,29 +28,88 @@ static int meta_int(const std::map<std::string, std::string>& m, const std::stri
   }
 }
 
-KvDump load_dump(const std::string& path, const DumpLoadOptions& opts) {
-  auto file = SafetensorsFile::open(path);
-  const auto& md = file->metadata();
+std::string dump_tensor_name(const DumpMeta& m, int l, const char* what) {
+  return layer_name(m.layer_ids.empty() ? l : m.layer_ids.at(l), what);
+}
+
+int dump_q_rows(const DumpMeta& m, const DumpShape& s, const TensorInfo& q0) {
+  // Queries stored at q_positions only: [q_heads, len(q_positions), head_dim] in the file.
+  return !m.q_positions.empty() && q0.shape.size() == 3 && q0.shape[1] != s.tokens ? static_cast<int>(m.q_positions.size())
+                                                                                     : s.tokens;
+}
+
+std::map<std::string, std::string> dump_metadata(const DumpMeta& m, const DumpShape& s, DType dtype) {
+  std::map<std::string, std::string> md = m.extra;
+  md["format"] = kDumpFormat;
+  md["model_id"] = m.model_id;
+  md["config_digest"] = m.config_digest;
+  if (!m.token_ids.empty()) md["token_ids"] = json(m.token_ids).dump();
+  md["prompt"] = m.prompt;
+  md["workload"] = m.workload;
+  md["dtype"] = std::string(dtype_name(dtype));
+  md["kvscope_version"] = KVSCOPE_VERSION;
+  md["rope_style"] = m.rope_style;
+  md["rope_theta"] = fmt::format("{}", m.rope_theta);
+  md["layers"] = std::to_string(s.layers);
+  md["kv_heads"] = std::to_string(s.kv_heads);
+  md["q_heads"] = std::to_string(s.q_heads);
+  md["head_dim"] = std::to_string(s.head_dim);
+  md["tokens"] = std::to_string(s.tokens);
+  if (!m.layer_ids.empty()) md["layer_ids"] = json(m.layer_ids).dump();
+  if (!m.q_positions.empty()) md["q_positions"] = json(m.q_positions).dump();
+  return md;
+}
+
+KvDump read_dump_header(const SafetensorsFile& file, const DumpLoadOptions& opts) {
+  const std::string& path = file.path();
+  const auto& md = file.metadata();
   KvDump d;
 
-  // Shape: from layers.0.k (and layers.0.q), then cross-checked with the metadata when present.
-  const TensorInfo* k0 = file->find("layers.0.k");
-  if (!k0) fail(path, "not a KV dump: tensor 'layers.0.k' is missing");
-  if (k0->shape.size() != 3) fail(path, "tensor 'layers.0.k' has shape {}, expected [kv_heads, tokens, head_dim]", shape_str(k0->shape));
+  auto int_list = [&](const char* key) {
+    std::vector<int> out;
+    auto it = md.find(key);
+    if (it == md.end()) return out;
+    try {
+      json a = json::parse(it->second);
+      if (!a.is_array() || a.empty()) throw std::invalid_argument("not an array");
+      for (auto& x : a) {
+        const int v = x.get<int>();
+        if (v < 0 || (!out.empty() && v <= out.back())) throw std::invalid_argument("not ascending");
+        out.push_back(v);
+      }
+    } catch (const std::exception&) {
+      fail(path, "__metadata__.{} is not an ascending JSON array of non-negative integers", key);
+    }
+    return out;
+  };
+  d.meta.layer_ids = int_list("layer_ids");
+  d.meta.q_positions = int_list("q_positions");
+  // Shape: from the first layer's k (and q), then cross-checked with the metadata when present.
+  const std::string k0_name = dump_tensor_name(d.meta, 0, "k");
+  const TensorInfo* k0 = file.find(k0_name);
+  if (!k0) fail(path, "not a KV dump: tensor '{}' is missing", k0_name);
+  if (k0->shape.size() != 3) fail(path, "tensor '{}' has shape {}, expected [kv_heads, tokens, head_dim]", k0_name, shape_str(k0->shape));
   d.shape.kv_heads = static_cast<int>(k0->shape[0]);
   d.shape.tokens = static_cast<int>(k0->shape[1]);
   d.shape.head_dim = static_cast<int>(k0->shape[2]);
   if (d.shape.kv_heads == 0 || d.shape.tokens == 0 || d.shape.head_dim == 0)
-    fail(path, "tensor 'layers.0.k' is empty (shape {})", shape_str(k0->shape));
-  while (file->find(layer_name(d.shape.layers, "k"))) ++d.shape.layers;
-  if (const TensorInfo* q0 = file->find("layers.0.q")) {
-    if (q0->shape.size() != 3 || q0->shape[1] != d.shape.tokens || q0->shape[2] != d.shape.head_dim)
-      fail(path, "tensor 'layers.0.q' has shape {}, expected [q_heads, {}, {}]", shape_str(q0->shape), d.shape.tokens, d.shape.head_dim);
+    fail(path, "tensor '{}' is empty (shape {})", k0_name, shape_str(k0->shape));
+  if (!d.meta.q_positions.empty() && d.meta.q_positions.back() >= d.shape.tokens)
+    fail(path, "__metadata__.q_positions names position {} but the dump has {} tokens", d.meta.q_positions.back(), d.shape.tokens);
+  if (d.meta.layer_ids.empty()) {
+    while (file.find(layer_name(d.shape.layers, "k"))) ++d.shape.layers;
+  } else {
+    d.shape.layers = static_cast<int>(d.meta.layer_ids.size());
+  }
+  if (const TensorInfo* q0 = file.find(dump_tensor_name(d.meta, 0, "q"))) {
+    const int q_tokens = dump_q_rows(d.meta, d.shape, *q0);
+    if (q0->shape.size() != 3 || q0->shape[1] != q_tokens || q0->shape[2] != d.shape.head_dim)
+      fail(path, "tensor '{}' has shape {}, expected [q_heads, {}, {}]", q0->name, shape_str(q0->shape), q_tokens, d.shape.head_dim);
     d.shape.q_heads = static_cast<int>(q0->shape[0]);
     if (d.shape.q_heads == 0 || d.shape.q_heads % d.shape.kv_heads != 0)
       fail(path, "q_heads {} is not a positive multiple of kv_heads {}", d.shape.q_heads, d.shape.kv_heads);
   } else if (opts.require_q) {
-    fail(path, "dump has no queries (tensor 'layers.0.q' is missing); attention metrics need Q");
+    fail(path, "dump has no queries (tensor '{}' is missing); attention metrics need Q", dump_tensor_name(d.meta, 0, "q"));
   }
   struct Check { const char* key; int value; };
   for (Check c : {Check{"layers", d.shape.layers}, Check{"kv_heads", d.shape.kv_heads}, Check{"head_dim", d.shape.head_dim},
@@ -90,30 +153,25 @@ KvDump load_dump(const std::string& path, const DumpLoadOptions& opts) {
   }
   static const char* known[] = {"format", "model_id", "config_digest", "token_ids", "prompt", "workload", "dtype",
                                 "kvscope_version", "rope_style", "rope_theta", "layers", "kv_heads", "q_heads",
-                                "head_dim", "tokens"};
+                                "head_dim", "tokens", "layer_ids", "q_positions"};
   for (auto& [k, v] : md) {
     bool is_known = false;
     for (auto* kk : known) is_known = is_known || k == kk;
     if (!is_known) d.meta.extra[k] = v;
   }
 
-  // Tensors: every layer must have the same shapes; Q for one layer means Q for all.
-  const std::vector<int64_t> kv_shape{d.shape.kv_heads, d.shape.tokens, d.shape.head_dim};
-  const std::vector<int64_t> q_shape{d.shape.q_heads, d.shape.tokens, d.shape.head_dim};
+  return d;
+}
+
+KvDump load_dump(const std::string& path, const DumpLoadOptions& opts) {
+  DumpReader r(path, opts);  // validates every tensor's name, shape and dtype
+  KvDump d;
+  d.shape = r.shape();
+  d.meta = r.meta();
   d.layers.resize(d.shape.layers);
   for (int l = 0; l < d.shape.layers; ++l) {
-    auto& L = d.layers[l];
-    L.k = file->read_f32(layer_name(l, "k"), kv_shape);
-    L.v = file->read_f32(layer_name(l, "v"), kv_shape);  // throws "tensor 'layers.L.v' is missing"
-    if (d.shape.q_heads > 0) {
-      if (!file->find(layer_name(l, "q"))) fail(path, "layer {} has no queries but layer 0 has", l);
-      if (opts.load_q) L.q = file->read_f32(layer_name(l, "q"), q_shape);
-    }
-    if (opts.load_pre_rope) {
-      if (file->find(layer_name(l, "k_pre_rope"))) L.k_pre_rope = file->read_f32(layer_name(l, "k_pre_rope"), kv_shape);
-      if (d.shape.q_heads > 0 && file->find(layer_name(l, "q_pre_rope")))
-        L.q_pre_rope = file->read_f32(layer_name(l, "q_pre_rope"), q_shape);
-    }
+    d.layers[l] = r.load_layer(l);
+    r.release_layer(l);  // the f32 copy is what stays resident, not the mapped pages too
   }
   return d;
 }
@@ -138,45 +196,11 @@ void validate_dump(const KvDump& d, const std::string& where) {
 
 void save_dump(const std::string& path, const KvDump& d, DType dtype) {
   validate_dump(d, path);
-  if (dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::F32) fail(path, "dumps are stored as F16, BF16 or F32");
-  std::map<std::string, std::string> md = d.meta.extra;
-  md["format"] = kDumpFormat;
-  md["model_id"] = d.meta.model_id;
-  md["config_digest"] = d.meta.config_digest;
-  if (!d.meta.token_ids.empty()) md["token_ids"] = json(d.meta.token_ids).dump();
-  md["prompt"] = d.meta.prompt;
-  md["workload"] = d.meta.workload;
-  md["dtype"] = std::string(dtype_name(dtype));
-  md["kvscope_version"] = KVSCOPE_VERSION;
-  md["rope_style"] = d.meta.rope_style;
-  md["rope_theta"] = fmt::format("{}", d.meta.rope_theta);
-  md["layers"] = std::to_string(d.shape.layers);
-  md["kv_heads"] = std::to_string(d.shape.kv_heads);
-  md["q_heads"] = std::to_string(d.shape.q_heads);
-  md["head_dim"] = std::to_string(d.shape.head_dim);
-  md["tokens"] = std::to_string(d.shape.tokens);
-
-  // Convert to the storage dtype up front (the writer needs every buffer alive at once).
-  std::vector<std::vector<unsigned char>> buffers;
-  std::vector<TensorView> views;
-  const std::vector<int64_t> kv_shape{d.shape.kv_heads, d.shape.tokens, d.shape.head_dim};
-  const std::vector<int64_t> q_shape{d.shape.q_heads, d.shape.tokens, d.shape.head_dim};
-  auto add = [&](const std::string& name, const std::vector<float>& src, const std::vector<int64_t>& shape) {
-    if (src.empty()) return;
-    buffers.emplace_back(src.size() * dtype_size(dtype));
-    convert_from_f32(dtype, src.data(), src.size(), buffers.back().data());
-    views.push_back({name, dtype, shape, buffers.back().data()});
-  };
-  buffers.reserve(static_cast<size_t>(d.shape.layers) * 5);
-  for (int l = 0; l < d.shape.layers; ++l) {
-    const auto& L = d.layers[l];
-    add(layer_name(l, "k"), L.k, kv_shape);
-    add(layer_name(l, "v"), L.v, kv_shape);
-    add(layer_name(l, "q"), L.q, q_shape);
-    add(layer_name(l, "k_pre_rope"), L.k_pre_rope, kv_shape);
-    add(layer_name(l, "q_pre_rope"), L.q_pre_rope, q_shape);
-  }
-  write_safetensors(path, views, md);
+  std::vector<DumpLayerTensors> layout;
+  for (const auto& L : d.layers) layout.push_back({!L.q.empty(), !L.k_pre_rope.empty(), !L.q_pre_rope.empty()});
+  DumpWriter w(path, d.shape, d.meta, dtype, layout);  // one layer converted at a time
+  for (int l = 0; l < d.shape.layers; ++l) w.write_layer(l, d.layers[l]);
+  w.finish();
 }
 
 }  // namespace kvscope

@@ -6,7 +6,9 @@
 //   layers.{L}.k_pre_rope [kv_heads, tokens, head_dim]   optional (KVSmooth, SKVQ pre-RoPE)
 //   layers.{L}.q_pre_rope [q_heads,  tokens, head_dim]   optional
 // __metadata__ (all strings): format, model_id, config_digest, token_ids (JSON array), prompt,
-// workload, dtype, kvscope_version, rope_style, rope_theta. A dump written by a user's own hook
+// workload, dtype, kvscope_version, rope_style, rope_theta; optional layer_ids (JSON array: the
+// model layers kept, named layers.{id}.*; absent = 0..layers-1) and q_positions (JSON array: the
+// token positions whose queries are stored, so q is [q_heads, len(q_positions), head_dim]). A dump written by a user's own hook
 // with the same tensor names and no metadata opens too: the shape is read off the tensors.
 #include <cstdint>
 #include <map>
@@ -38,6 +40,9 @@ struct DumpMeta {
   std::string kvscope_version;
   std::string rope_style = "rotate_half";  // or "interleaved"
   double rope_theta = 10000.0;
+  std::vector<int> layer_ids;    // model layer of each dump layer (empty = 0, 1, ...)
+  std::vector<int> q_positions;  // positions whose queries the file holds (empty = all); after
+                                 // load_dump, q is [q_heads, tokens, head_dim] with zero rows elsewhere
   std::map<std::string, std::string> extra;  // any other metadata keys, kept verbatim
 };
 
@@ -73,6 +78,10 @@ struct DumpLoadOptions {
 KvDump load_dump(const std::string& path, const DumpLoadOptions& opts = {});
 // Writes atomically (temp file + rename). `dtype` is F16, BF16 or F32.
 void save_dump(const std::string& path, const KvDump& dump, DType dtype = DType::F16);
+// The __metadata__ save_dump writes (also used by the streaming capture).
+// "layers.{id}.{what}" of dump layer l (id from meta.layer_ids when the dump keeps a subset).
+std::string dump_tensor_name(const DumpMeta& meta, int l, const char* what);
+std::map<std::string, std::string> dump_metadata(const DumpMeta& meta, const DumpShape& shape, DType dtype);
 // Checks internal consistency of an in-memory dump (sizes match the shape); throws Error(where: ...).
 void validate_dump(const KvDump& dump, const std::string& where);
 

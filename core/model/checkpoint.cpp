@@ -146,6 +146,30 @@ void Checkpoint::read_f32(const std::string& name, float* dst) const {
   f.read_f32_into(t, dst);
 }
 
+std::vector<float> Checkpoint::read_f32(const std::string& name) const {
+  const auto s = shape(name);
+  int64_t n = 1;
+  for (auto d : s) n *= d;
+  std::vector<float> out(static_cast<size_t>(n));
+  read_f32(name, out.data());
+  return out;
+}
+
+StoredMatrix Checkpoint::matrix(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail(dir_, "tensor '{}' is missing from the checkpoint", name);
+  const SafetensorsFile& f = *files_[it->second];
+  const TensorInfo& t = f.get(name);
+  if (t.shape.size() != 2) fail(f.path(), "tensor '{}' has shape {}, expected a matrix", name, shape_str(t.shape));
+  f.check_not_truncated(t);
+  StoredMatrix m;
+  m.data = f.data(t);
+  m.dtype = t.dtype;
+  m.rows = t.shape[0];
+  m.cols = t.shape[1];
+  return m;
+}
+
 void Checkpoint::check_against(const ModelConfig& cfg) const {
   const bool lm = has_lm_head();
   if (!lm && !cfg.tie_word_embeddings)

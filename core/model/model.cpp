@@ -2,19 +2,17 @@
 // GQA (query head j reads KV head j / G, as HF repeat_kv), causal softmax attention, SwiGLU MLP.
 #include "core/model/model.h"
 
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <c10/core/InferenceMode.h>
-
-
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "core/model/checkpoint.h"
+#include "core/model/forward_ops.h"
+#include "core/tensor/matmul.h"
 #include "core/tensor/compute_threads.h"
 #include "core/util/error.h"
-#include "core/util/parallel.h"
+#include "core/tensor/worker_pool.h"
 
 namespace kvscope {
 
@@ -64,34 +62,12 @@ void DenseKvCache::clear() {
 namespace {
 
 struct LayerWeights {
-  at::Tensor w_qkv, b_qkv;   // q, k, v projections stacked: [(H + 2 Hkv) d, hidden]
-  at::Tensor q_norm, k_norm;  // Qwen3, [head_dim]
-  at::Tensor w_o;
-  at::Tensor ln_attn, ln_mlp;
-  at::Tensor w_gate_up;  // gate and up stacked: [2 I, hidden]
-  at::Tensor w_down;
+  StoredMatrix q, k, v, o;          // [H d, hidden], [Hkv d, hidden] x2, [hidden, H d]; mapped, as stored
+  StoredMatrix gate, up, down;      // [inter, hidden] x2, [hidden, inter]
+  std::vector<float> bq, bk, bv;    // Qwen2 biases [H d], [Hkv d], [Hkv d] (empty otherwise)
+  std::vector<float> q_norm, k_norm;  // Qwen3 [head_dim] (empty otherwise)
+  std::vector<float> ln_attn, ln_mlp;  // [hidden]
 };
-
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
-  auto var = x.pow(2).mean(-1, /*keepdim=*/true);
-  return x * at::rsqrt(var + eps) * w;
-}
-
-// y = x W^T (+ b) for x [n, in], W [out, in]. One row goes through gemv: OpenBLAS 0.3.21 runs
-// an m = 1 sgemm through its packing path, which copies the whole weight matrix every call.
-at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
-  if (x.size(0) == 1) {
-    at::Tensor y = at::mv(w, x[0]);
-    if (b.defined()) y.add_(b);
-    return y.unsqueeze(0);
-  }
-  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
-}
-
-at::Tensor rotate_half(const at::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
 
 // HF rope inverse frequencies incl. linear and llama3 scaling, in double.
 std::vector<double> rope_inv_freq(const ModelConfig& c) {
@@ -118,37 +94,65 @@ std::vector<double> rope_inv_freq(const ModelConfig& c) {
   return inv;
 }
 
+// Y[n, ...] = X W_i^T for each matrix, side by side in Y (row stride ldy). One row: one fused
+// mat-vec over all matrices (rows spread over the cores); several: sgemm per matrix.
+void project(const float* x, int64_t n, std::initializer_list<const StoredMatrix*> ws, float* y, int64_t ldy) {
+  if (n == 1) {
+    std::vector<GemvPart> parts;
+    int64_t off = 0;
+    for (const StoredMatrix* w : ws) {
+      parts.push_back({w, y + off});
+      off += w->rows;
+    }
+    gemv_stored(parts, x, kernel_threads());
+    return;
+  }
+  int64_t off = 0;
+  for (const StoredMatrix* w : ws) {
+    gemm_stored(x, n, w->cols, *w, y + off, ldy);
+    off += w->rows;
+  }
+}
+
+void add_bias(float* y, int64_t n, int64_t ld, int64_t off, const std::vector<float>& b) {
+  if (b.empty()) return;
+  for (int64_t r = 0; r < n; ++r)
+    for (size_t i = 0; i < b.size(); ++i) y[r * ld + off + static_cast<int64_t>(i)] += b[i];
+}
+
+// [n, heads * d] rows starting at column `col` of a [n, ld] matrix -> [heads, n, d].
+void split_heads(const float* src, int64_t ld, int64_t col, int heads, int n, int d, float* dst) {
+  for (int t = 0; t < n; ++t)
+    for (int h = 0; h < heads; ++h)
+      std::memcpy(dst + (static_cast<int64_t>(h) * n + t) * d, src + t * ld + col + static_cast<int64_t>(h) * d,
+                  sizeof(float) * d);
+}
+
 }  // namespace
 
 struct Model::Impl {
   std::string dir;
   ModelConfig cfg;
   std::string storage_dtype;
-  at::Tensor embed, final_norm, lm_head;
+  Checkpoint ck;                   // owns the memory maps every StoredMatrix points into
+  StoredMatrix embed, lm_head;     // [vocab, hidden]; lm_head = embed when tied
+  std::vector<float> final_norm;   // [hidden]
   std::vector<LayerWeights> layers;
   std::vector<double> inv_freq;
 
-  at::Tensor load(const Checkpoint& ck, const std::string& name) const {
-    const auto shape = ck.shape(name);
-    at::Tensor t = at::empty(shape, at::kFloat);
-    ck.read_f32(name, t.data_ptr<float>());
-    return t;
-  }
+  std::vector<float> vec(const std::string& name) const { return ck.read_f32(name); }
 
-  // cos and sin [n, head_dim] for positions start..start+n-1 (rotate_half layout: freqs twice).
-  std::pair<at::Tensor, at::Tensor> rope_tables(int start, int n) const {
+  // cos and sin [n, head_dim / 2] for positions start..start+n-1, computed in double.
+  void rope_tables(int start, int n, std::vector<float>& cos, std::vector<float>& sin) const {
     const int half = cfg.head_dim / 2;
-    at::Tensor cos = at::empty({n, cfg.head_dim}, at::kFloat), sin = at::empty({n, cfg.head_dim}, at::kFloat);
-    float* pc = cos.data_ptr<float>();
-    float* ps = sin.data_ptr<float>();
-    for (int t = 0; t < n; ++t) {
+    cos.resize(static_cast<size_t>(n) * half);
+    sin.resize(cos.size());
+    for (int t = 0; t < n; ++t)
       for (int i = 0; i < half; ++i) {
         const double a = static_cast<double>(start + t) * inv_freq[i];
-        pc[t * cfg.head_dim + i] = pc[t * cfg.head_dim + half + i] = static_cast<float>(std::cos(a));
-        ps[t * cfg.head_dim + i] = ps[t * cfg.head_dim + half + i] = static_cast<float>(std::sin(a));
+        cos[static_cast<size_t>(t) * half + i] = static_cast<float>(std::cos(a));
+        sin[static_cast<size_t>(t) * half + i] = static_cast<float>(std::sin(a));
       }
-    }
-    return {cos, sin};
   }
 };
 
@@ -161,33 +165,37 @@ std::unique_ptr<Model> Model::load(const std::string& dir) {
   Impl& I = *m->impl_;
   I.dir = dir;
   I.cfg = load_config(dir);
-  const Checkpoint ck = Checkpoint::open(dir);
+  I.ck = Checkpoint::open(dir);
+  const Checkpoint& ck = I.ck;
   ck.check_against(I.cfg);  // all shapes before any compute
   I.storage_dtype = ck.storage_dtype();
   const ModelConfig& c = I.cfg;
-  c10::InferenceMode guard;
 
-  I.embed = I.load(ck, "model.embed_tokens.weight");
-  I.final_norm = I.load(ck, "model.norm.weight");
+  I.embed = ck.matrix("model.embed_tokens.weight");
+  I.final_norm = I.vec("model.norm.weight");
   // Tied embeddings: real HF checkpoints usually omit lm_head.weight.
-  I.lm_head = ck.has_lm_head() ? I.load(ck, "lm_head.weight") : I.embed;
+  I.lm_head = ck.has_lm_head() ? ck.matrix("lm_head.weight") : I.embed;
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     LayerWeights w;
-    w.w_qkv = at::cat({I.load(ck, p + "self_attn.q_proj.weight"), I.load(ck, p + "self_attn.k_proj.weight"),
-                       I.load(ck, p + "self_attn.v_proj.weight")}, 0);
-    if (c.attention_bias)
-      w.b_qkv = at::cat({I.load(ck, p + "self_attn.q_proj.bias"), I.load(ck, p + "self_attn.k_proj.bias"),
-                         I.load(ck, p + "self_attn.v_proj.bias")}, 0);
-    if (c.qk_norm) {
-      w.q_norm = I.load(ck, p + "self_attn.q_norm.weight");
-      w.k_norm = I.load(ck, p + "self_attn.k_norm.weight");
+    w.q = ck.matrix(p + "self_attn.q_proj.weight");
+    w.k = ck.matrix(p + "self_attn.k_proj.weight");
+    w.v = ck.matrix(p + "self_attn.v_proj.weight");
+    w.o = ck.matrix(p + "self_attn.o_proj.weight");
+    if (c.attention_bias) {
+      w.bq = I.vec(p + "self_attn.q_proj.bias");
+      w.bk = I.vec(p + "self_attn.k_proj.bias");
+      w.bv = I.vec(p + "self_attn.v_proj.bias");
     }
-    w.w_o = I.load(ck, p + "self_attn.o_proj.weight");
-    w.ln_attn = I.load(ck, p + "input_layernorm.weight");
-    w.ln_mlp = I.load(ck, p + "post_attention_layernorm.weight");
-    w.w_gate_up = at::cat({I.load(ck, p + "mlp.gate_proj.weight"), I.load(ck, p + "mlp.up_proj.weight")}, 0);
-    w.w_down = I.load(ck, p + "mlp.down_proj.weight");
+    if (c.qk_norm) {
+      w.q_norm = I.vec(p + "self_attn.q_norm.weight");
+      w.k_norm = I.vec(p + "self_attn.k_norm.weight");
+    }
+    w.ln_attn = I.vec(p + "input_layernorm.weight");
+    w.ln_mlp = I.vec(p + "post_attention_layernorm.weight");
+    w.gate = ck.matrix(p + "mlp.gate_proj.weight");
+    w.up = ck.matrix(p + "mlp.up_proj.weight");
+    w.down = ck.matrix(p + "mlp.down_proj.weight");
     I.layers.push_back(std::move(w));
   }
   I.inv_freq = rope_inv_freq(c);
@@ -199,14 +207,21 @@ const std::string& Model::dir() const { return impl_->dir; }
 std::string Model::storage_dtype() const { return impl_->storage_dtype; }
 
 int64_t Model::weight_bytes() const {
-  int64_t n = impl_->final_norm.numel() + impl_->lm_head.numel();  // one embedding row is negligible
-  for (const auto& w : impl_->layers) {
-    n += w.w_qkv.numel() + w.w_o.numel() + w.w_gate_up.numel() + w.w_down.numel() + w.ln_attn.numel() +
-         w.ln_mlp.numel();
-    if (w.b_qkv.defined()) n += w.b_qkv.numel();
-    if (w.q_norm.defined()) n += w.q_norm.numel() + w.k_norm.numel();
+  const Impl& I = *impl_;
+  int64_t n = I.lm_head.bytes() + static_cast<int64_t>(I.final_norm.size() * sizeof(float));
+  for (const auto& w : I.layers) {
+    n += w.q.bytes() + w.k.bytes() + w.v.bytes() + w.o.bytes() + w.gate.bytes() + w.up.bytes() + w.down.bytes();
+    for (const auto* b : {&w.bq, &w.bk, &w.bv, &w.q_norm, &w.k_norm, &w.ln_attn, &w.ln_mlp})
+      n += static_cast<int64_t>(b->size() * sizeof(float));
   }
-  return n * static_cast<int64_t>(sizeof(float));
+  return n;
+}
+
+int64_t Model::resident_bytes() const {
+  const Impl& I = *impl_;
+  // weight_bytes counts lm_head; an untied model also maps its embedding.
+  const bool tied = I.lm_head.data == I.embed.data;
+  return weight_bytes() + (tied ? 0 : I.embed.bytes());
 }
 
 std::unique_ptr<KvCache> Model::new_cache(int reserve_tokens) const {
@@ -222,85 +237,95 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, KvCache& cach
   for (int32_t t : tokens)
     if (t < 0 || t >= c.vocab_size) fail(I.dir, "token id {} is outside the vocabulary [0, {})", t, c.vocab_size);
   const int start = cache.length(0);
-  c10::InferenceMode guard;
+  const int H = c.num_heads, Hkv = c.num_kv_heads, d = c.head_dim;
+  const int64_t hid = c.hidden_size, inter = c.intermediate_size;
+  const int64_t qd = int64_t{H} * d, kvd = int64_t{Hkv} * d, qkv_ld = qd + 2 * kvd;
 
-  const int64_t H = c.num_heads, Hkv = c.num_kv_heads, d = c.head_dim, G = c.group();
-  at::Tensor ids = at::empty({n}, at::kLong);
-  for (int i = 0; i < n; ++i) ids.data_ptr<int64_t>()[i] = tokens[i];
-  at::Tensor x = I.embed.index_select(0, ids);  // [n, hidden]
-  auto [cos, sin] = I.rope_tables(start, n);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const int total = start + n;
+  // Activations of this call ([rows, cols] row-major f32).
+  std::vector<float> x(n * hid);                // residual stream [n, hidden]
+  std::vector<float> h(n * hid);                // normed input [n, hidden]
+  std::vector<float> qkv(n * qkv_ld);           // projections [n, (H + 2 Hkv) d]
+  std::vector<float> q(n * qd), k(n * kvd), v(n * kvd);  // [heads, n, d]
+  std::vector<float> q_pre, k_pre;              // pre-RoPE copies, only for a capture
+  std::vector<float> attn(n * qd);              // attention output [n, H d]
+  std::vector<float> gu(n * 2 * inter);         // gate | up [n, 2 inter]
+  std::vector<float> act(n * inter);            // silu(gate) * up [n, inter]
+  std::vector<float> cos, sin;
+  const int64_t embed_row = I.embed.cols * static_cast<int64_t>(dtype_size(I.embed.dtype));
+  for (int i = 0; i < n; ++i)
+    convert_row(I.embed.dtype, static_cast<const unsigned char*>(I.embed.data) + tokens[i] * embed_row, hid,
+                x.data() + i * hid);
+  I.rope_tables(start, n, cos, sin);
 
-  // Additive mask [n, total]: query i sits at position start + i (causal, optional sliding window).
-  at::Tensor mask;
-  if (n > 1 || (c.sliding_window > 0 && total > c.sliding_window)) {
-    mask = at::zeros({n, total}, at::kFloat);
-    float* pm = mask.data_ptr<float>();
-    for (int i = 0; i < n; ++i) {
-      const int pos = start + i;
-      for (int t = 0; t < total; ++t) {
-        const bool visible = t <= pos && (c.sliding_window <= 0 || t > pos - c.sliding_window);
-        if (!visible) pm[i * total + t] = -std::numeric_limits<float>::infinity();
-      }
-    }
+  int layers_run = c.num_layers;
+  if (opts.last_layer >= 0) {
+    if (!opts.skip_logits) fail(I.dir, "forward: stopping after layer {} needs skip_logits", opts.last_layer);
+    layers_run = std::min(layers_run, opts.last_layer + 1);
   }
-
-  for (int l = 0; l < c.num_layers; ++l) {
+  for (int l = 0; l < layers_run; ++l) {
     const LayerWeights& w = I.layers[l];
     if (cache.length(l) != start)
       fail(I.dir, "KV cache layer {} holds {} positions, layer 0 holds {}", l, cache.length(l), start);
-    at::Tensor h = rms_norm(x, w.ln_attn, c.rms_norm_eps);
-    at::Tensor qkv = project(h, w.w_qkv, w.b_qkv);
-    at::Tensor q = qkv.narrow(1, 0, H * d).view({n, H, d}).transpose(0, 1);          // [H, n, d]
-    at::Tensor k = qkv.narrow(1, H * d, Hkv * d).view({n, Hkv, d}).transpose(0, 1);  // [Hkv, n, d]
-    at::Tensor v = qkv.narrow(1, (H + Hkv) * d, Hkv * d).view({n, Hkv, d}).transpose(0, 1).contiguous();
+    rms_norm_rows(x.data(), w.ln_attn.data(), n, hid, c.rms_norm_eps, h.data());
+    project(h.data(), n, {&w.q, &w.k, &w.v}, qkv.data(), qkv_ld);
+    add_bias(qkv.data(), n, qkv_ld, 0, w.bq);
+    add_bias(qkv.data(), n, qkv_ld, qd, w.bk);
+    add_bias(qkv.data(), n, qkv_ld, qd + kvd, w.bv);
+    split_heads(qkv.data(), qkv_ld, 0, H, n, d, q.data());
+    split_heads(qkv.data(), qkv_ld, qd, Hkv, n, d, k.data());
+    split_heads(qkv.data(), qkv_ld, qd + kvd, Hkv, n, d, v.data());
     if (c.qk_norm) {
-      q = rms_norm(q, w.q_norm, c.rms_norm_eps);
-      k = rms_norm(k, w.k_norm, c.rms_norm_eps);
+      rms_norm_rows(q.data(), w.q_norm.data(), int64_t{H} * n, d, c.rms_norm_eps, q.data());
+      rms_norm_rows(k.data(), w.k_norm.data(), int64_t{Hkv} * n, d, c.rms_norm_eps, k.data());
     }
-    at::Tensor q_pre, k_pre;
     if (opts.capture) {
-      q_pre = q.contiguous();
-      k_pre = k.contiguous();
+      q_pre = q;
+      k_pre = k;
     }
-    q = (q * cos + rotate_half(q) * sin).contiguous();
-    k = (k * cos + rotate_half(k) * sin).contiguous();
-    cache.append(l, k.data_ptr<float>(), v.data_ptr<float>(), n);
+    rope_heads(q.data(), H, n, d, cos.data(), sin.data());
+    rope_heads(k.data(), Hkv, n, d, cos.data(), sin.data());
+    cache.append(l, k.data(), v.data(), n);
     if (opts.capture) {
       LayerActivations a;
       a.layer = l;
       a.start = start;
       a.n = n;
-      a.q = q.data_ptr<float>();
-      a.k = k.data_ptr<float>();
-      a.v = v.data_ptr<float>();
-      a.q_pre_rope = q_pre.data_ptr<float>();
-      a.k_pre_rope = k_pre.data_ptr<float>();
+      a.q = q.data();
+      a.k = k.data();
+      a.v = v.data();
+      a.q_pre_rope = q_pre.data();
+      a.k_pre_rope = k_pre.data();
       (*opts.capture)(a);
     }
 
     const KvLayerView kv = cache.view(l);
-    if (kv.tokens != total) fail(I.dir, "KV cache layer {} holds {} positions after append, expected {}", l, kv.tokens, total);
-    at::Tensor K = at::from_blob(const_cast<float*>(kv.k), {Hkv, total, d}, {kv.head_stride, d, 1}, at::kFloat);
-    at::Tensor V = at::from_blob(const_cast<float*>(kv.v), {Hkv, total, d}, {kv.head_stride, d, 1}, at::kFloat);
-    // Query head j = kvh * G + g reads KV head kvh: group the G query heads of each KV head.
-    at::Tensor qg = q.view({Hkv, G * n, d});
-    at::Tensor scores = at::bmm(qg, K.transpose(1, 2)).mul_(scale);  // [Hkv, G n, total]
-    if (mask.defined()) scores = scores.view({Hkv, G, n, total}).add_(mask).view({Hkv, G * n, total});
-    at::Tensor probs = at::softmax(scores, -1);
-    at::Tensor attn = at::bmm(probs, V).view({H, n, d}).transpose(0, 1).reshape({n, H * d});
-    x = x + project(attn, w.w_o);
+    if (kv.tokens != start + n)
+      fail(I.dir, "KV cache layer {} holds {} positions after append, expected {}", l, kv.tokens, start + n);
+    AttentionShape as;
+    as.heads = H;
+    as.kv_heads = Hkv;
+    as.head_dim = d;
+    as.n = n;
+    as.start = start;
+    as.sliding_window = c.sliding_window;
+    as.kv_head_stride = kv.head_stride;
+    causal_attention(q.data(), kv.k, kv.v, as, attn.data());
+    project(attn.data(), n, {&w.o}, h.data(), hid);
+    for (int64_t i = 0; i < n * hid; ++i) x[i] += h[i];
 
-    h = rms_norm(x, w.ln_mlp, c.rms_norm_eps);
-    at::Tensor gu = project(h, w.w_gate_up);
-    const int64_t inter = c.intermediate_size;
-    x = x + project(at::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter), w.w_down);
+    rms_norm_rows(x.data(), w.ln_mlp.data(), n, hid, c.rms_norm_eps, h.data());
+    project(h.data(), n, {&w.gate, &w.up}, gu.data(), 2 * inter);
+    silu_mul(gu.data(), gu.data() + inter, 2 * inter, n, inter, act.data());
+    project(act.data(), n, {&w.down}, h.data(), hid);
+    for (int64_t i = 0; i < n * hid; ++i) x[i] += h[i];
   }
-  at::Tensor xs = opts.all_logits ? x : x.narrow(0, n - 1, 1);
-  at::Tensor logits = project(rms_norm(xs, I.final_norm, c.rms_norm_eps), I.lm_head).contiguous();
-  const float* p = logits.data_ptr<float>();
-  return std::vector<float>(p, p + logits.numel());
+  if (opts.skip_logits) return {};
+  const int rows = opts.all_logits ? n : 1;
+  const float* xs = x.data() + (opts.all_logits ? 0 : (n - 1) * hid);
+  rms_norm_rows(xs, I.final_norm.data(), rows, hid, c.rms_norm_eps, h.data());
+  std::vector<float> logits(static_cast<size_t>(rows) * c.vocab_size);
+  project(h.data(), rows, {&I.lm_head}, logits.data(), c.vocab_size);
+  return logits;
 }
 
 std::vector<int32_t> Model::generate_greedy(std::span<const int32_t> prompt, int max_new) const {

@@ -1,6 +1,7 @@
 #pragma once
-// The Llama-family forward (Llama, Mistral, Qwen2, Qwen3) on libtorch, CPU, f32 compute.
-// libtorch stays inside model.cpp: this header exposes plain floats only.
+// The Llama-family forward (Llama, Mistral, Qwen2, Qwen3), CPU, f32 compute. Weights stay at
+// their stored precision (F32, F16, BF16) in the checkpoint's memory map; each matrix product
+// converts them as it reads (core/tensor/matmul.h). This header exposes plain floats only.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -69,6 +70,8 @@ using CaptureHook = std::function<void(const LayerActivations&)>;
 
 struct ForwardOptions {
   bool all_logits = false;     // logits for every new position, else only the last one
+  bool skip_logits = false;    // no LM head at all (capture needs none): forward returns {}
+  int last_layer = -1;         // stop after this layer (needs skip_logits; -1 = all layers)
   const CaptureHook* capture = nullptr;
 };
 
@@ -83,7 +86,10 @@ class Model {
   const ModelConfig& config() const;
   const std::string& dir() const;
   std::string storage_dtype() const;  // of the checkpoint file ("F32", "F16", "BF16")
-  int64_t weight_bytes() const;       // f32 bytes of the weights one decode step reads
+  int64_t weight_bytes() const;       // bytes (as stored) of the weights one decode step reads
+  // Bytes the loaded model keeps: the mapped weights as stored (resident once touched) plus the
+  // small tensors converted to f32 (norms, biases). No f32 copy of any matrix is kept.
+  int64_t resident_bytes() const;
 
   std::unique_ptr<KvCache> new_cache(int reserve_tokens = 256) const;
 

@@ -127,7 +127,8 @@ SliceResult quantize_tensor_slice(const SliceInput& in);
 SliceResult quantize_tensor_slice_reference(const SliceInput& in);
 
 // The built-in methods, one file each under core/quant/methods/. Registration: one X(name) line.
-#define KVSCOPE_METHODS(X) X(fp16) X(uniform) X(kivi) X(kvmix) X(skvq) X(watersic)
+#define KVSCOPE_METHODS(X) \
+  X(fp16) X(uniform) X(kivi) X(kvmix) X(skvq) X(watersic) X(ggml) X(fp8) X(nvfp4) X(turboquant) X(qjl) X(kvquant)
 #define KVSCOPE_DECLARE_METHOD(name) const QuantMethod& name##_method();
 KVSCOPE_METHODS(KVSCOPE_DECLARE_METHOD)
 #undef KVSCOPE_DECLARE_METHOD

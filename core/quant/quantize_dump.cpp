@@ -165,7 +165,9 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
 
   const double t_quant = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (opts.attention) {
-    const std::vector<int> positions = sample_positions(T, opts.attn_queries);
+    // A dump with queries at some positions only (dump --q-positions) is measured there.
+    const std::vector<int> positions =
+        dump.meta.q_positions.empty() ? sample_positions(T, opts.attn_queries) : dump.meta.q_positions;
     r.attn_queries = static_cast<int>(positions.size());
     const int G = s.group();
     // One (layer, KV head) per worker thread, each with single-threaded GEMMs.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/dump/dump_writer.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 
@@ -51,41 +52,56 @@ uint64_t stream_seed(uint64_t seed, int layer, int head, int what) {
 
 }  // namespace
 
-KvDump make_synthetic_dump(const SynthOptions& o) {
+namespace {
+
+// Shape, metadata and per-head targets of a synthetic dump (no tensor data).
+struct SynthPlan {
+  KvDump header;
+  std::vector<float> target;   // max |K| per (layer, head); < 0: drawn from the head's stream
+  std::vector<char> planted;
+};
+
+SynthPlan plan_synth(const SynthOptions& o) {
   if (o.layers <= 0 || o.kv_heads <= 0 || o.head_dim <= 0 || o.tokens <= 0 || o.head_dim % 2)
     throw Error("synth: layers, kv_heads, tokens must be positive and head_dim a positive even number");
   if (o.queries && (o.q_heads <= 0 || o.q_heads % o.kv_heads))
     throw Error("synth: q_heads must be a positive multiple of kv_heads");
-  const int L = o.layers, H = o.kv_heads, D = o.head_dim, T = o.tokens, half = D / 2;
-  const int QH = o.queries ? o.q_heads : 0, G = o.queries ? QH / H : 0;
-  KvDump d;
+  const int L = o.layers, H = o.kv_heads, D = o.head_dim, T = o.tokens;
+  const int QH = o.queries ? o.q_heads : 0;
+  SynthPlan plan;
+  KvDump& d = plan.header;
   d.shape = {L, H, QH, D, T};
   d.meta.model_id = "synthetic/qwen2.5-0.5b-shape";
   d.meta.workload = "synthetic";
   d.meta.prompt = "(synthetic dump: kvscope synth)";
   d.meta.rope_theta = o.rope_theta;
   d.meta.extra["synth_seed"] = std::to_string(o.seed);
-  d.layers.resize(L);
-  for (auto& l : d.layers) {
-    l.k.resize(static_cast<size_t>(H) * T * D);
-    l.v.resize(static_cast<size_t>(H) * T * D);
-    if (o.k_pre_rope) l.k_pre_rope.resize(l.k.size());
-    if (QH) l.q.resize(static_cast<size_t>(QH) * T * D);
-    if (QH && o.q_pre_rope) l.q_pre_rope.resize(l.q.size());
-  }
   // Target max |K| per head: planted outliers, else uniform in [other_max_lo, other_max_hi].
-  std::vector<float> target(static_cast<size_t>(L) * H, -1.0f);
-  std::vector<char> planted(target.size(), 0);
+  plan.target.assign(static_cast<size_t>(L) * H, -1.0f);
+  plan.planted.assign(plan.target.size(), 0);
   for (const auto& p : o.planted) {
     if (p.layer < L && p.head < H) {
-      target[p.layer * H + p.head] = p.max_abs_k;
-      planted[p.layer * H + p.head] = 1;
+      plan.target[p.layer * H + p.head] = p.max_abs_k;
+      plan.planted[p.layer * H + p.head] = 1;
     }
   }
-  parallel_for(static_cast<int64_t>(L) * H, [&](int64_t idx) {
-    const int l = static_cast<int>(idx / H), h = static_cast<int>(idx % H);
+  return plan;
+}
+
+// Layer l of the dump, every KV head (and its query heads) from its own random streams.
+void synth_layer(const SynthOptions& o, const SynthPlan& plan, int l, DumpLayer& Ld) {
+  const int H = o.kv_heads, D = o.head_dim, T = o.tokens, half = D / 2;
+  const int QH = o.queries ? o.q_heads : 0, G = o.queries ? QH / H : 0;
+  Ld.k.resize(static_cast<size_t>(H) * T * D);
+  Ld.v.resize(static_cast<size_t>(H) * T * D);
+  if (o.k_pre_rope) Ld.k_pre_rope.resize(Ld.k.size());
+  if (QH) Ld.q.resize(static_cast<size_t>(QH) * T * D);
+  if (QH && o.q_pre_rope) Ld.q_pre_rope.resize(Ld.q.size());
+  parallel_for(H, [&](int64_t hh) {
+    const int h = static_cast<int>(hh);
+    const size_t idx = static_cast<size_t>(l) * H + h;
     Rng rng(stream_seed(o.seed, l, h, 1));
-    float tgt = target[idx];
+    float tgt = plan.target[idx];
     if (tgt < 0) tgt = static_cast<float>(o.other_max_lo + (o.other_max_hi - o.other_max_lo) * rng.uniform());
 
     // Pre-RoPE keys: channel means and spreads; outlier channels in the low-frequency pairs.
@@ -94,8 +110,8 @@ KvDump make_synthetic_dump(const SynthOptions& o) {
       mean[c] = 0.6f * rng.normal();
       sd[c] = 0.4f + 0.8f * static_cast<float>(rng.uniform());
     }
-    const int n_outlier_pairs = planted[idx] ? 2 : 1;
-    const float outlier_gain = planted[idx] ? 40.0f : 2.5f;  // massive vs mild channel outliers
+    const int n_outlier_pairs = plan.planted[idx] ? 2 : 1;
+    const float outlier_gain = plan.planted[idx] ? 40.0f : 2.5f;  // massive vs mild channel outliers
     for (int k = 0; k < n_outlier_pairs; ++k) {
       int j = half - 1 - static_cast<int>(rng.uniform() * std::min(6, half));  // slow-rotating pairs near D/2
       mean[j] = outlier_gain * (rng.uniform() < 0.5 ? -1.0f : 1.0f);
@@ -121,7 +137,6 @@ KvDump make_synthetic_dump(const SynthOptions& o) {
     float mx = 0;
     for (float x : kpost) mx = std::max(mx, std::fabs(x));
     const float scale = mx > 0 ? tgt / mx : 1.0f;
-    auto& Ld = d.layers[l];
     float* kout = Ld.k.data() + static_cast<size_t>(h) * T * D;
     for (size_t i = 0; i < kpost.size(); ++i) kout[i] = kpost[i] * scale;
     if (o.k_pre_rope) {
@@ -162,7 +177,29 @@ KvDump make_synthetic_dump(const SynthOptions& o) {
       }
     }
   });
+}
+
+}  // namespace
+
+KvDump make_synthetic_dump(const SynthOptions& o) {
+  SynthPlan plan = plan_synth(o);
+  KvDump d = std::move(plan.header);
+  d.layers.resize(d.shape.layers);
+  for (int l = 0; l < d.shape.layers; ++l) synth_layer(o, plan, l, d.layers[l]);
   return d;
+}
+
+void write_synthetic_dump(const std::string& path, const SynthOptions& o, DType dtype) {
+  const SynthPlan plan = plan_synth(o);
+  const KvDump& h = plan.header;
+  const DumpLayerTensors layout{h.shape.q_heads > 0, o.k_pre_rope, h.shape.q_heads > 0 && o.q_pre_rope};
+  DumpWriter w(path, h.shape, h.meta, dtype, std::vector<DumpLayerTensors>(h.shape.layers, layout));
+  DumpLayer layer;  // one layer in memory at a time
+  for (int l = 0; l < h.shape.layers; ++l) {
+    synth_layer(o, plan, l, layer);
+    w.write_layer(l, layer);
+  }
+  w.finish();
 }
 
 }  // namespace kvscope

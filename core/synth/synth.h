@@ -11,6 +11,7 @@
 // The default is the Qwen2.5-0.5B shape (24 layers, 2 KV heads, 14 query heads, head_dim 64) at
 // 4096 tokens with the outlier heads the kvmix study measured (ALGORITHMS.md §6.2).
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/dump/kv_dump.h"
@@ -37,6 +38,9 @@ struct SynthOptions {
 };
 
 KvDump make_synthetic_dump(const SynthOptions& opts);
+// The same dump written straight to a .safetensors file one layer at a time (memory holds one
+// layer, so 32k-token dumps of 8B shapes fit): the bytes save_dump(make_synthetic_dump()) writes.
+void write_synthetic_dump(const std::string& path, const SynthOptions& opts, DType dtype = DType::F16);
 
 
 }  // namespace kvscope

@@ -204,21 +204,45 @@ std::vector<float> SafetensorsFile::read_f32(const std::string& name, const std:
   return out;
 }
 
-void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
+void SafetensorsFile::check_intact(const TensorInfo& t) const {
   const uint64_t end = static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin + t.nbytes;
   struct stat st {};
   if (fstat(fd_, &st) != 0) fail(path_, "cannot stat the open file: {}", std::strerror(errno));
+  if (static_cast<uint64_t>(st.st_size) < end)
+    fail(path_, "file shrank to {} bytes while open (truncated by another process?); tensor '{}' ends at byte {}",
+         static_cast<uint64_t>(st.st_size), t.name, end);
+}
+
+void SafetensorsFile::release(const TensorInfo& t) const {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data(t)), end = begin + t.nbytes;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
+  const uint64_t end = static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin + t.nbytes;
+  struct stat st {};
   const auto truncated = [&](uint64_t now) {
     fail(path_, "file shrank to {} bytes while open (truncated by another process?); tensor '{}' ends at byte {}",
          now, t.name, end);
   };
-  if (static_cast<uint64_t>(st.st_size) < end) truncated(static_cast<uint64_t>(st.st_size));
+  check_intact(t);
   const unsigned char* src = data(t);
   const size_t n = static_cast<size_t>(t.numel());
   if (!run_sigbus_guarded([&] { convert_to_f32(t.dtype, src, n, dst); })) {
     fstat(fd_, &st);
     truncated(static_cast<uint64_t>(st.st_size));
   }
+}
+
+void SafetensorsFile::check_not_truncated(const TensorInfo& t) const {
+  const uint64_t end = static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin + t.nbytes;
+  struct stat st {};
+  if (fstat(fd_, &st) != 0) fail(path_, "cannot stat the open file: {}", std::strerror(errno));
+  if (static_cast<uint64_t>(st.st_size) < end)
+    fail(path_, "file shrank to {} bytes while open (truncated by another process?); tensor '{}' ends at byte {}",
+         static_cast<uint64_t>(st.st_size), t.name, end);
 }
 
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,

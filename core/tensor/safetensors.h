@@ -46,6 +46,14 @@ class SafetensorsFile {
   // Converts one tensor of this file into dst (numel floats). Throws Error naming the file when
   // the file was truncated since open() (by another process), instead of dying of SIGBUS.
   void read_f32_into(const TensorInfo& t, float* dst) const;
+  // Throws Error naming the file when it is now too short to hold tensor t (truncated since open()).
+  void check_intact(const TensorInfo& t) const;
+  // Drops this process's mapping of the whole pages inside tensor t (madvise DONTNEED: the page
+  // cache keeps them, a later read maps them again), so streaming through a file larger than
+  // memory does not keep every page read resident in the process.
+  void release(const TensorInfo& t) const;
+  // Throws Error naming the file when it is now shorter than where tensor t ends.
+  void check_not_truncated(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;

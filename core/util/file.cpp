@@ -83,7 +83,7 @@ void write_file_atomic(const std::string& path, const std::vector<std::string_vi
   TempFileGuard interrupted_cleanup(tmp.path);  // removed if SIGINT/SIGTERM arrives mid-write
   tmp.keep = true;  // not ours until open succeeds
   tmp.fd = ::open(tmp.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (tmp.fd < 0) fail(path, "cannot write: {}", std::strerror(errno));
+  if (tmp.fd < 0) fail(path, "cannot create the file: {}", std::strerror(errno));
   tmp.keep = false;
   for (std::string_view bytes : parts)
     for (size_t done = 0; done < bytes.size();) {

@@ -104,7 +104,7 @@ TEST_CASE("workspace: open a dump, quantize it, edit the policy, save the run an
   CHECK(policy_to_json(load_policy_file(tmp.path("p.json"))) == policy_to_json(ws.policy()));
   ws.save_policy(tmp.path("no-such-dir/p.json"));
   REQUIRE(ws.errors().size() == 1);
-  CHECK_THAT(ws.errors()[0], Catch::StartsWith(tmp.path("no-such-dir/p.json") + ": cannot write"));
+  CHECK_THAT(ws.errors()[0], Catch::StartsWith(tmp.path("no-such-dir/p.json") + ": cannot create the file"));
 }
 
 TEST_CASE("workspace: a drag is debounced, the latest edit wins, a cancelled job leaves no result") {

@@ -1,6 +1,8 @@
 // Quantizer throughput: quantize + dequantize + NMSE over the whole 4096-token Qwen2.5-0.5B-shaped
 // dump (K and V, all layers and heads), as GB/s of fp32 input, next to (a) the same method as a
 // naive chain of libtorch tensor ops and (b) memcpy of the same bytes (the bandwidth limit).
+// BM_stored_* run the streaming group kernels (core/quant/group_kernels.h) on the dump stored as
+// f16 (codes + scales + NMSE sums, one pass): elements/s and bytes/s of f16 read.
 // Ratios are printed at the end of the run. Also: the whole `kvscope quantize --preset kivi-2`
 // path (load the dump file + quantize + tensor and attention metrics with default sampling).
 //
@@ -15,6 +17,7 @@
 
 #include "core/metrics/tensor_error.h"
 #include "core/policy/policy.h"
+#include "core/quant/group_kernels.h"
 #include "core/quant/head_plan.h"
 #include "core/quant/quantize_dump.h"
 #include "core/quant/quantized_tensor.h"
@@ -36,6 +39,7 @@ const KvDump& dump() {
   return d;
 }
 
+int64_t kv_elems() { return int64_t(dump().shape.layers) * dump().shape.kv_heads * 2 * dump().head_elems(); }
 int64_t kv_bytes() { return int64_t(dump().shape.layers) * dump().shape.kv_heads * 2 * dump().head_elems() * 4; }
 
 // Our path: every (layer, head, kind) through quantize_tensor -> dequantize -> ErrorSums.
@@ -61,6 +65,41 @@ void run_ours(benchmark::State& st, const char* preset) {
   }
   benchmark::DoNotOptimize(sink);
   st.SetBytesProcessed(st.iterations() * kv_bytes());
+  st.SetItemsProcessed(st.iterations() * kv_elems());
+}
+
+// The dump's K and V as f16 bytes, one buffer per (layer, kind) [kv_heads, tokens, head_dim].
+const std::vector<std::vector<uint16_t>>& dump_f16() {
+  static std::vector<std::vector<uint16_t>> b = [] {
+    std::vector<std::vector<uint16_t>> out;
+    for (const auto& l : dump().layers)
+      for (const auto* t : {&l.k, &l.v}) {
+        out.emplace_back(t->size());
+        convert_from_f32(DType::F16, t->data(), t->size(), out.back().data());
+      }
+    return out;
+  }();
+  return b;
+}
+
+// Streaming kernels on f16: every (layer, head, kind) -> codes, scales, error sums (no f32 copy).
+void run_stored(benchmark::State& st, const char* preset) {
+  const KvDump& d = dump();
+  const auto& f16 = dump_f16();
+  const int T = d.shape.tokens, D = d.shape.head_dim;
+  std::vector<StoredJob> jobs;
+  for (const HeadPlan& p : plan_heads(d, load_preset(preset))) {
+    const auto& buf = f16[p.layer * 2 + (p.kind == 'v')];
+    jobs.push_back({{buf.data() + size_t(p.head) * T * D, DType::F16, T, D}, p.quant, p.fp_head, p.fp_tail, nullptr});
+  }
+  double sink = 0;
+  for (auto _ : st) {
+    std::vector<StoredResult> r = quantize_stored_all(jobs);
+    sink += r[0].err.nmse() + double(r.back().q.total_bits());
+  }
+  benchmark::DoNotOptimize(sink);
+  st.SetBytesProcessed(st.iterations() * kv_elems() * 2);
+  st.SetItemsProcessed(st.iterations() * kv_elems());
 }
 
 // Asymmetric min-max fake quantization of groups along the last dim, fp16 metadata, as a
@@ -105,6 +144,7 @@ void run_torch(benchmark::State& st, const char* preset) {
   }
   benchmark::DoNotOptimize(sink);
   st.SetBytesProcessed(st.iterations() * kv_bytes());
+  st.SetItemsProcessed(st.iterations() * kv_elems());
 }
 
 void BM_memcpy(benchmark::State& st) {
@@ -118,10 +158,13 @@ void BM_memcpy(benchmark::State& st) {
     benchmark::ClobberMemory();
   }
   st.SetBytesProcessed(st.iterations() * kv_bytes());
+  st.SetItemsProcessed(st.iterations() * kv_elems());
 }
 
 void BM_ours_uniform4(benchmark::State& st) { run_ours(st, "uniform-4"); }
 void BM_ours_kivi2(benchmark::State& st) { run_ours(st, "kivi-2"); }
+void BM_stored_uniform4(benchmark::State& st) { run_stored(st, "uniform-4"); }
+void BM_stored_kivi2(benchmark::State& st) { run_stored(st, "kivi-2"); }
 void BM_torch_uniform4(benchmark::State& st) { run_torch(st, "uniform-4"); }
 void BM_torch_kivi2(benchmark::State& st) { run_torch(st, "kivi-2"); }
 
@@ -141,8 +184,10 @@ void BM_quantize_command_kivi2(benchmark::State& st) {
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
-    for (const auto& r : runs)
+    for (const auto& r : runs) {
       if (r.counters.count("bytes_per_second")) rate_[r.run_name.function_name] = r.counters.at("bytes_per_second");
+      if (r.counters.count("items_per_second")) items_[r.run_name.function_name] = r.counters.at("items_per_second");
+    }
     ConsoleReporter::ReportRuns(runs);
   }
   void Finalize() override {
@@ -156,10 +201,20 @@ class RatioReporter : public benchmark::ConsoleReporter {
         std::printf("  %-9s ours %6.2f  torch op chain %6.2f  memcpy %6.2f  -> %5.1fx the op chain, %5.1f%% of memcpy\n", m,
                     ours, torch, mem, torch > 0 ? ours / torch : 0.0, mem > 0 ? 100 * ours / mem : 0.0);
     }
+    auto items = [&](const std::string& n) { return items_.count(n) ? items_[n] / 1e9 : 0.0; };
+    std::printf("\nstreaming kernels on f16 input (bytes read = 2 per element), ratios from this run:\n");
+    for (const char* m : {"uniform4", "kivi2"}) {
+      const std::string s = std::string("BM_stored_") + m;
+      double el = items(s), by = get(s), torch = items(std::string("BM_torch_") + m);
+      if (el > 0)
+        std::printf("  %-9s %5.2f G elements/s, %6.2f GB/s of f16 = %5.1f%% of memcpy (%.2f GB/s), %5.1fx the op chain, %4.1fx quantize_tensor on f32\n",
+                    m, el, by, mem > 0 ? 100 * by / mem : 0.0, mem, torch > 0 ? el / torch : 0.0,
+                    items(std::string("BM_ours_") + m) > 0 ? el / items(std::string("BM_ours_") + m) : 0.0);
+    }
   }
 
  private:
-  std::map<std::string, double> rate_;
+  std::map<std::string, double> rate_, items_;
 };
 
 }  // namespace
@@ -169,6 +224,8 @@ BENCHMARK(BM_ours_uniform4)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_torch_uniform4)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ours_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_torch_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_stored_uniform4)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_stored_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_quantize_command_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 
 int main(int argc, char** argv) {

@@ -100,8 +100,8 @@ static std::string policy_error(const std::string& text) {
 
 TEST_CASE("policy validation names the JSON path of each error") {
   CHECK(policy_error(R"({"method": "uniform", "k": {"bits": 9}})") == "p.json: $.k.bits: must be an integer in 1..8");
-  CHECK(policy_error(R"({"method": "zip"})") == "p.json: $.method: unknown method 'zip' (expected fp16, uniform, kivi, kvmix, skvq or watersic)");
-  CHECK(policy_error(R"({"k": {}})") == "p.json: $.method: is required (fp16, uniform, kivi, kvmix, skvq or watersic)");
+  CHECK(policy_error(R"({"method": "zip"})") == "p.json: $.method: unknown method 'zip' (expected fp16, uniform, kivi, kvmix, skvq, watersic, ggml, fp8, nvfp4, turboquant, qjl or kvquant)");
+  CHECK(policy_error(R"({"k": {}})") == "p.json: $.method: is required (fp16, uniform, kivi, kvmix, skvq, watersic, ggml, fp8, nvfp4, turboquant, qjl or kvquant)");
   CHECK(policy_error(R"({"method": "uniform", "v": {"axis": "diagonal"}})") ==
         "p.json: $.v.axis: must be \"token\", \"channel\" or \"head\"");
   CHECK(policy_error(R"({"method": "uniform", "v": {"group_szie": 4}})") == "p.json: $.v.group_szie: unknown field");

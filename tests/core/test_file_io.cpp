@@ -39,7 +39,7 @@ TEST_CASE("write_file_atomic fails with one Error naming the file, the old file 
   const std::string blocker = tmp.path("file");
   write_file_atomic(blocker, "old");
   // A directory that is a regular file: the temporary file cannot be created.
-  CHECK_THROWS_WITH(write_file_atomic(blocker + "/out.txt", "x"), Catch::StartsWith(blocker + "/out.txt: cannot write"));
+  CHECK_THROWS_WITH(write_file_atomic(blocker + "/out.txt", "x"), Catch::StartsWith(blocker + "/out.txt: cannot create the file"));
   CHECK_THROWS_WITH(write_file_atomic(tmp.path("missing/out.txt"), "x"), Catch::StartsWith(tmp.path("missing/out.txt") + ": "));
   // Renaming over a directory fails after the write: the temporary file is removed again.
   fs::create_directories(tmp.path("dir/inside"));

@@ -54,7 +54,7 @@ TEST_CASE("policy errors list the registered methods and refuse another method's
     }
     return "";
   };
-  CHECK(method_list() == "fp16, uniform, kivi, kvmix, skvq or watersic");
+  CHECK(method_list() == "fp16, uniform, kivi, kvmix, skvq, watersic, ggml, fp8, nvfp4, turboquant, qjl or kvquant");
   CHECK(err(R"({"method": "kivi", "skvq": {}})") == "p.json: $.skvq: only applies to method 'skvq'");
   for (const QuantMethod* m : all_methods()) {
     CHECK(find_method(m->name) == m);

@@ -1,0 +1,179 @@
+#include "core/model/forward_ops.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/tensor/matmul.h"
+#include "core/tensor/worker_pool.h"
+
+namespace kvscope {
+
+namespace {
+
+bool have_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+// Cephes expf: exp(x) = 2^k exp(r), r in [-ln2/2, ln2/2], degree-5 polynomial.
+__attribute__((target("avx2,fma"))) void exp_avx2(float* x, int64_t n) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447504f);
+  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f);
+  const __m256 c1 = _mm256_set1_ps(0.693359375f), c2 = _mm256_set1_ps(-2.12194440e-4f);
+  const __m256 p0 = _mm256_set1_ps(1.9875691500E-4f), p1 = _mm256_set1_ps(1.3981999507E-3f),
+               p2 = _mm256_set1_ps(8.3334519073E-3f), p3 = _mm256_set1_ps(4.1665795894E-2f),
+               p4 = _mm256_set1_ps(1.6666665459E-1f), p5 = _mm256_set1_ps(5.0000001201E-1f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 underflow = _mm256_cmp_ps(v, lo, _CMP_LT_OQ);
+    v = _mm256_max_ps(_mm256_min_ps(v, hi), lo);
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(v, log2e, half));
+    v = _mm256_fnmadd_ps(fx, c1, v);
+    v = _mm256_fnmadd_ps(fx, c2, v);
+    const __m256 z = _mm256_mul_ps(v, v);
+    __m256 y = _mm256_fmadd_ps(p0, v, p1);
+    y = _mm256_fmadd_ps(y, v, p2);
+    y = _mm256_fmadd_ps(y, v, p3);
+    y = _mm256_fmadd_ps(y, v, p4);
+    y = _mm256_fmadd_ps(y, v, p5);
+    y = _mm256_fmadd_ps(y, z, _mm256_add_ps(v, one));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    _mm256_storeu_ps(x + i, _mm256_andnot_ps(underflow, y));  // exp(-inf) and tiny inputs: 0
+  }
+  for (; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+// Softmax of row[lo, hi) in place; entries outside are set to 0. scale applied to the logits.
+void softmax_range(float* row, int64_t len, int64_t lo, int64_t hi, float scale) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t t = lo; t < hi; ++t) mx = std::max(mx, row[t] * scale);
+  for (int64_t t = lo; t < hi; ++t) row[t] = row[t] * scale - mx;
+  exp_inplace(row + lo, hi - lo);
+  double sum = 0;
+  for (int64_t t = lo; t < hi; ++t) sum += row[t];
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t t = lo; t < hi; ++t) row[t] *= inv;
+  std::fill(row, row + lo, 0.f);
+  std::fill(row + hi, row + len, 0.f);
+}
+
+}  // namespace
+
+void exp_inplace(float* x, int64_t n) {
+  if (have_avx2()) return exp_avx2(x, n);
+  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+void rms_norm_rows(const float* x, const float* w, int64_t rows, int64_t dim, double eps, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a = x + r * dim;
+    float* b = y + r * dim;
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(a[i]) * a[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
+    for (int64_t i = 0; i < dim; ++i) b[i] = a[i] * inv * w[i];
+  }
+}
+
+void rope_heads(float* x, int heads, int n, int head_dim, const float* cos, const float* sin) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < heads; ++h)
+    for (int t = 0; t < n; ++t) {
+      float* r = x + (static_cast<int64_t>(h) * n + t) * head_dim;
+      const float* c = cos + static_cast<int64_t>(t) * half;
+      const float* s = sin + static_cast<int64_t>(t) * half;
+      for (int i = 0; i < half; ++i) {
+        const float x0 = r[i], x1 = r[i + half];
+        r[i] = x0 * c[i] - x1 * s[i];
+        r[i + half] = x1 * c[i] + x0 * s[i];
+      }
+    }
+}
+
+void silu_mul(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t inter, float* out) {
+  run_parts(rows * inter < (1 << 15) ? 1 : kernel_threads(), [&](int part, int parts) {
+    long b, e;
+    part_range(static_cast<long>(rows), part, parts, &b, &e);
+    if (rows == 1) part_range(static_cast<long>(inter), part, parts, &b, &e);
+    const int64_t r0 = rows == 1 ? 0 : b, r1 = rows == 1 ? 1 : e;
+    const int64_t c0 = rows == 1 ? b : 0, c1 = rows == 1 ? e : inter;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* g = gate + r * ld;
+      const float* u = up + r * ld;
+      float* o = out + r * inter;
+      for (int64_t i = c0; i < c1; ++i) o[i] = -g[i];
+      exp_inplace(o + c0, c1 - c0);
+      for (int64_t i = c0; i < c1; ++i) o[i] = g[i] / (1.f + o[i]) * u[i];
+    }
+  });
+}
+
+void causal_attention(const float* q, const float* k, const float* v, const AttentionShape& s, float* out) {
+  const int H = s.heads, d = s.head_dim, n = s.n, G = s.heads / s.kv_heads;
+  const int64_t total = s.start + n;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const int64_t ldo = static_cast<int64_t>(H) * d;
+  // Keys visible to the query at position pos: [lo(pos), pos + 1).
+  auto lo_of = [&](int64_t pos) { return s.sliding_window > 0 ? std::max<int64_t>(0, pos - s.sliding_window + 1) : 0; };
+
+  if (n <= 4) {  // decode: loops, heads spread over the cores
+    std::vector<float> scores(static_cast<size_t>(H) * total);
+    run_parts(H * total * d < (1 << 14) ? 1 : kernel_threads(), [&](int part, int parts) {
+      long hb, he;
+      part_range(H, part, parts, &hb, &he);
+      for (int h = static_cast<int>(hb); h < he; ++h) {
+        const float* K = k + (h / G) * s.kv_head_stride;
+        const float* V = v + (h / G) * s.kv_head_stride;
+        float* sc = scores.data() + static_cast<int64_t>(h) * total;
+        for (int i = 0; i < n; ++i) {
+          const int64_t pos = s.start + i, lo = lo_of(pos);
+          const float* qi = q + (static_cast<int64_t>(h) * n + i) * d;
+          for (int64_t t = lo; t <= pos; ++t) sc[t] = dot_stored(DType::F32, K + t * d, qi, d);
+          softmax_range(sc, pos + 1, lo, pos + 1, scale);
+          float* o = out + i * ldo + static_cast<int64_t>(h) * d;
+          std::fill(o, o + d, 0.f);
+          for (int64_t t = lo; t <= pos; ++t) {
+            const float p = sc[t];
+            const float* vt = V + t * d;
+            for (int j = 0; j < d; ++j) o[j] += p * vt[j];
+          }
+        }
+      }
+    });
+    return;
+  }
+
+  // Prefill: blocks of query rows; a block sees keys [0, start + its last row + 1).
+  constexpr int kBlock = 256;
+  std::vector<float> p(static_cast<size_t>(std::min(n, kBlock)) * total);
+  for (int h = 0; h < H; ++h) {
+    const float* K = k + (h / G) * s.kv_head_stride;
+    const float* V = v + (h / G) * s.kv_head_stride;
+    const float* Q = q + static_cast<int64_t>(h) * n * d;
+    for (int i0 = 0; i0 < n; i0 += kBlock) {
+      const int rows = std::min(kBlock, n - i0);
+      const int64_t hi = s.start + i0 + rows;                // keys seen by the block's last row
+      const int64_t first_lo = lo_of(s.start + i0);          // ... and by its first row
+      const int64_t cols = hi - first_lo;
+      sgemm(false, true, rows, cols, d, 1.f, Q + static_cast<int64_t>(i0) * d, d, K + first_lo * d, d, 0.f, p.data(), cols);
+      run_parts(static_cast<int64_t>(rows) * cols < (1 << 14) ? 1 : kernel_threads(), [&](int part, int parts) {
+        long b, e;
+        part_range(rows, part, parts, &b, &e);
+        for (long r = b; r < e; ++r) {
+          const int64_t pos = s.start + i0 + r;
+          softmax_range(p.data() + r * cols, cols, lo_of(pos) - first_lo, pos + 1 - first_lo, scale);
+        }
+      });
+      sgemm(false, false, rows, d, cols, 1.f, p.data(), cols, V + first_lo * d, d, 0.f,
+            out + static_cast<int64_t>(i0) * ldo + static_cast<int64_t>(h) * d, ldo);
+    }
+  }
+}
+
+}  // namespace kvscope

@@ -1,0 +1,42 @@
+#pragma once
+// Streaming kernels for the plain per-group quantizers (uniform int-N on the token / channel /
+// head axis, KIVI = keys per-channel + values per-token, kvmix's inverse-scale variant): the
+// matrix is read once at its stored precision (F16, BF16, F32), converted tile by tile inside the
+// kernel, and one pass gives packed codes, scales / zero points, the error sums against the
+// reconstruction and, when asked, the reconstruction itself.
+//
+// Results are bit-identical to quantize_tensor() on the same values converted to f32 (codes,
+// scales, zeros, fp16 rows, recon), and the error sums equal ErrorSums::add over the whole
+// matrix (same 256-element blocks). Tested exhaustively against quantize_tensor_reference.
+// Whole-axis groups with clip search fall back to converting the matrix and quantize_tensor.
+#include <vector>
+
+#include "core/metrics/tensor_error.h"
+#include "core/policy/policy.h"
+#include "core/quant/quantized_tensor.h"
+#include "core/tensor/stored_matrix.h"
+
+namespace kvscope {
+
+// Quantizes x [rows, cols]; `err` (may be null) receives the error sums of x vs its
+// reconstruction; `recon` (may be null) receives the reconstruction, rows * cols floats.
+QuantizedTensor quantize_stored(const StoredMatrix& x, const TensorQuant& spec, int fp_head = 0, int fp_tail = 0,
+                                ErrorSums* err = nullptr, float* recon = nullptr);
+
+// One matrix of a batch (typically one (layer, KV head, kind) slice of a dump).
+struct StoredJob {
+  StoredMatrix x;
+  TensorQuant spec;
+  int fp_head = 0, fp_tail = 0;
+  float* recon = nullptr;  // optional
+};
+
+struct StoredResult {
+  QuantizedTensor q;
+  ErrorSums err;
+};
+
+// All jobs, spread over worker_threads() (parallel_for); results in job order.
+std::vector<StoredResult> quantize_stored_all(const std::vector<StoredJob>& jobs);
+
+}  // namespace kvscope

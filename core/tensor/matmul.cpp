@@ -1,0 +1,173 @@
+#include "core/tensor/matmul.h"
+
+#include <ATen/ATen.h>
+#include <dlfcn.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/tensor/worker_pool.h"
+
+namespace kvscope {
+
+namespace {
+
+// ---- kernels: AVX2+FMA+F16C when the CPU has them, plain loops otherwise -------------------
+
+bool have_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("f16c");
+  return ok;
+}
+
+__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(DType t, const unsigned char* p) {
+  if (t == DType::F32) return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if (t == DType::F16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));  // BF16
+}
+
+float load1(DType t, const unsigned char* p) {
+  if (t == DType::F32) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return t == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+__attribute__((target("avx2,fma,f16c"))) float dot_avx2(DType t, const unsigned char* row, const float* x, int64_t n) {
+  const int64_t es = static_cast<int64_t>(dtype_size(t));
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(load8(t, row + i * es), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(load8(t, row + (i + 8) * es), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(load8(t, row + (i + 16) * es), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(load8(t, row + (i + 24) * es), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8(t, row + i * es), _mm256_loadu_ps(x + i), a0);
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  r = _mm_hadd_ps(r, r);
+  r = _mm_hadd_ps(r, r);
+  float acc = _mm_cvtss_f32(r);
+  for (; i < n; ++i) acc += load1(t, row + i * es) * x[i];
+  return acc;
+}
+
+float dot_plain(DType t, const unsigned char* row, const float* x, int64_t n) {
+  const int64_t es = static_cast<int64_t>(dtype_size(t));
+  float acc = 0.f;
+  for (int64_t i = 0; i < n; ++i) acc += load1(t, row + i * es) * x[i];
+  return acc;
+}
+
+__attribute__((target("avx2,fma,f16c"))) void convert_avx2(DType t, const unsigned char* src, int64_t n, float* dst) {
+  const int64_t es = static_cast<int64_t>(dtype_size(t));
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8(t, src + i * es));
+  for (; i < n; ++i) dst[i] = load1(t, src + i * es);
+}
+
+// ---- sgemm through OpenBLAS's cblas (found at run time: libtorch links it) ------------------
+
+using CblasSgemm = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+                            int);
+CblasSgemm cblas_sgemm_fn() {
+  static const auto fn = reinterpret_cast<CblasSgemm>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
+  return fn;
+}
+
+constexpr int64_t kScratchFloats = int64_t{8} << 20;  // 32 MB of converted weight rows per block
+
+}  // namespace
+
+void convert_row(DType t, const void* src, int64_t n, float* dst) {
+  const auto* p = static_cast<const unsigned char*>(src);
+  if (t == DType::F32) {
+    if (n > 0) std::memcpy(dst, p, static_cast<size_t>(n) * 4);
+  } else if (have_avx2()) {
+    convert_avx2(t, p, n, dst);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = load1(t, p + i * 2);
+  }
+}
+
+float dot_stored(DType t, const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const unsigned char*>(row);
+  return have_avx2() ? dot_avx2(t, p, x, n) : dot_plain(t, p, x, n);
+}
+
+void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
+  int64_t total = 0;
+  for (const auto& p : parts) total += p.w->rows;
+  // Below ~64k multiply-adds a second thread costs more than it saves.
+  const int64_t work = parts.empty() ? 0 : total * parts[0].w->cols;
+  const int nt = work < (int64_t{1} << 16) ? 1 : threads;
+  const bool avx2 = have_avx2();
+  run_parts(nt, [&](int part, int n_parts) {
+    long begin, end;
+    part_range(static_cast<long>(total), part, n_parts, &begin, &end);
+    int64_t base = 0;
+    for (const auto& p : parts) {
+      const StoredMatrix& w = *p.w;
+      const int64_t lo = std::max<int64_t>(begin, base) - base, hi = std::min<int64_t>(end, base + w.rows) - base;
+      const int64_t row_bytes = w.cols * static_cast<int64_t>(dtype_size(w.dtype));
+      const auto* data = static_cast<const unsigned char*>(w.data);
+      for (int64_t r = lo; r < hi; ++r)
+        p.y[r] = avx2 ? dot_avx2(w.dtype, data + r * row_bytes, x, w.cols) : dot_plain(w.dtype, data + r * row_bytes, x, w.cols);
+      base += w.rows;
+    }
+  });
+}
+
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (auto fn = cblas_sgemm_fn()) {
+    constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+    fn(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(m), static_cast<int>(n),
+       static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+    return;
+  }
+  // No cblas in the process: the same product through libtorch (its BLAS), copied into C.
+  at::Tensor A = trans_a ? at::from_blob(const_cast<float*>(a), {k, m}, {lda, 1}).t()
+                         : at::from_blob(const_cast<float*>(a), {m, k}, {lda, 1});
+  at::Tensor B = trans_b ? at::from_blob(const_cast<float*>(b), {n, k}, {ldb, 1}).t()
+                         : at::from_blob(const_cast<float*>(b), {k, n}, {ldb, 1});
+  at::Tensor C = at::from_blob(c, {m, n}, {ldc, 1});
+  at::Tensor r = at::mm(A, B).mul_(alpha);
+  if (beta == 0.f) C.copy_(r);
+  else C.mul_(beta).add_(r);
+}
+
+void gemm_stored(const float* x, int64_t n, int64_t ldx, const StoredMatrix& w, float* y, int64_t ldy) {
+  if (w.dtype == DType::F32 && reinterpret_cast<uintptr_t>(w.data) % alignof(float) == 0) {
+    sgemm(false, true, n, w.rows, w.cols, 1.f, x, ldx, static_cast<const float*>(w.data), w.cols, 0.f, y, ldy);
+    return;
+  }
+  // Convert blocks of rows into a per-thread scratch buffer, reused across calls and layers.
+  thread_local std::vector<float> scratch;
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(w.rows, kScratchFloats / std::max<int64_t>(1, w.cols)));
+  if (static_cast<int64_t>(scratch.size()) < block * w.cols) scratch.resize(static_cast<size_t>(block * w.cols));
+  const int64_t row_bytes = w.cols * static_cast<int64_t>(dtype_size(w.dtype));
+  const auto* data = static_cast<const unsigned char*>(w.data);
+  float* const buf = scratch.data();  // the helpers' own thread_local would be another buffer
+  const int threads = kernel_threads();
+  for (int64_t r0 = 0; r0 < w.rows; r0 += block) {
+    const int64_t nr = std::min(block, w.rows - r0);
+    run_parts(threads, [&](int part, int parts) {
+      long b, e;
+      part_range(static_cast<long>(nr), part, parts, &b, &e);
+      for (int64_t r = b; r < e; ++r) convert_row(w.dtype, data + (r0 + r) * row_bytes, w.cols, buf + r * w.cols);
+    });
+    sgemm(false, true, n, nr, w.cols, 1.f, x, ldx, buf, w.cols, 0.f, y + r0, ldy);
+  }
+}
+
+}  // namespace kvscope

@@ -1,0 +1,46 @@
+#pragma once
+// Matrix products over weights kept at their stored precision (F32, F16, BF16; memory-mapped).
+//   decode (one row):  a hand-written mat-vec that converts each weight as it is read, so a step
+//                      reads the weights' stored bytes once (the memory-read bound);
+//   prefill (n rows):  blocks of weight rows converted to f32 into a reusable scratch buffer,
+//                      then OpenBLAS sgemm (F32 weights go to sgemm directly, no copy).
+// Why not a bf16 GEMM: OpenBLAS 0.3.21 has sbgemm only for AVX512-BF16 machines (this one has
+// AVX2), and converting a block costs ~1/(2 n) of its GEMM's FLOPs: nothing at n >= 64.
+#include <cstdint>
+#include <span>
+
+#include "core/tensor/dtype.h"
+
+namespace kvscope {
+
+// A [rows, cols] row-major weight matrix, y = W x, in its stored dtype (F32, F16 or BF16).
+struct StoredMatrix {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;
+  int64_t bytes() const { return rows * cols * static_cast<int64_t>(dtype_size(dtype)); }
+};
+
+// One mat-vec of a fused group: y[rows] = W x.
+struct GemvPart {
+  const StoredMatrix* w;
+  float* y;
+};
+
+// y_i = W_i x for every part (all share x, [cols]); the rows of all parts are split over `threads`.
+void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads);
+
+// Y[:, 0:w.rows] = X W^T for X [n, w.cols] (row stride ldx) and Y with row stride ldy.
+void gemm_stored(const float* x, int64_t n, int64_t ldx, const StoredMatrix& w, float* y, int64_t ldy);
+
+// Row-major C[m, n] = alpha * op(A) op(B) + beta * C (OpenBLAS cblas_sgemm; libtorch fallback).
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// dst[i] = float(src[i]) for n elements of a stored dtype (vectorized for F16/BF16).
+void convert_row(DType t, const void* src, int64_t n, float* dst);
+
+// Dot product of a stored row with an f32 vector.
+float dot_stored(DType t, const void* row, const float* x, int64_t n);
+
+}  // namespace kvscope

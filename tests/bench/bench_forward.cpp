@@ -1,0 +1,163 @@
+// Forward speed of one model as ratios measured in the same run (not part of the test suite):
+//   prefill tok/s and its GFLOP/s as % of OpenBLAS sgemm at the model's MLP shape
+//     (FLOPs counted: q/k/v/o projections, MLP, causal attention QK^T and PV; no LM head)
+//   decode tok/s (one token per forward from position 0, as llama2.c's run.c steps) vs
+//     - the memory-read bound: read bandwidth (2 threads, AVX2 sum over 1 GiB) / weight bytes as stored
+//     - run.c (OpenMP) on the same weights, when --runc BIN --runc-model FILE --tokenizer FILE are given
+// Usage: bench_forward MODEL_DIR [--prefill N] [--decode N] [--runc ... --runc-model ... --tokenizer ...]
+// scripts/bench_forward.sh builds run.c and converts the weights (outside the repo).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/model/model.h"
+#include "core/tensor/matmul.h"
+#include "core/tensor/worker_pool.h"
+
+#include "bench_common.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double secs(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double prefill_flops(const kvscope::ModelConfig& c, int n) {
+  const double hid = c.hidden_size, inter = c.intermediate_size, d = c.head_dim;
+  const double qd = c.num_heads * d, kvd = c.num_kv_heads * d;
+  const double proj = 2.0 * n * (hid * (qd + 2 * kvd) + qd * hid + 3 * hid * inter);
+  const double attn = 2.0 * 2.0 * c.num_heads * d * (double(n) * (n + 1) / 2);  // causal QK^T and PV
+  return c.num_layers * (proj + attn);
+}
+
+// Best of `reps` sgemm [m, k] x [k, n]^T through the same wrapper the model uses.
+double sgemm_gflops(int64_t m, int64_t n, int64_t k, int reps) {
+  std::vector<float> a(m * k, 0.01f), b(n * k, 0.02f), c(m * n);
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    kvscope::sgemm(false, true, m, n, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), n);
+    best = std::max(best, 2.0 * m * n * k / secs(t0) / 1e9);
+  }
+  return best;
+}
+
+__attribute__((target("avx2"))) float sum_avx2(const float* p, long n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (long i = 0; i + 32 <= n; i += 32) {
+    s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p + i));
+    s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p + i + 8));
+    s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p + i + 16));
+    s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p + i + 24));
+  }
+  float t[8];
+  _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  return t[0] + t[7];
+}
+
+// Read bandwidth: the same threads as the kernels each sum their half of a 1 GiB buffer.
+double read_bandwidth_gbs() {
+  const long n = long{1} << 28;
+  std::vector<float> buf(static_cast<size_t>(n), 1.f);
+  double best = 0;
+  std::vector<float> sums(8);
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto t0 = Clock::now();
+    kvscope::run_parts(kvscope::kernel_threads(), [&](int part, int parts) {
+      long b, e;
+      kvscope::part_range(n / 32, part, parts, &b, &e);
+      sums[part] = sum_avx2(buf.data() + b * 32, (e - b) * 32);
+    });
+    best = std::max(best, n * 4.0 / secs(t0) / 1e9);
+  }
+  if (sums[0] < 0) std::printf("(impossible)\n");
+  return best;
+}
+
+// Greedy decode from position 0 for `steps` forwards, as run.c does (prompt fed token by token).
+double decode_tok_s(const kvscope::Model& m, int steps) {
+  auto cache = m.new_cache(steps + 1);
+  int32_t tok = 1;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < steps; ++i) {
+    const std::vector<float> logits = m.forward(std::span<const int32_t>(&tok, 1), *cache);
+    tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  return steps / secs(t0);
+}
+
+double runc_tok_s(const std::string& bin, const std::string& model, const std::string& tok, int steps) {
+  const std::string cmd = "OMP_NUM_THREADS=2 " + bin + " " + model + " -z " + tok + " -t 0 -n " + std::to_string(steps) +
+                          " -i 'Once upon a time' 2>&1 >/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return 0;
+  char line[512];
+  double r = 0;
+  while (std::fgets(line, sizeof line, p))
+    if (const char* s = std::strstr(line, "achieved tok/s:")) r = std::atof(s + 15);
+  pclose(p);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: bench_forward MODEL_DIR [--prefill N] [--decode N] [--runc BIN --runc-model F --tokenizer F]\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  int prefill = 2048, decode = 256;
+  std::string runc, runc_model, tokenizer;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--prefill") prefill = std::atoi(v.c_str());
+    else if (k == "--decode") decode = std::atoi(v.c_str());
+    else if (k == "--runc") runc = v;
+    else if (k == "--runc-model") runc_model = v;
+    else if (k == "--tokenizer") tokenizer = v;
+  }
+  auto m = kvscope::Model::load(dir);
+  const auto& c = m->config();
+  std::printf("== bench_forward %s (%s, %d layers, hidden %d, %s weights %.1f MB; %d kernel threads) ==\n", dir.c_str(),
+              std::string(kvscope::arch_name(c.arch)).c_str(), c.num_layers, c.hidden_size, m->storage_dtype().c_str(),
+              m->weight_bytes() / 1e6, kvscope::kernel_threads());
+
+  if (prefill > 0) {
+    const double sg = sgemm_gflops(prefill, c.intermediate_size, c.hidden_size, 3);
+    const auto ids = bench::tokens(prefill);
+    kvscope::ForwardOptions fo;
+    fo.skip_logits = true;
+    double best = 1e30;
+    for (int rep = 0; rep < 2; ++rep) {
+      auto cache = m->new_cache(prefill);
+      const auto t0 = Clock::now();
+      m->forward(ids, *cache, fo);
+      best = std::min(best, secs(t0));
+    }
+    const double gf = prefill_flops(c, prefill) / best / 1e9;
+    std::printf("prefill %d tokens: %.2f s, %.0f tok/s, %.1f GFLOP/s = %.0f%% of sgemm [%d x %d x %d] %.1f GFLOP/s (target >= 70%%)\n",
+                prefill, best, prefill / best, gf, 100 * gf / sg, prefill, c.intermediate_size, c.hidden_size, sg);
+  }
+  if (decode > 0) {
+    const double bw = read_bandwidth_gbs();
+    decode_tok_s(*m, 8);  // warm: weights paged in
+    const double ours = decode_tok_s(*m, decode);
+    const double bound = bw * 1e9 / m->weight_bytes();
+    std::printf("decode %d steps: %.1f tok/s; read bound %.1f tok/s (%.2f GB/s / %.1f MB per step) -> %.2f of the bound (target >= 0.8)\n",
+                decode, ours, bound, bw, m->weight_bytes() / 1e6, ours / bound);
+    if (!runc.empty()) {
+      const double rc = runc_tok_s(runc, runc_model, tokenizer, decode + 1);
+      const double ours2 = decode_tok_s(*m, decode);
+      std::printf("run.c OpenMP (2 threads) %.1f tok/s; kvscope %.1f / %.1f tok/s (before / after it) -> %.2fx run.c (mean; target >= 1.0)\n",
+                  rc, ours, ours2, rc > 0 ? (ours + ours2) / 2 / rc : 0.0);
+    }
+  }
+  return 0;
+}
