@@ -14,7 +14,9 @@
 #include "core/model/discovery.h"
 #include "core/model/model.h"
 #include "core/policy/policy.h"
+#include "core/replay/base_distribution.h"
 #include "core/replay/replay.h"
+#include "core/sweep/sweep.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/json_text.h"
@@ -33,6 +35,8 @@ struct ReplayCliOptions {
   bool json = false, chat = false;
   int max_tokens = 0;
   double bit_budget = 0;
+  std::string save_base, base;  // --save-base F / --base F
+  bool kl_stats = false;         // --kl-stats
   StoreOptions store;
 };
 
@@ -51,6 +55,7 @@ void run_replay_command(const ReplayCliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   if (o.preset.empty() == o.policy_file.empty()) fail("replay", "give exactly one of --preset or --policy");
   if (o.max_tokens < 0) fail("--max-tokens", "must be >= 0, got {}", o.max_tokens);
+  if (!o.base.empty() && !o.save_base.empty()) fail("replay", "give at most one of --base and --save-base");
   // A policy script is compiled and imported before the model loads (a syntax error costs nothing),
   // then planned for the model's shape; in replay its token_stats are None (per-block hooks: not yet).
   const bool script = !o.policy_file.empty() && is_policy_script(o.policy_file);
@@ -87,17 +92,34 @@ void run_replay_command(const ReplayCliOptions& o) {
       }
   }
 
+  std::string workload_desc;
+  for (const auto& w : o.workloads) workload_desc += (workload_desc.empty() ? "" : " ") + w;
+  if (o.chat) workload_desc += " --chat";
+
   SigintGuard guard;
   ReplayOptions ro;
   ro.cancel = &g_cancel;
   ro.bit_budget = o.bit_budget;
   ro.progress = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  // The reference from a base-distribution file, or computed once and saved (docs/REPLAY.md).
+  BaseDistribution base;
+  if (!o.base.empty() || !o.save_base.empty()) {
+    const std::string model_hash = model_identity_hash(dir);
+    if (!o.base.empty()) {
+      base = load_base(o.base);
+      check_base_matches(base, o.base, model_hash, cfg.vocab_size, slices);
+    } else {
+      base = compute_base(*model, slices, ro.progress, &g_cancel);
+      base.model_id = o.model;
+      base.model_hash = model_hash;
+      base.workload = workload_desc;
+      save_base(o.save_base, base);
+      std::fprintf(stderr, "kvscope: saved the base distribution in %s\n", o.save_base.c_str());
+    }
+    ro.base = &base;
+  }
   const std::vector<SliceMetrics> metrics = run_replay(*model, *tok, slices, policy, ro);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  std::string workload_desc;
-  for (const auto& w : o.workloads) workload_desc += (workload_desc.empty() ? "" : " ") + w;
-  if (o.chat) workload_desc += " --chat";
   if (o.json) {
     nlohmann::json j;
     j["model"] = o.model;
@@ -117,6 +139,12 @@ void run_replay_command(const ReplayCliOptions& o) {
     if (o.json) std::fprintf(stderr, "%s\n", test_metrics_line(m).c_str());
     else fmt::print("{}\n", test_metrics_line(m));
   }
+  std::fflush(stdout);
+  if (o.kl_stats)  // llama.cpp's layout, one block per slice, after the TEST_METRICS lines
+    for (const auto& m : metrics) {
+      std::string block = fmt::format("\n### {} ({} steps)\n\n", m.slice, m.steps) + kl_stats_block(m.kl);
+      std::fputs(block.c_str(), o.json ? stderr : stdout);
+    }
   std::fflush(stdout);
 
   if (o.store.no_store) return;
@@ -146,6 +174,12 @@ void register_replay(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print the metrics as JSON on stdout (TEST_METRICS lines go to stderr)");
   cmd->add_option("--max-tokens", o->max_tokens, "Cap on scored/generated tokens per item (0 = no cap)");
   cmd->add_option("--bit-budget", o->bit_budget, "Refuse policies above this average of bits per KV entry (0 = none)");
+  cmd->add_flag("--kl-stats", o->kl_stats,
+                "After the TEST_METRICS lines, print each slice's KL / Δp / perplexity statistics in llama.cpp's layout");
+  cmd->add_option("--save-base", o->save_base, "Decode the reference once and save its predictions in FILE (docs/REPLAY.md)")
+      ->type_name("FILE");
+  cmd->add_option("--base", o->base, "Use the reference predictions saved by --save-base (refused for another model or workload)")
+      ->type_name("FILE");
   add_store_options(cmd, o->store);
   cmd->callback([o] { run_replay_command(*o); });
 }

@@ -1,10 +1,12 @@
 // kvscope runs list|show|delete|tag|note: browse and annotate the run store.
+#include <algorithm>
 #include <cstdio>
 
 #include <fmt/format.h>
 
 #include "app/cli.h"
 #include "app/store_options.h"
+#include "core/replay/kl_stats.h"
 #include "storage/export.h"
 #include "storage/run_store.h"
 
@@ -58,8 +60,34 @@ std::string show_text(const StoredRun& run) {
     }
   }
   if (!run.replay_metrics.empty()) {
+    // llama.cpp's statistics (kl_stat_fields) are shown as llama.cpp prints them, per slice, below the list.
+    const auto stat_names = kl_stat_fields(KlStats{});
+    auto is_stat = [&](const std::string& n) {
+      return std::any_of(stat_names.begin(), stat_names.end(), [&](const auto& f) { return f.first == n; });
+    };
     out += "\nreplay metrics\n";
-    for (const auto& m : run.replay_metrics) out += fmt::format("  {:<24}{:<28}{:.6g}\n", m.slice, m.name, m.value);
+    std::vector<std::string> slices;
+    for (const auto& m : run.replay_metrics) {
+      if (std::find(slices.begin(), slices.end(), m.slice) == slices.end()) slices.push_back(m.slice);
+      if (!is_stat(m.name)) out += fmt::format("  {:<24}{:<28}{:.6g}\n", m.slice, m.name, m.value);
+    }
+    for (const auto& slice : slices) {
+      std::vector<std::pair<std::string, double>> fields;
+      for (const auto& m : run.replay_metrics)
+        if (m.slice == slice) fields.emplace_back(m.name, m.value);
+      KlStats k;
+      if (kl_stats_from_fields(fields, k))
+        out += fmt::format("\nKL statistics, {} ({} steps)\n", slice.empty() ? "(all)" : slice, k.count) + kl_stats_block(k);
+    }
+  }
+  if (!run.replay_items.empty()) {
+    out += "\nreplay items\n";
+    out += fmt::format("  {:<24}{:>5}{:>8}{:>7}{:>9}{:>9}{:>11}{:>11}{:>11}{:>10}{:>9}{:>11}{:>11}\n", "slice", "item", "prompt",
+                       "steps", "score", "ref", "KLD mean", "KLD 99%", "KLD max", "Δp mean", "same", "PPL(Q)", "PPL(base)");
+    for (const auto& x : run.replay_items)
+      out += fmt::format("  {:<24}{:>5}{:>8}{:>7}{:>9.4g}{:>9.4g}{:>11.4g}{:>11.4g}{:>11.4g}{:>10.3g}{:>9.4g}{:>11.5g}{:>11.5g}\n",
+                         x.slice, x.item, x.prompt_tokens, x.steps, x.score, x.score_ref, x.kld_mean, x.kld_p99, x.kld_max,
+                         x.dp_mean, x.same_top, x.ppl, x.ppl_ref);
   }
   if (!run.rd_points.empty()) {
     out += "\nrate-distortion points\n";

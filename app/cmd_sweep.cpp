@@ -24,6 +24,7 @@ struct SweepArgs {
   std::vector<std::string> tags;
   int jobs = 1;
   bool list = false;
+  bool reference_per_cell = false;
 };
 
 void list_cells(const SweepSpec& spec, const std::vector<SweepCell>& cells, int shards, const std::string& db) {
@@ -60,6 +61,9 @@ void register_sweep(CLI::App& app) {
   cmd->add_flag("--list", a->list, "Print the cells (tab-separated) and whether --db has them; run nothing");
   cmd->add_option("--tag", a->tags, "Extra tag on every stored run (runs are always tagged sweep:<name>)")->type_name("TAG");
   cmd->add_option("--note", a->note, "A note stored with every run")->type_name("TEXT");
+  cmd->add_flag("--reference-per-cell", a->reference_per_cell,
+                "Decode the fp16 reference in every replay cell instead of once per (model, workload) (less memory: "
+                "the shared reference holds 4 x vocab bytes per scored step)");
   cmd->callback([a] {
     const auto [shard, shards] = parse_shard(a->shard);
     if (a->jobs < 1) fail("--jobs", "must be at least 1, got {}", a->jobs);
@@ -77,6 +81,7 @@ void register_sweep(CLI::App& app) {
     o.shards = shards;
     o.tags = a->tags;
     o.note = a->note;
+    o.share_reference = !a->reference_per_cell;
     const SweepRunResult r = run_sweep(spec, cells, o);
     std::fprintf(stderr, "kvscope: sweep %s: %d cells: %d run, %d already done, %d failed (%.1f s, %.2f cells/min); store %s\n",
                  spec.name.c_str(), r.cells, r.ran, r.skipped, r.failed, r.seconds,

@@ -96,12 +96,26 @@ class SharedInputs {
     return slot;
   }
 
+  // The fp16 reference's predictions on (model, workload), decoded once for every method cell
+  // (the reference does not depend on the policy; a cell's numbers are the same either way).
+  std::shared_ptr<const BaseDistribution> base(int m, int w, const LoadedModel& lm, const std::vector<WorkloadSlice>& slices) {
+    std::shared_ptr<BaseSlot> slot;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto& s = bases_[{m, w}];
+      if (!s) s = std::make_shared<BaseSlot>();
+      slot = s;
+    }
+    std::call_once(slot->once, [&] { slot->base = std::make_shared<const BaseDistribution>(compute_base(*lm.model, slices)); });
+    return slot->base;
+  }
+
   void done(const SweepCell& c) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (c.kind == CellKind::Quantize) {
       if (--dump_uses_[c.dump] == 0) dumps_.erase(c.dump);
     } else {
-      if (--slice_uses_[{c.model, c.workload}] == 0) slices_.erase({c.model, c.workload});
+      if (--slice_uses_[{c.model, c.workload}] == 0) slices_.erase({c.model, c.workload}), bases_.erase({c.model, c.workload});
       if (--model_uses_[c.model] == 0) models_.erase(c.model);
     }
   }
@@ -115,6 +129,11 @@ class SharedInputs {
   std::map<int, std::shared_ptr<const KvDump>> dumps_;
   std::map<int, std::shared_ptr<const LoadedModel>> models_;
   std::map<std::pair<int, int>, std::shared_ptr<const std::vector<WorkloadSlice>>> slices_;
+  struct BaseSlot {
+    std::once_flag once;
+    std::shared_ptr<const BaseDistribution> base;
+  };
+  std::map<std::pair<int, int>, std::shared_ptr<BaseSlot>> bases_;
 };
 
 struct Progress {
@@ -223,7 +242,11 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
       const auto t = Clock::now();
       auto lm = inputs.model(c.model);
       auto slices = inputs.slices(c.model, c.workload, *lm);
-      const std::vector<SliceMetrics> metrics = run_replay(*lm->model, *lm->tok, *slices, mv.policy);
+      std::shared_ptr<const BaseDistribution> base;
+      if (opts.share_reference) base = inputs.base(c.model, c.workload, *lm, *slices);
+      ReplayOptions ro;
+      ro.base = base.get();
+      const std::vector<SliceMetrics> metrics = run_replay(*lm->model, *lm->tok, *slices, mv.policy, ro);
       ReplayRecord rec = replay_record(mv.policy, mv.policy.name, spec.models[c.model], lm->model->config(),
                                        spec.workloads[c.workload], metrics,
                                        std::chrono::duration<double>(Clock::now() - t).count());

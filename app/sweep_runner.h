@@ -18,6 +18,9 @@ struct SweepRunOptions {
   std::vector<std::string> tags;  // besides "sweep:<name>"
   std::string note;
   std::FILE* log = stderr;  // progress lines
+  // Replay cells: decode the fp16 reference once per (model, workload) and compare every method cell
+  // with it (the cells' numbers are the same either way); false: each cell decodes it again.
+  bool share_reference = true;
 };
 
 struct SweepRunResult {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <tuple>
 #include <set>
 
 #include <fmt/format.h>
@@ -150,6 +151,25 @@ void compare_runs(const StoredRun& x, const StoredRun& y, Differ& d) {
   }
   for (const auto& [key, vb] : mb)
     if (!ma.count(key)) d.text("replay " + key.first + " " + key.second, "missing", "present");
+  // Per-item rows and KLD quantiles (schema 4), in stored order.
+  d.count("replay items", x.replay_items.size(), y.replay_items.size());
+  for (size_t i = 0; i < std::min(x.replay_items.size(), y.replay_items.size()); ++i) {
+    const ReplayItemRow &p = x.replay_items[i], &q = y.replay_items[i];
+    const std::string at = fmt::format("replay item {} {}", p.slice, p.item);
+    if (p.slice != q.slice || p.item != q.item) d.text(at, p.slice + " " + std::to_string(p.item), q.slice + " " + std::to_string(q.item));
+    d.count(at + " prompt_tokens", p.prompt_tokens, q.prompt_tokens);
+    d.count(at + " steps", p.steps, q.steps);
+    for (const auto& [name, a, b] : {std::tuple{"score", p.score, q.score}, std::tuple{"score_ref", p.score_ref, q.score_ref},
+                                     std::tuple{"kld_mean", p.kld_mean, q.kld_mean}, std::tuple{"kld_p99", p.kld_p99, q.kld_p99},
+                                     std::tuple{"kld_max", p.kld_max, q.kld_max}, std::tuple{"dp_mean", p.dp_mean, q.dp_mean},
+                                     std::tuple{"same_top", p.same_top, q.same_top}, std::tuple{"ppl", p.ppl, q.ppl},
+                                     std::tuple{"ppl_ref", p.ppl_ref, q.ppl_ref}})
+      d.num(at + " " + name, a, b);
+  }
+  d.count("kld quantiles", x.kld_quantiles.size(), y.kld_quantiles.size());
+  for (size_t i = 0; i < std::min(x.kld_quantiles.size(), y.kld_quantiles.size()); ++i)
+    d.num(fmt::format("kld quantile {} {}", x.kld_quantiles[i].slice, x.kld_quantiles[i].fraction), x.kld_quantiles[i].kld,
+          y.kld_quantiles[i].kld);
 }
 
 }  // namespace

@@ -355,6 +355,20 @@ std::string run_to_json(const StoredRun& run) {
   doc["attention"] = std::move(attention);
   doc["rd_points"] = std::move(rd);
   doc["replay_metrics"] = std::move(replay);
+  if (!run.replay_items.empty()) {
+    ordered_json items = ordered_json::array();
+    for (const ReplayItemRow& x : run.replay_items)
+      items.push_back({{"slice", x.slice}, {"item", x.item}, {"prompt_tokens", x.prompt_tokens}, {"steps", x.steps},
+                       {"score", num(x.score)}, {"score_ref", num(x.score_ref)}, {"kld_mean", num(x.kld_mean)},
+                       {"kld_p99", num(x.kld_p99)}, {"kld_max", num(x.kld_max)}, {"dp_mean", num(x.dp_mean)},
+                       {"same_top", num(x.same_top)}, {"ppl", num(x.ppl)}, {"ppl_ref", num(x.ppl_ref)}});
+    doc["replay_items"] = std::move(items);
+  }
+  if (!run.kld_quantiles.empty()) {
+    ordered_json q = ordered_json::array();
+    for (const KldQuantile& x : run.kld_quantiles) q.push_back({{"slice", x.slice}, {"fraction", x.fraction}, {"kld", num(x.kld)}});
+    doc["kld_quantiles"] = std::move(q);
+  }
   return doc.dump(2, ' ', false, kInvalidUtf8) + "\n";
 }
 

@@ -16,8 +16,17 @@ ReplayRecord replay_record(const Policy& policy, const std::string& policy_name,
   r.identity.shape.head_dim = cfg.head_dim;
   r.identity.wall_seconds = wall_seconds;
   r.ctx.workload = workload;
-  for (const auto& m : metrics)
+  for (const auto& m : metrics) {
     for (const auto& [k, v] : m.fields()) r.ctx.replay_metrics.push_back({m.slice, k, v});
+    for (size_t i = 0; i < m.item_results.size(); ++i) {
+      const ItemResult& it = m.item_results[i];
+      r.ctx.replay_items.push_back({m.slice, static_cast<int>(i + 1), it.prompt_tokens, it.steps, it.score, it.score_ref,
+                                    it.kld_mean, it.kld_p99, it.kld_max, it.dp_mean, it.same_top, it.ppl, it.ppl_ref});
+    }
+    const size_t nq = m.kld_quantiles.size();
+    for (size_t k = 0; k < nq; ++k)
+      r.ctx.kld_quantiles.push_back({m.slice, nq > 1 ? static_cast<double>(k) / static_cast<double>(nq - 1) : 0.0, m.kld_quantiles[k]});
+  }
   return r;
 }
 

@@ -187,7 +187,8 @@ struct RunStore::Impl {
 
   // Inserts one run and all its rows; the caller holds the write transaction.
   int64_t insert_run(const RunIdentity& who, const QuantizeReport& r, const std::vector<RdPoint>& rd,
-                     const std::vector<ReplayMetric>& replay) {
+                     const std::vector<ReplayMetric>& replay, const std::vector<ReplayItemRow>& items = {},
+                     const std::vector<KldQuantile>& quantiles = {}) {
     if (r.method.empty()) fail(path, "cannot store a run without a method");
     for (const auto& t : who.tags) check_tag(t);
     const auto model = model_id(r.model_id);
@@ -262,6 +263,24 @@ struct RunStore::Impl {
       auto p = stmt("INSERT INTO replay_metrics(run_id, slice, name, value) VALUES (?1, ?2, ?3, ?4)");
       for (const ReplayMetric& x : replay) {
         p.bind(1, id).bind(2, x.slice).bind(3, x.name).bind(4, x.value).run();
+        p.reset();
+      }
+    }
+    if (!items.empty()) {
+      auto p = stmt(
+          "INSERT INTO replay_items(run_id, slice, item, prompt_tokens, steps, score, score_ref, kld_mean, kld_p99, kld_max,"
+          " dp_mean, same_top, ppl, ppl_ref) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+      for (const ReplayItemRow& x : items) {
+        p.bind(1, id).bind(2, x.slice).bind(3, x.item).bind(4, x.prompt_tokens).bind(5, x.steps).bind(6, x.score);
+        p.bind(7, x.score_ref).bind(8, x.kld_mean).bind(9, x.kld_p99).bind(10, x.kld_max).bind(11, x.dp_mean);
+        p.bind(12, x.same_top).bind(13, x.ppl).bind(14, x.ppl_ref).run();
+        p.reset();
+      }
+    }
+    if (!quantiles.empty()) {
+      auto p = stmt("INSERT INTO replay_kld_quantiles(run_id, slice, fraction, kld) VALUES (?1, ?2, ?3, ?4)");
+      for (const KldQuantile& x : quantiles) {
+        p.bind(1, id).bind(2, x.slice).bind(3, x.fraction).bind(4, x.kld).run();
         p.reset();
       }
     }
@@ -349,7 +368,7 @@ int64_t RunStore::add_replay_run(const QuantizeReport& identity, const RunContex
   id_only.model_id = identity.model_id;
   id_only.wall_seconds = identity.wall_seconds;
   Impl::WriteTx tx(*impl_);
-  const int64_t id = impl_->insert_run(who, id_only, ctx.rd_points, ctx.replay_metrics);
+  const int64_t id = impl_->insert_run(who, id_only, ctx.rd_points, ctx.replay_metrics, ctx.replay_items, ctx.kld_quantiles);
   tx.commit();
   return id;
 }
@@ -374,7 +393,7 @@ std::optional<int64_t> RunStore::import_run(const StoredRun& run, const std::str
   who.note = run.note;
   who.tags = run.tags;
   who.has_summary = run.kind == "quantize";
-  const int64_t id = impl_->insert_run(who, run.report, run.rd_points, run.replay_metrics);
+  const int64_t id = impl_->insert_run(who, run.report, run.rd_points, run.replay_metrics, run.replay_items, run.kld_quantiles);
   tx.commit();
   return id;
 }
@@ -555,6 +574,34 @@ StoredRun RunStore::load_run(int64_t id) {
     auto q = s.stmt("SELECT slice, name, value FROM replay_metrics WHERE run_id = ?1 ORDER BY id");
     q.bind(1, id);
     while (q.step()) run.replay_metrics.push_back({q.text(0), q.text(1), q.real(2)});
+  }
+  {
+    auto q = s.stmt(
+        "SELECT slice, item, prompt_tokens, steps, score, score_ref, kld_mean, kld_p99, kld_max, dp_mean, same_top, ppl,"
+        " ppl_ref FROM replay_items WHERE run_id = ?1 ORDER BY rowid");
+    q.bind(1, id);
+    while (q.step()) {
+      ReplayItemRow x;
+      x.slice = q.text(0);
+      x.item = static_cast<int>(q.i64(1));
+      x.prompt_tokens = static_cast<int>(q.i64(2));
+      x.steps = static_cast<int>(q.i64(3));
+      x.score = q.real(4);
+      x.score_ref = q.real(5);
+      x.kld_mean = q.real(6);
+      x.kld_p99 = q.real(7);
+      x.kld_max = q.real(8);
+      x.dp_mean = q.real(9);
+      x.same_top = q.real(10);
+      x.ppl = q.real(11);
+      x.ppl_ref = q.real(12);
+      run.replay_items.push_back(std::move(x));
+    }
+  }
+  {
+    auto q = s.stmt("SELECT slice, fraction, kld FROM replay_kld_quantiles WHERE run_id = ?1 ORDER BY rowid");
+    q.bind(1, id);
+    while (q.step()) run.kld_quantiles.push_back({q.text(0), q.real(1), q.real(2)});
   }
   return run;
 }

@@ -32,6 +32,22 @@ struct ReplayMetric {
   double value = 0;
 };
 
+// One workload item of a replay run (table replay_items; core's ItemResult).
+struct ReplayItemRow {
+  std::string slice;
+  int item = 0;  // 1-based within the slice
+  int prompt_tokens = 0, steps = 0;
+  double score = 0, score_ref = 0;  // the task score with the quantized / reference cache
+  double kld_mean = 0, kld_p99 = 0, kld_max = 0, dp_mean = 0, same_top = 0, ppl = 0, ppl_ref = 0;
+};
+
+// A point of a slice's per-step next-token KLD distribution (table replay_kld_quantiles).
+struct KldQuantile {
+  std::string slice;
+  double fraction = 0;  // 0..1 (0 = min, 0.5 = median, 1 = max)
+  double kld = 0;
+};
+
 // What the caller knows about a run beyond its report; rows here are written with the run.
 // (Members have {} initializers so designated initializers may omit any of them under -Wextra.)
 struct RunContext {
@@ -41,6 +57,8 @@ struct RunContext {
   std::string note{};
   std::vector<RdPoint> rd_points{};
   std::vector<ReplayMetric> replay_metrics{};
+  std::vector<ReplayItemRow> replay_items{};
+  std::vector<KldQuantile> kld_quantiles{};
   std::string cell_hash{};  // the sweep cell this run measured ("" outside sweeps)
 };
 
@@ -59,6 +77,8 @@ struct StoredRun {
   QuantizeReport report;
   std::vector<RdPoint> rd_points;
   std::vector<ReplayMetric> replay_metrics;
+  std::vector<ReplayItemRow> replay_items;
+  std::vector<KldQuantile> kld_quantiles;
 };
 
 // One line of a run listing (no per-head rows).

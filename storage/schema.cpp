@@ -112,6 +112,26 @@ CREATE INDEX runs_cell ON runs(cell_hash);
 ALTER TABLE run_summaries ADD COLUMN fixed_width_bits_per_element REAL;
 ALTER TABLE run_summaries ADD COLUMN calibration_seconds REAL;
 )sql",
+    // 3 -> 4: per-item results of replay runs and each slice's per-step KLD distribution (quantiles).
+    // (The llama.cpp-style KL statistics are replay_metrics rows: no schema change.)
+    R"sql(
+CREATE TABLE replay_items (
+  run_id        INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  slice         TEXT NOT NULL,
+  item          INTEGER NOT NULL,   -- 1-based within the slice
+  prompt_tokens INTEGER, steps INTEGER,
+  score REAL, score_ref REAL,       -- task score with the quantized / reference cache
+  kld_mean REAL, kld_p99 REAL, kld_max REAL, dp_mean REAL, same_top REAL, ppl REAL, ppl_ref REAL
+);
+CREATE INDEX replay_items_run ON replay_items(run_id);
+CREATE TABLE replay_kld_quantiles (
+  run_id   INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  slice    TEXT NOT NULL,
+  fraction REAL NOT NULL,           -- 0..1 of the slice's scored steps
+  kld      REAL
+);
+CREATE INDEX replay_kld_quantiles_run ON replay_kld_quantiles(run_id);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

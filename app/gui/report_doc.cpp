@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "core/replay/kl_stats.h"
 #include "core/util/error.h"
 #include "views/report_grids.h"
 
@@ -162,12 +163,58 @@ Table report_layer_table(const ReportRun& run) {
                          "attn_cos_mean", "attn_cos_min", "attn_kl_mean"});
 }
 
+// The llama.cpp statistics (kl_stat_fields) have their own table (report_kl_table).
+static bool is_kl_stat_field(const std::string& name) {
+  static const std::set<std::string> names = [] {
+    std::set<std::string> s;
+    for (const auto& [n, v] : kl_stat_fields(KlStats{})) s.insert(n);
+    return s;
+  }();
+  return names.count(name) > 0;
+}
+
+// The slices of replay runs in order of first appearance.
+static std::vector<std::string> slices_of(const ReportRun& r) {
+  std::vector<std::string> slices;
+  for (const auto& m : r.replay)
+    if (std::find(slices.begin(), slices.end(), m.slice) == slices.end()) slices.push_back(m.slice);
+  return slices;
+}
+
+// One row per replay slice with llama.cpp's headline statistics, "value ± uncertainty".
+static Table report_kl_table(const std::vector<ReportRun>& runs) {
+  Table t{"replay_kl",
+          {"run", "method", "policy", "slice", "steps", "Mean KLD", "99.0% KLD", "99.9% KLD", "Maximum KLD", "Mean Δp (%)",
+           "RMS Δp (%)", "Same top p (%)", "PPL(Q)/PPL(base)", "Cor(ln PPL) (%)"},
+          {}};
+  for (const auto& r : runs) {
+    if (r.kind != "replay") continue;
+    for (const auto& slice : slices_of(r)) {
+      std::vector<std::pair<std::string, double>> fields;
+      for (const auto& m : r.replay)
+        if (m.slice == slice) fields.emplace_back(m.name, m.value);
+      KlStats k;
+      if (!kl_stats_from_fields(fields, k)) continue;  // stored before the statistics existed
+      auto pm = [](double v, double e, double scale, int digits) {
+        return Cell::str(fmt::format("{:.{}f} ± {:.{}f}", scale * v, digits, scale * e, digits));
+      };
+      t.rows.push_back({Cell::whole(r.id), Cell::str(r.report.method), Cell::str(r.report.policy_name),
+                        Cell::str(slice.empty() ? "(all)" : slice), Cell::whole(k.count), pm(k.kld_mean, k.kld_err, 1, 6),
+                        Cell::number(k.kld_pct[2]), Cell::number(k.kld_pct[1]), Cell::number(k.kld_pct[0]),
+                        pm(k.dp_mean, k.dp_err, 100, 3), pm(k.dp_rms, k.dp_rms_err, 100, 3),
+                        pm(k.same_top, k.same_top_err, 100, 3), pm(k.ppl_ratio, k.ppl_ratio_err, 1, 6),
+                        Cell::number(100 * k.ln_ppl_cor)});
+    }
+  }
+  return t;
+}
+
 Table report_replay_table(const std::vector<ReportRun>& runs) {
   std::vector<std::string> names;  // metric names in order of first appearance
   for (const auto& r : runs)
     if (r.kind == "replay")
       for (const auto& m : r.replay)
-        if (std::find(names.begin(), names.end(), m.name) == names.end()) names.push_back(m.name);
+        if (!is_kl_stat_field(m.name) && std::find(names.begin(), names.end(), m.name) == names.end()) names.push_back(m.name);
   // The columns one compares first lead (the table has ~20); the rest keep their order.
   static const std::vector<std::string> kLead = {"avg_bits_per_kv_token", "quality_main", "quality_delta_vs_ref",
                                                  "next_token_kl",         "ppl_delta",    "greedy_match_ratio",
@@ -358,6 +405,15 @@ void plan_replay_section(ReportPlan& p, std::string& md) {
   if (groups.size() > kMaxFigures)
     md += fmt::format("{} more slices are in the table only.\n\n", groups.size() - kMaxFigures);
   md += to_markdown(report_replay_table(p.runs)) + "\n";
+  const Table kl = report_kl_table(p.runs);
+  if (!kl.rows.empty()) {
+    md += "### KL divergence and token probability statistics\n\n"
+          "As `llama-perplexity --kl-divergence` reports them, over each slice's scored steps: KLD of the next-token "
+          "distribution (fp16 cache || quantized cache, nats) with its standard error and percentiles, Δp = change of "
+          "the fed token's probability, the fraction of steps with the same top token, and PPL(Q)/PPL(base); "
+          "definitions in docs/REPLAY.md.\n\n";
+    md += to_markdown(kl) + "\n";
+  }
 }
 
 }  // namespace

@@ -19,35 +19,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-int32_t argmax(const std::vector<float>& x) {
-  int32_t best = 0;  // first maximum, as numpy argmax
-  for (int32_t i = 1; i < static_cast<int32_t>(x.size()); ++i)
-    if (x[i] > x[best]) best = i;
-  return best;
-}
-
-// log-softmax in double.
-std::vector<double> log_softmax(const std::vector<float>& x) {
-  double mx = -INFINITY;
-  for (float v : x) mx = std::max(mx, static_cast<double>(v));
-  double sum = 0;
-  for (float v : x) sum += std::exp(static_cast<double>(v) - mx);
-  const double lse = mx + std::log(sum);
-  std::vector<double> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) out[i] = static_cast<double>(x[i]) - lse;
-  return out;
-}
-
-// KL(P_ref || P_q) in nats.
-double kl_divergence(const std::vector<double>& lp_ref, const std::vector<double>& lp_q) {
-  double kl = 0;
-  for (size_t i = 0; i < lp_ref.size(); ++i) {
-    const double p = std::exp(lp_ref[i]);
-    if (p > 0) kl += p * (lp_ref[i] - lp_q[i]);
-  }
-  return std::max(0.0, kl);
-}
-
 void check_cancel(const ReplayOptions& o) {
   if (o.cancel && o.cancel->load()) throw Error("replay: interrupted");
 }
@@ -114,7 +85,7 @@ std::vector<int32_t> greedy_quantized(const Model& model, const Policy& policy, 
 
 }  // namespace
 
-std::vector<std::pair<std::string, double>> SliceMetrics::fields() const {
+std::vector<std::pair<std::string, double>> SliceMetrics::base_fields() const {
   return {{"quality_main", quality_main},
           {"quality_delta_vs_ref", quality_delta_vs_ref},
           {"peak_kv_memory_mb", peak_kv_memory_mb},
@@ -134,6 +105,12 @@ std::vector<std::pair<std::string, double>> SliceMetrics::fields() const {
           {"contains_rate", contains_rate},
           {"steps", static_cast<double>(steps)},
           {"items", static_cast<double>(items)}};
+}
+
+std::vector<std::pair<std::string, double>> SliceMetrics::fields() const {
+  std::vector<std::pair<std::string, double>> f = base_fields();
+  for (auto& kv : kl_stat_fields(kl)) f.push_back(std::move(kv));
+  return f;
 }
 
 std::string test_metrics_line(const SliceMetrics& m) {
@@ -181,14 +158,22 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
     warn_short_calibration(policy, cfg, calib.tokens, o);
     check_plans_budget(plans, policy, o.bit_budget);
   }
+  if (o.base && (o.base->slices.size() != slices.size() || o.base->items.size() != slices.size()))
+    fail("replay", "the base distribution has {} slices, the workload {}", o.base->slices.size(), slices.size());
   std::vector<SliceMetrics> out;
-  for (const auto& slice : slices) {
+  for (size_t si = 0; si < slices.size(); ++si) {
+    const WorkloadSlice& slice = slices[si];
     SliceMetrics m;
     m.slice = slice.name;
     m.kind = workload_kind_name(slice.kind);
     double nll = 0, nll_ref = 0, kl = 0, decode_s = 0, ref_decode_s = 0, prefill_s = 0;
-    int matches = 0, hits = 0, hits_ref = 0, contains = 0, contains_ref = 0, decode_steps = 0;
+    int matches = 0, contains = 0, contains_ref = 0, decode_steps = 0;
+    double hits = 0, hits_ref = 0;  // task scores summed (0/1 per text step or per exact-match item; [0, 1] per scored item)
     double bits = 0, elements = 0, sq_err = 0, sq_norm = 0, peak_bits = 0, ref_peak_bits = 0;
+    std::vector<StepStat> step_stats;
+    if (o.base && o.base->items[si].size() != slice.items.size())
+      fail("replay", "the base distribution's slice {} has {} items, the workload's {}", slice.name, o.base->items[si].size(),
+           slice.items.size());
     for (size_t idx = 0; idx < slice.items.size(); ++idx) {
       const WorkloadItem& it = slice.items[idx];
       if (o.progress) o.progress(fmt::format("replay: {} item {}/{}", slice.name, idx + 1, slice.items.size()));
@@ -197,51 +182,57 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
       const int reserve = static_cast<int>(it.prompt.size()) + steps;
       if (reserve > cfg.max_position_embeddings)
         fail(slice.name, "item {} needs {} positions, the model supports {}", idx + 1, reserve, cfg.max_position_embeddings);
-      Fp16KvCache ref_cache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, reserve);
+      // The reference's predictions: given, or the fp16 cache's pass over the item now.
+      ReferenceItem own;
+      const ReferenceItem& ref = o.base ? o.base->items[si][idx] : (own = run_reference_item(model, it, o.cancel));
+      const size_t V = static_cast<size_t>(cfg.vocab_size);
+      if (ref.fed.size() != static_cast<size_t>(steps) || ref.logits.size() != V * steps)
+        fail("replay", "the base distribution's {} item {} has {} steps of {} logits, the replay needs {} of {}", slice.name,
+             idx + 1, ref.fed.size(), ref.fed.empty() ? 0 : ref.logits.size() / ref.fed.size(), steps, V);
       QuantizedKvCache q_cache(cfg, policy, plans, reserve);
 
       check_cancel(o);
-      std::vector<float> ref_logits = model.forward(it.prompt, ref_cache);
       auto t0 = Clock::now();
       // The prefill's quantization (and online calibration) is part of the prefill.
       std::vector<float> q_logits = prefill_quantized(model, policy, q_cache, it.prompt, o);
       prefill_s += seconds_since(t0);
 
-      std::vector<int32_t> fed;  // the teacher-forced tokens (text or reference continuation)
       bool all_match = true;
+      const size_t first_step = step_stats.size();
+      const double hits_before = hits, hits_ref_before = hits_ref;
       for (int s = 0; s < steps; ++s) {
         check_cancel(o);
+        const std::span<const float> ref_logits(ref.logits.data() + V * s, V);
         const int32_t ref_top = argmax(ref_logits), q_top = argmax(q_logits);
-        const int32_t next = generate ? ref_top : it.target[s];
-        const auto lp_ref = log_softmax(ref_logits), lp_q = log_softmax(q_logits);
-        kl += kl_divergence(lp_ref, lp_q);
-        nll_ref -= lp_ref[next];
-        nll -= lp_q[next];
+        const int32_t next = ref.fed[s];
+        const StepStat st = step_stat(ref_logits, q_logits, next);
+        step_stats.push_back(st);
+        kl += st.kld;
+        nll_ref += st.nll_base;
+        nll += st.nll;
         if (ref_top == q_top) ++matches;
         else all_match = false;
         if (!generate) {
           hits_ref += ref_top == next;
           hits += q_top == next;
         }
-        fed.push_back(next);
         ++m.steps;
         if (s + 1 == steps) break;
-        const std::span<const int32_t> one(&fed.back(), 1);
-        auto r0 = Clock::now();
-        ref_logits = model.forward(one, ref_cache);
-        ref_decode_s += seconds_since(r0);
+        const std::span<const int32_t> one(&ref.fed[s], 1);
         auto q0 = Clock::now();
         q_logits = model.forward(one, q_cache);
         decode_s += seconds_since(q0);
         ++decode_steps;
       }
+      ref_decode_s += ref.decode_seconds;
+      const std::vector<int32_t>& fed = ref.fed;
       q_cache.flush();
       bits += static_cast<double>(q_cache.stored_bits());
       elements += static_cast<double>(q_cache.elements());
       sq_err += q_cache.squared_error();
       sq_norm += q_cache.squared_norm();
       peak_bits = std::max(peak_bits, static_cast<double>(q_cache.peak_stored_bits()));
-      ref_peak_bits = std::max(ref_peak_bits, static_cast<double>(ref_cache.stored_bits()));
+      ref_peak_bits = std::max(ref_peak_bits, static_cast<double>(ref.peak_bits));
       m.calibration_cost_s += q_cache.calibration_seconds();
       if (o.progress && q_cache.coded_elements() > 0)  // docs/REPLAY.md: new codes beyond the calibration's width
         o.progress(fmt::format("replay: {} item {}: watersic clamped {} of {} codes to the calibration's code width", slice.name,
@@ -252,12 +243,32 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
         // Teacher forcing and free-running greedy agree until the first mismatch; only then rerun.
         const std::string q_text = all_match ? ref_text : tok.decode(greedy_quantized(model, policy, plans, it, o));
         const bool passkey = slice.kind == WorkloadKind::Passkey;
-        const bool ok_ref = passkey ? answer_contains(ref_text, it.answer) : answer_exact_match(ref_text, it.answer);
-        const bool ok_q = passkey ? answer_contains(q_text, it.answer) : answer_exact_match(q_text, it.answer);
-        hits_ref += ok_ref;
-        hits += ok_q;
+        auto score = [&](const std::string& out) -> double {
+          if (!it.answers.empty()) return score_answer(it.scorer, out, it.answers);  // core/replay/scoring.h
+          return passkey ? answer_contains(out, it.answer) : answer_exact_match(out, it.answer);
+        };
+        hits_ref += score(ref_text);
+        hits += score(q_text);
         contains_ref += answer_contains(ref_text, it.answer);
         contains += answer_contains(q_text, it.answer);
+      }
+      {
+        const std::vector<StepStat> mine(step_stats.begin() + static_cast<ptrdiff_t>(first_step), step_stats.end());
+        const KlStats k = kl_statistics(mine);
+        ItemResult ir;
+        ir.prompt_tokens = static_cast<int>(it.prompt.size());
+        ir.steps = static_cast<int>(mine.size());
+        const double denom_item = generate ? 1.0 : std::max<double>(1, ir.steps);
+        ir.score = (hits - hits_before) / denom_item;
+        ir.score_ref = (hits_ref - hits_ref_before) / denom_item;
+        ir.kld_mean = k.kld_mean;
+        ir.kld_p99 = k.kld_pct[2];
+        ir.kld_max = k.kld_pct[0];
+        ir.dp_mean = k.dp_mean;
+        ir.same_top = k.same_top;
+        ir.ppl = k.ppl;
+        ir.ppl_ref = k.ppl_base;
+        m.item_results.push_back(ir);
       }
       ++m.items;
     }
@@ -281,6 +292,13 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
     m.ppl = std::exp(nll / n_steps);
     m.ppl_ref = std::exp(nll_ref / n_steps);
     m.ppl_delta = m.ppl - m.ppl_ref;
+    m.kl = kl_statistics(step_stats);
+    {
+      std::vector<double> klds;
+      for (const StepStat& x : step_stats) klds.push_back(x.kld);
+      std::sort(klds.begin(), klds.end());
+      for (int k = 0; k <= 100; ++k) m.kld_quantiles.push_back(sorted_percentile(klds, k / 100.0));
+    }
     out.push_back(m);
   }
   return out;

@@ -10,11 +10,22 @@
 
 #include "core/model/model.h"
 #include "core/policy/policy.h"
+#include "core/replay/base_distribution.h"
+#include "core/replay/kl_stats.h"
 #include "core/replay/quantized_kv_cache.h"
 #include "core/replay/workload.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace kvscope {
+
+// One workload item's results (per-item rows of the run store, `kvscope runs show`).
+struct ItemResult {
+  int prompt_tokens = 0, steps = 0;
+  double score = 0, score_ref = 0;  // text: top-1 accuracy over the item's steps; jsonl: exact match; passkey: contains
+  double kld_mean = 0, kld_p99 = 0, kld_max = 0;  // next-token KL over the item's steps
+  double dp_mean = 0, same_top = 0;
+  double ppl = 0, ppl_ref = 0;
+};
 
 struct SliceMetrics {
   std::string slice;
@@ -32,15 +43,23 @@ struct SliceMetrics {
   double next_token_kl = 0;
   double ppl = 0, ppl_ref = 0, ppl_delta = 0;
   double contains_rate = 0, contains_rate_ref = 0;  // generation workloads
+  KlStats kl;  // llama.cpp's KL / Δp / PPL statistics over the slice's steps (core/replay/kl_stats.h)
+  std::vector<ItemResult> item_results;  // one per item, in order
+  // The per-step KLD distribution: kld_quantiles[k] = percentile k / (size - 1) (101 values, 0..1).
+  std::vector<double> kld_quantiles;
 
-  // name -> value, in the order of the TEST_METRICS line.
+  // name -> value, in the order of the TEST_METRICS line (the 19 original fields, then kl_stat_fields).
   std::vector<std::pair<std::string, double>> fields() const;
+  std::vector<std::pair<std::string, double>> base_fields() const;  // the 19 original fields only
 };
 
 struct ReplayOptions {
   std::function<void(const std::string&)> progress;  // one line per item
   const std::atomic<bool>* cancel = nullptr;          // set -> Error("replay: interrupted")
   double bit_budget = 0;  // > 0: also refuse plans above this average (--bit-budget), checked after calibration
+  // The reference's predictions, computed beforehand (a --base file, or once per workload in a sweep);
+  // null: run the fp16 reference item by item. Must match the slices (check_base_matches).
+  const BaseDistribution* base = nullptr;
 };
 
 // The average nominal bits per KV entry the policy asks for (16 for fp16 heads), for budget checks.

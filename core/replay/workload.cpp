@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/replay/ruler.h"
 #include "core/util/error.h"
 #include "core/util/file.h"
 
@@ -84,34 +85,52 @@ double to_double(const std::string& v, const std::string& key, const std::string
 WorkloadSlice load_text(const std::string& path, const std::vector<std::string>& opts, const std::string& where,
                         const Tokenizer& tok, int max_positions) {
   int window = std::min(256, max_positions), n = 4;
+  bool chunks = false, n_given = false;
   for (const auto& [k, v] : parse_options(opts, where)) {
-    if (k == "window") window = to_int(v, k, where, 4, 1 << 20);
-    else if (k == "n") n = to_int(v, k, where, 1, 10000);
-    else fail(where, "unknown option '{}' (text takes window, n)", k);
+    if (k == "window" || k == "ctx") window = to_int(v, k, where, 4, 1 << 20);
+    else if (k == "n") n = to_int(v, k, where, 1, 100000), n_given = true;
+    else if (k == "protocol") {
+      if (v != "windows" && v != "chunks") fail(where, "protocol must be windows or chunks, got '{}'", v);
+      chunks = v == "chunks";
+    } else {
+      fail(where, "unknown option '{}' (text takes window or ctx, n, protocol)", k);
+    }
   }
   if (window > max_positions)
     fail(where, "window of {} tokens is longer than the model's max_position_embeddings ({})", window, max_positions);
-  // Tokenize only a prefix large enough for n windows (a whole book is slow and not needed).
+  // Tokenize only a prefix large enough for n windows (a whole book is slow and not needed);
+  // llama.cpp's protocol without n takes every chunk of the file.
+  const bool whole = chunks && !n_given;
   const size_t need = static_cast<size_t>(window) * n + 1;
-  size_t bytes = need * 8;
+  size_t bytes = whole ? std::string::npos : need * 8;
   std::vector<int32_t> ids;
   for (;;) {
     const std::string text = read_text_file(path, "text file", bytes);
     if (text.empty()) fail(path, "the text file is empty");
     ids = tok.encode(text, /*add_bos=*/true);
-    if (ids.size() >= need || text.size() < bytes) break;
+    if (whole || ids.size() >= need || text.size() < bytes) break;
     bytes *= 2;
   }
   WorkloadSlice s;
   s.name = "text:" + fs::path(path).filename().string();
   s.kind = WorkloadKind::Text;
   const int half = window / 2;
-  for (int i = 0; i < n; ++i) {
+  const int count = whole ? static_cast<int>(ids.size() / window) : n;
+  for (int i = 0; i < count; ++i) {
     const size_t start = static_cast<size_t>(i) * window;
     if (start + window > ids.size()) break;
     WorkloadItem it;
-    it.prompt.assign(ids.begin() + start, ids.begin() + start + half);
-    it.target.assign(ids.begin() + start + half, ids.begin() + start + window);
+    if (chunks) {
+      // llama.cpp's perplexity: the chunk's first token replaced by BOS, the whole chunk in context,
+      // tokens first + 1 .. ctx - 1 scored (first = ctx / 2): here the prompt is the chunk up to
+      // position first, and the ctx - 1 - first scored tokens are fed one at a time.
+      it.prompt.assign(ids.begin() + start, ids.begin() + start + half + 1);
+      if (tok.bos_id() >= 0) it.prompt[0] = tok.bos_id();
+      it.target.assign(ids.begin() + start + half + 1, ids.begin() + start + window);
+    } else {
+      it.prompt.assign(ids.begin() + start, ids.begin() + start + half);
+      it.target.assign(ids.begin() + start + half, ids.begin() + start + window);
+    }
     s.items.push_back(std::move(it));
   }
   if (s.items.empty()) fail(path, "has {} tokens, fewer than one window of {}", ids.size(), window);
@@ -121,9 +140,16 @@ WorkloadSlice load_text(const std::string& path, const std::vector<std::string>&
 WorkloadSlice load_jsonl(const std::string& path, const std::vector<std::string>& opts, const std::string& where,
                          const Tokenizer& tok, int max_positions, const ChatRenderer& chat) {
   int max_new_default = 16;
+  std::string metric_default;
   for (const auto& [k, v] : parse_options(opts, where)) {
     if (k == "max_new") max_new_default = to_int(v, k, where, 1, 1 << 20);
-    else fail(where, "unknown option '{}' (jsonl takes max_new)", k);
+    else if (k == "metric") {
+      Scorer sc;
+      if (!parse_scorer(v, sc)) fail(where, "metric must be exact, f1, rouge_l, contains, all or first_line, got '{}'", v);
+      metric_default = v;
+    } else {
+      fail(where, "unknown option '{}' (jsonl takes max_new, metric)", k);
+    }
   }
   std::istringstream in(read_file(path));
   WorkloadSlice s;
@@ -144,22 +170,49 @@ WorkloadSlice load_jsonl(const std::string& path, const std::vector<std::string>
     if (!j.is_object()) fail(at, "expected a JSON object with \"prompt\" and \"answer\"");
     if (j.contains("messages") && !chat) fail(at, "\"messages\" needs --chat (the model's chat template renders them)");
     if (j.contains("messages") && j.contains("prompt")) fail(at, "give \"prompt\" or \"messages\", not both");
+    WorkloadItem it;
+    std::string prompt;
     if (j.contains("messages")) {
       const auto& m = j["messages"];
       bool ok = m.is_array() && !m.empty();
       for (const auto& msg : m) ok = ok && msg.is_object() && msg.contains("role") && msg["role"].is_string();
       if (!ok) fail(at, "\"messages\" must be a non-empty list of objects with a string \"role\"");
-    } else if (!j.contains("prompt") || !j["prompt"].is_string()) {
-      fail(at, "\"prompt\" must be a string");
+    } else if (j.contains("context") || j.contains("input")) {  // LongBench: context, input, answers
+      if (!j.contains("context") || !j["context"].is_string() || !j.contains("input") || !j["input"].is_string())
+        fail(at, "a LongBench item needs \"context\" and \"input\" strings");
+      prompt = j["context"].get<std::string>() + "\n\n" + j["input"].get<std::string>();
+    } else {
+      if (!j.contains("prompt") || !j["prompt"].is_string()) fail(at, "\"prompt\" must be a string");
+      prompt = j["prompt"].get<std::string>();
     }
-    if (!j.contains("answer") || !j["answer"].is_string()) fail(at, "\"answer\" must be a string");
-    WorkloadItem it;
+    if (j.contains("answers")) {
+      if (!j["answers"].is_array() || j["answers"].empty()) fail(at, "\"answers\" must be a non-empty list of strings");
+      for (const auto& a : j["answers"]) {
+        if (!a.is_string()) fail(at, "\"answers\" must be a non-empty list of strings");
+        it.answers.push_back(a.get<std::string>());
+      }
+      it.answer = it.answers[0];
+    } else {
+      if (!j.contains("answer") || !j["answer"].is_string()) fail(at, "\"answer\" must be a string");
+      it.answer = j["answer"].get<std::string>();
+    }
+    std::string metric = metric_default;
+    if (j.contains("metric")) {
+      if (!j["metric"].is_string()) fail(at, "\"metric\" must be a string");
+      metric = j["metric"].get<std::string>();
+    }
+    if (!metric.empty()) {
+      if (!parse_scorer(metric, it.scorer)) fail(at, "metric must be exact, f1, rouge_l, contains, all or first_line, got '{}'", metric);
+      if (it.answers.empty()) it.answers = {it.answer};
+    } else if (!it.answers.empty()) {
+      it.scorer = Scorer::Exact;  // LongBench answers without a metric: normalized exact match
+    }
     if (chat) {
       // Re-read in the order written (nlohmann::json sorts keys): a template's tojson shows it.
       const std::string messages =
           j.contains("messages")
               ? nlohmann::ordered_json::parse(line)["messages"].dump()
-              : nlohmann::ordered_json::array({{{"role", "user"}, {"content", j["prompt"].get<std::string>()}}}).dump();
+              : nlohmann::ordered_json::array({{{"role", "user"}, {"content", prompt}}}).dump();
       try {
         it.chat_text = chat(messages);
       } catch (const Error& e) {
@@ -167,9 +220,8 @@ WorkloadSlice load_jsonl(const std::string& path, const std::vector<std::string>
       }
       it.prompt = tok.encode_special(it.chat_text);
     } else {
-      it.prompt = tok.encode(j["prompt"].get<std::string>(), /*add_bos=*/true);
+      it.prompt = tok.encode(prompt, /*add_bos=*/true);
     }
-    it.answer = j["answer"].get<std::string>();
     it.max_new = max_new_default;
     if (j.contains("max_new")) {
       if (!j["max_new"].is_number_integer() || j["max_new"].get<int64_t>() < 1 || j["max_new"].get<int64_t>() > (1 << 20))
@@ -260,6 +312,67 @@ WorkloadSlice load_passkey(const std::string& body, const std::string& where, co
   return s;
 }
 
+std::vector<std::string> filler_sentences(const std::string& filler_path) {
+  std::vector<std::string> sentences;
+  if (filler_path.empty()) {
+    for (const char* f : kFillerSentences) sentences.push_back(f);
+    return sentences;
+  }
+  std::istringstream words(read_file(filler_path, 1 << 22));
+  std::string w, cur;
+  int count = 0;
+  while (words >> w) {  // 12-word "sentences" of the file's own text
+    cur += (cur.empty() ? "" : " ") + w;
+    if (++count % 12 == 0) sentences.push_back(cur), cur.clear();
+  }
+  if (sentences.empty()) fail(filler_path, "too little text for filler");
+  return sentences;
+}
+
+WorkloadSlice load_ruler(const std::string& body, const std::string& where, const Tokenizer& tok, int max_positions) {
+  int len = 0, n = 1, max_new = 32;
+  unsigned seed = 1234;
+  std::string task, filler_path;
+  for (const auto& [k, v] : parse_options(split(body, ','), where)) {
+    if (k == "task") task = v;
+    else if (k == "len") len = to_int(v, k, where, 16, 1 << 24);
+    else if (k == "n") n = to_int(v, k, where, 1, 10000);
+    else if (k == "max_new") max_new = to_int(v, k, where, 1, 1024);
+    else if (k == "seed") seed = static_cast<unsigned>(to_int(v, k, where, 0, 1 << 30));
+    else if (k == "filler") filler_path = v;
+    else fail(where, "unknown option '{}' (ruler takes task, len, n, max_new, seed, filler)", k);
+  }
+  if (!is_ruler_task(task))
+    fail(where, "task must be niah_single, niah_multikey, niah_multivalue, niah_multiquery, vt or cwe, got '{}'", task);
+  if (len == 0) fail(where, "len=L is required");
+  if (len + max_new > max_positions)
+    fail(where, "context of {} + {} tokens is longer than the model's max_position_embeddings ({})", len, max_new, max_positions);
+  const std::vector<std::string> haystack = filler_sentences(filler_path);
+  WorkloadSlice s;
+  s.name = fmt::format("ruler_{}_len{}", task, len);
+  s.kind = WorkloadKind::Ruler;
+  for (int i = 0; i < n; ++i) {
+    auto build = [&](int amount) { return tok.encode(build_ruler_prompt(task, seed, i, amount, haystack).text, true); };
+    if (static_cast<int>(build(0).size()) > len)
+      fail(where, "len={} is too short for the {} prompt ({} tokens without filler)", len, task, build(0).size());
+    int lo = 0, hi = 1;  // the most haystack that fits in len tokens
+    while (static_cast<int>(build(hi).size()) <= len && hi < (1 << 20)) lo = hi, hi *= 2;
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      (static_cast<int>(build(mid).size()) <= len ? lo : hi) = mid;
+    }
+    const RulerPrompt p = build_ruler_prompt(task, seed, i, lo, haystack);
+    WorkloadItem it;
+    it.prompt = tok.encode(p.text, true);
+    it.answers = p.answers;
+    it.answer = p.answers.empty() ? "" : p.answers[0];
+    it.scorer = Scorer::All;
+    it.max_new = max_new;
+    s.items.push_back(std::move(it));
+  }
+  return s;
+}
+
 void load_spec(const std::string& spec, const std::string& base_dir, const std::string& where, const Tokenizer& tok,
                int max_positions, int depth, std::vector<WorkloadSlice>& out, const ChatRenderer& chat) {
   const auto colon = spec.find(':');
@@ -271,6 +384,10 @@ void load_spec(const std::string& spec, const std::string& base_dir, const std::
   };
   if (kind == "passkey") {
     out.push_back(load_passkey(body, where, tok, max_positions));
+    return;
+  }
+  if (kind == "ruler") {
+    out.push_back(load_ruler(body, where, tok, max_positions));
     return;
   }
   auto parts = split(body, ';');
@@ -298,7 +415,7 @@ void load_spec(const std::string& spec, const std::string& base_dir, const std::
     }
     if (static_cast<int>(out.size()) == before) fail(path, "the workload file lists no workloads");
   } else {
-    fail(where, "unknown workload kind '{}' (expected text, jsonl, passkey or file)", kind);
+    fail(where, "unknown workload kind '{}' (expected text, jsonl, passkey, ruler or file)", kind);
   }
 }
 
@@ -309,6 +426,7 @@ std::string workload_kind_name(WorkloadKind k) {
     case WorkloadKind::Text: return "text";
     case WorkloadKind::Jsonl: return "jsonl";
     case WorkloadKind::Passkey: return "passkey";
+    case WorkloadKind::Ruler: return "ruler";
   }
   return "?";
 }

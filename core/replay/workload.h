@@ -6,6 +6,11 @@
 //                                   W is capped by max_position_embeddings), consecutive from the start
 //                                   of the file; the first half of a window is the prompt, the second
 //                                   half is scored token by token.
+//   text:PATH;ctx=C;protocol=chunks[;n=N]
+//                                   llama.cpp's perplexity protocol: consecutive chunks of C tokens of
+//                                   BOS + text (every chunk of the file unless n is given), the chunk's
+//                                   first token replaced by BOS; prompt = positions 0..C/2, scored =
+//                                   the C - 1 - C/2 tokens after it. (ctx is a synonym of window.)
 //   jsonl:PATH[;max_new=M]          one JSON object per line: {"prompt": "...", "answer": "..."}
 //                                   (optional "max_new"); scored by exact match and contains. With a
 //                                   chat renderer (--chat) a line may give "messages" (a list of
@@ -15,6 +20,13 @@
 //                                   N generated prompts of L tokens with a 5-digit pass key placed at
 //                                   depth D (0 = start, 1 = end) of generated filler sentences (or of
 //                                   text from PATH); scored by whether the answer contains the key.
+//   ruler:task=T,len=L,n=N[,max_new=M][,filler=PATH][,seed=S]
+//                                   RULER-style tasks (core/replay/ruler.h): T = niah_single, niah_multikey,
+//                                   niah_multivalue, niah_multiquery, vt, cwe; N prompts of at most L tokens;
+//                                   scored by RULER's string_match_all.
+//   jsonl items may also be LongBench-style {"context", "input", "answers": [...]} (prompt = context,
+//   a blank line, input) and name a "metric" (exact, f1, rouge_l, contains, all); `;metric=M` sets the
+//   file's default.
 //   file:PATH                       a workload file: one spec per line, '#' starts a comment, relative
 //                                   paths are relative to the file.
 // Bad specs and files give one Error naming the file (and line) and the problem.
@@ -23,7 +35,7 @@
 #include <string>
 #include <vector>
 
-
+#include "core/replay/scoring.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace kvscope {
@@ -34,9 +46,13 @@ struct WorkloadItem {
   std::string answer;           // generation: expected answer
   int max_new = 0;              // generation: greedy tokens to produce
   std::string chat_text;        // --chat: the rendered chat the prompt ids encode ("" otherwise)
+  // Generation scored by `scorer` against `answers` (LongBench items, jsonl metric, RULER tasks); empty:
+  // the kind's original rule on `answer` (jsonl: first-line exact match, passkey: contains).
+  std::vector<std::string> answers;
+  Scorer scorer = Scorer::FirstLine;
 };
 
-enum class WorkloadKind { Text, Jsonl, Passkey };
+enum class WorkloadKind { Text, Jsonl, Passkey, Ruler };
 
 struct WorkloadSlice {
   std::string name;  // e.g. "text:alice.txt", "passkey:len=512,depth=0.5"

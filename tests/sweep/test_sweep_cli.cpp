@@ -54,7 +54,9 @@ void check_whole_runs(const std::string& db) {
                       "  (SELECT count(*) FROM attention_metrics a WHERE a.run_id = runs.id) != 4 OR"
                       "  (SELECT count(*) FROM run_summaries s WHERE s.run_id = runs.id) != 1)") == 0);
   CHECK(sql_count(db, "SELECT count(*) FROM runs WHERE kind = 'replay' AND"
-                      " (SELECT count(*) FROM replay_metrics m WHERE m.run_id = runs.id) != 19") == 0);
+                      " ((SELECT count(*) FROM replay_metrics m WHERE m.run_id = runs.id) != 19 + 38 OR"  // + KL statistics
+                      "  (SELECT count(*) FROM replay_kld_quantiles q WHERE q.run_id = runs.id) != 101 OR"
+                      "  (SELECT count(*) FROM replay_items i WHERE i.run_id = runs.id) != 1)") == 0);
   CHECK(sql_count(db, "SELECT count(*) FROM runs") == sql_count(db, "SELECT count(DISTINCT cell_hash) FROM runs"));
   CHECK(sql_count(db, "SELECT count(*) FROM runs WHERE status != 'done' OR cell_hash IS NULL") == 0);
   CHECK(sql_count(db, "SELECT count(*) FROM runs r WHERE NOT EXISTS"
