@@ -155,14 +155,14 @@ std::vector<float> Checkpoint::read_f32(const std::string& name) const {
   return out;
 }
 
-StoredMatrix Checkpoint::matrix(const std::string& name) const {
+WeightMatrix Checkpoint::matrix(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) fail(dir_, "tensor '{}' is missing from the checkpoint", name);
   const SafetensorsFile& f = *files_[it->second];
   const TensorInfo& t = f.get(name);
   if (t.shape.size() != 2) fail(f.path(), "tensor '{}' has shape {}, expected a matrix", name, shape_str(t.shape));
   f.check_not_truncated(t);
-  StoredMatrix m;
+  WeightMatrix m;
   m.data = f.data(t);
   m.dtype = t.dtype;
   m.rows = t.shape[0];

@@ -41,7 +41,7 @@ class Checkpoint {
   std::vector<float> read_f32(const std::string& name) const;
   // A 2-D tensor in place in the memory map, at its stored dtype (valid while this Checkpoint or
   // a copy of it lives). The file's size is re-checked first (a truncated file fails here).
-  StoredMatrix matrix(const std::string& name) const;
+  WeightMatrix matrix(const std::string& name) const;
 
   // Checks presence, shape and dtype of every tensor the config needs, before any compute.
   // lm_head.weight may be absent only when tie_word_embeddings is true.

@@ -62,8 +62,8 @@ void DenseKvCache::clear() {
 namespace {
 
 struct LayerWeights {
-  StoredMatrix q, k, v, o;          // [H d, hidden], [Hkv d, hidden] x2, [hidden, H d]; mapped, as stored
-  StoredMatrix gate, up, down;      // [inter, hidden] x2, [hidden, inter]
+  WeightMatrix q, k, v, o;          // [H d, hidden], [Hkv d, hidden] x2, [hidden, H d]; mapped, as stored
+  WeightMatrix gate, up, down;      // [inter, hidden] x2, [hidden, inter]
   std::vector<float> bq, bk, bv;    // Qwen2 biases [H d], [Hkv d], [Hkv d] (empty otherwise)
   std::vector<float> q_norm, k_norm;  // Qwen3 [head_dim] (empty otherwise)
   std::vector<float> ln_attn, ln_mlp;  // [hidden]
@@ -96,11 +96,11 @@ std::vector<double> rope_inv_freq(const ModelConfig& c) {
 
 // Y[n, ...] = X W_i^T for each matrix, side by side in Y (row stride ldy). One row: one fused
 // mat-vec over all matrices (rows spread over the cores); several: sgemm per matrix.
-void project(const float* x, int64_t n, std::initializer_list<const StoredMatrix*> ws, float* y, int64_t ldy) {
+void project(const float* x, int64_t n, std::initializer_list<const WeightMatrix*> ws, float* y, int64_t ldy) {
   if (n == 1) {
     std::vector<GemvPart> parts;
     int64_t off = 0;
-    for (const StoredMatrix* w : ws) {
+    for (const WeightMatrix* w : ws) {
       parts.push_back({w, y + off});
       off += w->rows;
     }
@@ -108,7 +108,7 @@ void project(const float* x, int64_t n, std::initializer_list<const StoredMatrix
     return;
   }
   int64_t off = 0;
-  for (const StoredMatrix* w : ws) {
+  for (const WeightMatrix* w : ws) {
     gemm_stored(x, n, w->cols, *w, y + off, ldy);
     off += w->rows;
   }
@@ -134,8 +134,8 @@ struct Model::Impl {
   std::string dir;
   ModelConfig cfg;
   std::string storage_dtype;
-  Checkpoint ck;                   // owns the memory maps every StoredMatrix points into
-  StoredMatrix embed, lm_head;     // [vocab, hidden]; lm_head = embed when tied
+  Checkpoint ck;                   // owns the memory maps every WeightMatrix points into
+  WeightMatrix embed, lm_head;     // [vocab, hidden]; lm_head = embed when tied
   std::vector<float> final_norm;   // [hidden]
   std::vector<LayerWeights> layers;
   std::vector<double> inv_freq;

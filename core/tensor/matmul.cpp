@@ -115,7 +115,7 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
     part_range(static_cast<long>(total), part, n_parts, &begin, &end);
     int64_t base = 0;
     for (const auto& p : parts) {
-      const StoredMatrix& w = *p.w;
+      const WeightMatrix& w = *p.w;
       const int64_t lo = std::max<int64_t>(begin, base) - base, hi = std::min<int64_t>(end, base + w.rows) - base;
       const int64_t row_bytes = w.cols * static_cast<int64_t>(dtype_size(w.dtype));
       const auto* data = static_cast<const unsigned char*>(w.data);
@@ -146,7 +146,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
   else C.mul_(beta).add_(r);
 }
 
-void gemm_stored(const float* x, int64_t n, int64_t ldx, const StoredMatrix& w, float* y, int64_t ldy) {
+void gemm_stored(const float* x, int64_t n, int64_t ldx, const WeightMatrix& w, float* y, int64_t ldy) {
   if (w.dtype == DType::F32 && reinterpret_cast<uintptr_t>(w.data) % alignof(float) == 0) {
     sgemm(false, true, n, w.rows, w.cols, 1.f, x, ldx, static_cast<const float*>(w.data), w.cols, 0.f, y, ldy);
     return;

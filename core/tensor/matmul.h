@@ -14,7 +14,7 @@
 namespace kvscope {
 
 // A [rows, cols] row-major weight matrix, y = W x, in its stored dtype (F32, F16 or BF16).
-struct StoredMatrix {
+struct WeightMatrix {
   const void* data = nullptr;
   DType dtype = DType::F32;
   int64_t rows = 0, cols = 0;
@@ -23,7 +23,7 @@ struct StoredMatrix {
 
 // One mat-vec of a fused group: y[rows] = W x.
 struct GemvPart {
-  const StoredMatrix* w;
+  const WeightMatrix* w;
   float* y;
 };
 
@@ -31,7 +31,7 @@ struct GemvPart {
 void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads);
 
 // Y[:, 0:w.rows] = X W^T for X [n, w.cols] (row stride ldx) and Y with row stride ldy.
-void gemm_stored(const float* x, int64_t n, int64_t ldx, const StoredMatrix& w, float* y, int64_t ldy);
+void gemm_stored(const float* x, int64_t n, int64_t ldx, const WeightMatrix& w, float* y, int64_t ldy);
 
 // Row-major C[m, n] = alpha * op(A) op(B) + beta * C (OpenBLAS cblas_sgemm; libtorch fallback).
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
