@@ -161,7 +161,7 @@ WeightMatrix Checkpoint::matrix(const std::string& name) const {
   const SafetensorsFile& f = *files_[it->second];
   const TensorInfo& t = f.get(name);
   if (t.shape.size() != 2) fail(f.path(), "tensor '{}' has shape {}, expected a matrix", name, shape_str(t.shape));
-  f.check_not_truncated(t);
+  f.check_intact(t);
   WeightMatrix m;
   m.data = f.data(t);
   m.dtype = t.dtype;

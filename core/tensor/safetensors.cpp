@@ -236,15 +236,6 @@ void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
   }
 }
 
-void SafetensorsFile::check_not_truncated(const TensorInfo& t) const {
-  const uint64_t end = static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin + t.nbytes;
-  struct stat st {};
-  if (fstat(fd_, &st) != 0) fail(path_, "cannot stat the open file: {}", std::strerror(errno));
-  if (static_cast<uint64_t>(st.st_size) < end)
-    fail(path_, "file shrank to {} bytes while open (truncated by another process?); tensor '{}' ends at byte {}",
-         static_cast<uint64_t>(st.st_size), t.name, end);
-}
-
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   json header = json::object();

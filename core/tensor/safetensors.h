@@ -52,8 +52,6 @@ class SafetensorsFile {
   // cache keeps them, a later read maps them again), so streaming through a file larger than
   // memory does not keep every page read resident in the process.
   void release(const TensorInfo& t) const;
-  // Throws Error naming the file when it is now shorter than where tensor t ends.
-  void check_not_truncated(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;
