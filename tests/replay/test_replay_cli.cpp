@@ -19,25 +19,9 @@ extern char** environ;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct Result {
-  int rc;
-  std::string out, err;
-};
-
-Result run_cli(const TempDir& dir, const std::string& args) {
-  const std::string out = dir.path("out.txt"), err = dir.path("err.txt");
-  const std::string cmd = "XDG_DATA_HOME=" + dir.path("data") + " " + std::string(KVSCOPE_BIN) + " " + args + " >" +
-                          out + " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-}
+using kvscope::test::run_cli;
+using kvscope::test::slurp;
+using Result = kvscope::test::CliRun;
 
 std::string model(const std::string& name) { return kvscope::test::models_dir() + "/" + name; }
 std::string data(const std::string& name) { return kvscope::test::models_dir() + "/../data/" + name; }

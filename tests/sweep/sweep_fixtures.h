@@ -27,13 +27,6 @@ inline void write_file(const std::string& path, const std::string& text) {
   REQUIRE(f.good());
 }
 
-inline std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // A small synthetic dump with queries (attention metrics) and pre-RoPE keys.
 inline void write_synth_dump(const std::string& path, uint64_t seed, int tokens = 96, bool pre_rope = true) {
   SynthOptions o;
