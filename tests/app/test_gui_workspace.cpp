@@ -2,6 +2,7 @@
 // background, cancel, save a run into a run store and the policy into a file, capture checks.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -58,7 +59,7 @@ TEST_CASE("workspace: open a dump, quantize it, edit the policy, save the run an
   settle(ws);
   REQUIRE(ws.errors().empty());
   REQUIRE(ws.dump());
-  CHECK(ws.dump()->shape.layers == 2);
+  CHECK(ws.dump()->shape().layers == 2);
   CHECK(opened == std::vector<std::string>{dump_path});
   REQUIRE(ws.report());
   CHECK(ws.report()->policy_name == "kivi-2");
@@ -107,7 +108,7 @@ TEST_CASE("workspace: open a dump, quantize it, edit the policy, save the run an
   CHECK_THAT(ws.errors()[0], Catch::StartsWith(tmp.path("no-such-dir/p.json") + ": cannot create the file"));
 }
 
-TEST_CASE("workspace: a drag is debounced, the latest edit wins, a cancelled job leaves no result") {
+TEST_CASE("workspace: a drag is debounced, the latest edit wins, a cancelled job leaves its rows stale") {
   Workspace ws;
   ws.set_dump(std::make_shared<const KvDump>(small_dump(24, 1024)), "big");
   ws.tick();  // starts the quantization of the committed dump
@@ -116,7 +117,11 @@ TEST_CASE("workspace: a drag is debounced, the latest edit wins, a cancelled job
   ws.jobs().cancel(rows[0].id);
   tick_until(ws, [&] { return !ws.jobs().busy(); });
   CHECK(ws.jobs().rows()[0].state == State::Cancelled);
-  CHECK(!ws.report());
+  // The layers delivered before the cancel stay on screen (they are right for this policy); the
+  // rest is stale and the result is not complete.
+  CHECK(ws.report_gen() != ws.policy_gen());
+  const auto stale = ws.stale_rows('k');
+  CHECK(std::count(stale.begin(), stale.end(), true) > 0);
   CHECK(ws.errors().empty());  // a cancel is not an error
 
   // A drag (no commit) waits for the debounce; a release right after it starts at once.
@@ -179,5 +184,5 @@ TEST_CASE("workspace: capture refuses an empty text and a context longer than th
   ws.capture(model, tmp.path("bom.txt"), 64);
   tick_until(ws, [&] { return ws.dump() != nullptr || !ws.errors().empty(); }, 120);
   REQUIRE(ws.errors().empty());
-  CHECK(ws.dump()->shape.layers == model.config.num_layers);
+  CHECK(ws.dump()->shape().layers == model.config.num_layers);
 }
