@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "core/quant/group_kernels.h"
@@ -101,6 +103,9 @@ int choose_query_positions(const DumpSource& src, const LivePass& pass, double b
   (void)measure_pair(src, probe, b);
   const double per_position = seconds_since(t1) / double(probe.size());
   src.release_layer(s.layers / 2);
+  if (std::getenv("KVSCOPE_PROFILE"))
+    std::fprintf(stderr, "live attention probe: %.1f ms per pair (load + reconstruction), %.3f ms per query position\n",
+                 fixed * 1e3, per_position * 1e3);
   const double pairs = double(s.layers) * s.kv_heads;
   const double per_pair = budget_s * worker_threads() / pairs;
   const double n = per_position > 0 ? (per_pair - fixed) / per_position : kMaxPositions;
@@ -124,6 +129,8 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
     if (progress && total > 0) progress(done / total);
   };
 
+  const bool profile = std::getenv("KVSCOPE_PROFILE") != nullptr;
+  const auto t0 = Clock::now();
   // Tensor metrics, a layer at a time.
   for (size_t i = 0; i < pass.slices.size();) {
     check();
@@ -166,6 +173,8 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
     advance(double(end - i));
     i = end;
   }
+  const double tensor_s = seconds_since(t0);
+  if (profile) std::fprintf(stderr, "live pass %llu: %zu slices in %.3f s\n", (unsigned long long)pass.gen, pass.slices.size(), tensor_s);
   if (pass.attention.empty()) return;
 
   // Attention metrics, a layer at a time, one (layer, KV head) per worker thread.
@@ -203,6 +212,9 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
     advance(4.0 * double(end - i));
     i = end;
   }
+  if (profile)
+    std::fprintf(stderr, "live pass %llu: attention of %zu pairs at %zu positions in %.3f s\n", (unsigned long long)pass.gen,
+                 pass.attention.size(), positions.size(), seconds_since(t0) - tensor_s);
 }
 
 QuantizeReport assemble_report(const KvDump& header, const Policy& policy, const std::vector<SliceOutcome>& slices,
