@@ -10,6 +10,7 @@
 
 #include "app/gui/policy_tuning.h"
 #include "core/model/capture.h"
+#include "core/model/capture_file.h"
 #include "core/model/model.h"
 #include "core/replay/replay.h"
 #include "core/synth/synth.h"
@@ -93,13 +94,16 @@ void Workspace::open_dump(const std::string& path) {
       "dump");
 }
 
-// The GUI's one capture path (the CLI's `kvscope dump` checks the same things): the text must not
-// be empty, the tokenizer must fit the model's vocabulary, and the context must fit the model.
+// The GUI's capture is `kvscope dump`'s (capture_model_to_file: memory plan, vocabulary check,
+// streamed to a file layer by layer), then the file is opened like any dump. Here the text must not
+// be empty and the context must fit the model (the CLI only warns about the latter).
 void Workspace::capture(const ModelEntry& entry, const std::string& text_file, int tokens) {
   const std::string dir = entry.dir, id = entry.id;
+  std::string out_dir = capture_dir_;
+  if (out_dir.empty()) out_dir = (std::filesystem::path(default_db_path()).parent_path() / "captures").string();
   runner_.submit(
       "capture " + id + " (" + std::to_string(tokens) + " tokens)",
-      [this, dir, id, text_file, tokens](JobContext& ctx) -> JobRunner::Completion {
+      [this, dir, id, text_file, tokens, out_dir](JobContext& ctx) -> JobRunner::Completion {
         if (tokens < 1) fail("capture", "tokens must be >= 1, got {}", tokens);
         std::string text;
         if (text_file.empty()) {
@@ -109,24 +113,29 @@ void Workspace::capture(const ModelEntry& entry, const std::string& text_file, i
           if (text.empty()) fail(text_file, "the text file is empty");
         }
         auto tok = load_tokenizer(dir);
-        auto model = Model::load(dir);
-        if (tok->vocab_size() > model->config().vocab_size)
-          fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), model->config().vocab_size);
-        std::vector<int32_t> ids = tok->encode(text, /*add_bos=*/true);
-        const int max_pos = model->config().max_position_embeddings;
-        if (max_pos > 0 && tokens > max_pos)
-          fail(dir, "{} tokens exceed the model's max_position_embeddings {}", tokens, max_pos);
-        if (static_cast<int>(ids.size()) > tokens) ids.resize(tokens);
-        CaptureOptions co;
-        co.model_id = id;
-        co.prompt = text_file.empty() ? "built-in passage" : text_file;
-        co.workload = text_file.empty() ? "gui:passage" : "text:" + std::filesystem::path(text_file).filename().string();
-        co.progress = [c = &ctx](int done, int total) {
+        CaptureFileRequest r;
+        r.model_dir = dir;
+        r.tokenizer_vocab = tok->vocab_size();
+        r.ids = tok->encode(text, /*add_bos=*/true);
+        if (static_cast<int>(r.ids.size()) > tokens) r.ids.resize(tokens);
+        r.refuse_past_max_positions = true;
+        r.capture.model_id = id;
+        r.capture.prompt = utf8_prefix(text, 4096);
+        r.capture.workload = text_file.empty() ? "gui:passage" : "text:" + std::filesystem::path(text_file).filename().string();
+        r.capture.progress = [c = &ctx](int done, int total) {
           c->progress = double(done) / total;
-          if (c->cancel) throw Cancelled();  // between prefill chunks
+          if (c->cancel) throw Cancelled();  // between prefill chunks; capture_to_file removes its temporary
         };
-        auto dump = std::make_shared<const KvDump>(capture_dump(*model, ids, co));
-        return [this, dump, id] { set_dump(dump, id + " (captured)"); };
+        std::string name = id;
+        std::replace(name.begin(), name.end(), '/', '_');
+        std::filesystem::create_directories(out_dir);
+        r.out = (std::filesystem::path(out_dir) / fmt::format("{}-{}tok.safetensors", name, r.ids.size())).string();
+        capture_model_to_file(r);
+        auto dump = DumpSource::open_file(r.out);
+        return [this, dump, id, path = r.out] {
+          if (hooks_.dump_opened) hooks_.dump_opened(path);
+          set_source(dump, id + " (captured: " + path + ")");
+        };
       },
       "dump");
 }

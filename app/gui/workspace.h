@@ -49,8 +49,10 @@ class Workspace {
   void open_dump(const std::string& path);
   void set_dump(std::shared_ptr<const KvDump> dump, const std::string& name);
   void set_source(std::shared_ptr<const DumpSource> dump, const std::string& name);
-  // Captures a dump of `model` on `text_file` (empty: a built-in passage) cut to `tokens` tokens.
+  // Captures a dump of `model` on `text_file` (empty: a built-in passage) cut to `tokens` tokens,
+  // written to capture_dir (default: captures/ beside the default run store) and opened from there.
   void capture(const ModelEntry& model, const std::string& text_file, int tokens);
+  void set_capture_dir(const std::string& dir) { capture_dir_ = dir; }
   const std::shared_ptr<const DumpSource>& dump() const { return dump_; }
   const std::string& dump_name() const { return dump_name_; }
 
@@ -146,6 +148,7 @@ class Workspace {
   WorkspaceHooks hooks_;
   std::shared_ptr<const DumpSource> dump_;
   std::string dump_name_;
+  std::string capture_dir_;
   Policy policy_;
   uint64_t policy_gen_ = 0;
   std::optional<Clock::time_point> requant_due_;

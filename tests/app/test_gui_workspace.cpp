@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -181,8 +182,29 @@ TEST_CASE("workspace: capture refuses an empty text and a context longer than th
   // A text with a byte-order mark captures like the same text without one.
   std::ofstream(tmp.path("bom.txt")) << "\xEF\xBB\xBFOnce upon a time there was a cat.";
   ws.errors().clear();
+  ws.set_capture_dir(tmp.path("captures"));
   ws.capture(model, tmp.path("bom.txt"), 64);
   tick_until(ws, [&] { return ws.dump() != nullptr || !ws.errors().empty(); }, 120);
   REQUIRE(ws.errors().empty());
   CHECK(ws.dump()->shape().layers == model.config.num_layers);
+
+  // The capture streamed to a file (capture_model_to_file, as `kvscope dump` does) and the GUI
+  // reads it mapped; the CLI on the same text writes the same tokens and tensors.
+  REQUIRE(ws.dump()->file_backed());
+  const std::string gui_file = ws.dump()->reader()->path();
+  CHECK(std::filesystem::path(gui_file).parent_path() == std::filesystem::path(tmp.path("captures")));
+  const auto cli = kvscope::test::run_cli(tmp, "dump --model " + model.dir + " --text " + tmp.path("bom.txt") + " --tokens 64 --out " +
+                                                   tmp.path("cli.safetensors"));
+  INFO(cli.err);
+  REQUIRE(cli.rc == 0);
+  const KvDump a = load_dump(gui_file), b = load_dump(tmp.path("cli.safetensors"));
+  CHECK(a.meta.token_ids == b.meta.token_ids);
+  CHECK(a.meta.workload == b.meta.workload);
+  CHECK(a.meta.prompt == b.meta.prompt);
+  REQUIRE(a.shape.layers == b.shape.layers);
+  for (int l = 0; l < a.shape.layers; ++l) {
+    CHECK(a.layers[l].k == b.layers[l].k);
+    CHECK(a.layers[l].v == b.layers[l].v);
+    CHECK(a.layers[l].q == b.layers[l].q);
+  }
 }
