@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/tensor/compute_threads.h"
 #include "core/tensor/matmul.h"
 #include "core/tensor/worker_pool.h"
 
@@ -149,31 +150,35 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
     return;
   }
 
-  // Prefill: blocks of query rows; a block sees keys [0, start + its last row + 1).
+  // Prefill: heads spread over the cores, each head's blocks of query rows run with
+  // single-threaded GEMMs (a head's [rows, cols, d] products are too small for OpenBLAS's own
+  // threads to pay off); a block sees keys [0, start + its last row + 1).
   constexpr int kBlock = 256;
-  std::vector<float> p(static_cast<size_t>(std::min(n, kBlock)) * total);
-  for (int h = 0; h < H; ++h) {
-    const float* K = k + (h / G) * s.kv_head_stride;
-    const float* V = v + (h / G) * s.kv_head_stride;
-    const float* Q = q + static_cast<int64_t>(h) * n * d;
-    for (int i0 = 0; i0 < n; i0 += kBlock) {
-      const int rows = std::min(kBlock, n - i0);
-      const int64_t hi = s.start + i0 + rows;                // keys seen by the block's last row
-      const int64_t first_lo = lo_of(s.start + i0);          // ... and by its first row
-      const int64_t cols = hi - first_lo;
-      sgemm(false, true, rows, cols, d, 1.f, Q + static_cast<int64_t>(i0) * d, d, K + first_lo * d, d, 0.f, p.data(), cols);
-      run_parts(static_cast<int64_t>(rows) * cols < (1 << 14) ? 1 : kernel_threads(), [&](int part, int parts) {
-        long b, e;
-        part_range(rows, part, parts, &b, &e);
-        for (long r = b; r < e; ++r) {
+  const int parts = std::min(H, kernel_threads());
+  ScopedBlasThreads blas(1);
+  run_parts(parts, [&](int part, int n_parts) {
+    long hb, he;
+    part_range(H, part, n_parts, &hb, &he);
+    std::vector<float> p(static_cast<size_t>(std::min(n, kBlock)) * total);
+    for (int h = static_cast<int>(hb); h < he; ++h) {
+      const float* K = k + (h / G) * s.kv_head_stride;
+      const float* V = v + (h / G) * s.kv_head_stride;
+      const float* Q = q + static_cast<int64_t>(h) * n * d;
+      for (int i0 = 0; i0 < n; i0 += kBlock) {
+        const int rows = std::min(kBlock, n - i0);
+        const int64_t hi = s.start + i0 + rows;                // keys seen by the block's last row
+        const int64_t first_lo = lo_of(s.start + i0);          // ... and by its first row
+        const int64_t cols = hi - first_lo;
+        sgemm(false, true, rows, cols, d, 1.f, Q + static_cast<int64_t>(i0) * d, d, K + first_lo * d, d, 0.f, p.data(), cols);
+        for (int r = 0; r < rows; ++r) {
           const int64_t pos = s.start + i0 + r;
           softmax_range(p.data() + r * cols, cols, lo_of(pos) - first_lo, pos + 1 - first_lo, scale);
         }
-      });
-      sgemm(false, false, rows, d, cols, 1.f, p.data(), cols, V + first_lo * d, d, 0.f,
-            out + static_cast<int64_t>(i0) * ldo + static_cast<int64_t>(h) * d, ldo);
+        sgemm(false, false, rows, d, cols, 1.f, p.data(), cols, V + first_lo * d, d, 0.f,
+              out + static_cast<int64_t>(i0) * ldo + static_cast<int64_t>(h) * d, ldo);
+      }
     }
-  }
+  });
 }
 
 }  // namespace kvscope
