@@ -221,3 +221,24 @@ TEST_CASE("live quant: keys are the effective settings of each slice") {
   for (size_t i = 0; i < a.size(); ++i) CHECK((a[i] == b[i]) == (i % 2 == 0));  // K keys equal, V keys differ
   CHECK(slice_keys(header, load_preset("kvmix-3")).empty());                   // ranked rule: not per slice
 }
+
+TEST_CASE("live quant: F32 and BF16 files and in-memory dumps give the whole-dump numbers") {
+  for (DType dtype : {DType::F32, DType::BF16}) {
+    INFO(dtype_name(dtype));
+    TempDir tmp;
+    const std::string path = tmp.path("d.safetensors");
+    write_synthetic_dump(path, small_synth(), dtype);
+    const KvDump whole = load_dump(path);
+    Workspace ws;
+    ws.open_dump(path);
+    settle(ws);
+    REQUIRE(ws.errors().empty());
+    CHECK(ws.dump()->file_backed());
+    check_against_whole_dump(ws, whole);
+    Workspace mem;  // the demo's and captures' path before this session: a KvDump in memory
+    mem.set_dump(std::make_shared<const KvDump>(whole), "in memory");
+    settle(mem);
+    CHECK(!mem.dump()->file_backed());
+    check_against_whole_dump(mem, whole);
+  }
+}
