@@ -247,3 +247,37 @@ TEST_CASE("q8_0 replays tinystories-llama-8L close to fp16, with the exact packe
   const double peak_bits = 2.0 * cfg.num_layers * cfg.num_kv_heads * ((T - 1) * row_bits + D * 16);
   CHECK(m.peak_kv_memory_mb == Approx(peak_bits / 8 / (1024.0 * 1024.0)).epsilon(1e-12));
 }
+
+TEST_CASE("Calibrated formats replay tinystories-llama-8L from online and text calibration", "[formats][replay][models]") {
+  const std::string dir = kvscope::test::models_dir() + "/tinystories-llama-8L";
+  auto model = Model::load(dir);
+  auto tok = load_tokenizer(dir);
+  const ModelConfig& cfg = model->config();
+  const std::string text = data_dir() + "/tinystories_validation_head.txt";
+  const auto slices = load_workloads({"text:" + text + ";window=128;n=1"}, *tok, cfg.max_position_embeddings);
+  const WorkloadItem& it = slices[0].items[0];
+  const double T = static_cast<double>(it.prompt.size() + it.target.size() - 1), D = cfg.head_dim;
+  const double L = cfg.num_layers, H = cfg.num_kv_heads, elements = 2 * L * H * T * D;
+  // fp8-e4m3 (online: the prompt's amax per layer x kind): 8 bits per value + one fp32 scale per layer x kind.
+  const SliceMetrics fp8 = run_replay(*model, *tok, slices, load_preset("fp8-e4m3"))[0];
+  CHECK(fp8.avg_bits_per_kv_token == Approx((elements * 8 + 2 * L * 32) / elements).epsilon(1e-12));
+  CHECK(fp8.next_token_kl > 0);
+  CHECK(fp8.next_token_kl < kQ8KlBound * 10);  // e4m3's 3 mantissa bits: ~8x q8_0's step (FORMATS.md §8: attn KL 4.6e-4 vs 1.2e-5)
+  CHECK(fp8.calibration_cost_s > 0);
+  // kvquant-3 calibrated once on a text (the policy's own calibration file), and online on the prompt.
+  Policy kt = load_preset("kvquant-3");
+  kt.calibration.mode = CalibrationSpec::Mode::Text;
+  kt.calibration.text = text;
+  kt.calibration.tokens = 256;
+  const SliceMetrics by_text = run_replay(*model, *tok, slices, kt)[0];
+  const SliceMetrics online = run_replay(*model, *tok, slices, load_preset("kvquant-3"))[0];
+  std::printf("replay fp8-e4m3 KL %.3g; kvquant-3 KL text %.3g online %.3g (bits %.4f / %.4f)\n", fp8.next_token_kl,
+              by_text.next_token_kl, online.next_token_kl, by_text.avg_bits_per_kv_token, online.avg_bits_per_kv_token);
+  CHECK(by_text.next_token_kl > 0);
+  CHECK(online.next_token_kl > 0);
+  CHECK(by_text.next_token_kl != online.next_token_kl);  // different codebooks
+  // Without calibration the calibrated formats refuse in one line before any compute.
+  Policy none = load_preset("nvfp4");
+  none.calibration.mode = CalibrationSpec::Mode::None;
+  CHECK_THROWS_WITH(run_replay(*model, *tok, slices, none), Catch::Contains("$.calibration.mode: method nvfp4"));
+}
