@@ -60,7 +60,7 @@ void DumpSource::read_q_rows(int l, int qh, const std::vector<int>& positions, f
   for (int p : positions) stored_to_f32(m.dtype, m.row_ptr(p), D, dst + p * D);
 }
 
-HeadProfile DumpSource::profile(int l, int h, char kind, const float* dequantized) const {
+HeadProfile DumpSource::profile(int l, int h, char kind, const float* dequantized, const RotationSpec* rotation) const {
   // profile_head on a one-layer, one-head dump holding just this head (and its pre-RoPE keys).
   const DumpShape& s = shape();
   if (l < 0 || l >= s.layers || h < 0 || h >= s.kv_heads || (kind != 'k' && kind != 'v'))
@@ -88,7 +88,7 @@ HeadProfile DumpSource::profile(int l, int h, char kind, const float* dequantize
       one.layers[0].k_pre_rope.assign(pre, pre + n);
     }
   }
-  HeadProfile p = profile_head(one, 0, 0, kind, dequantized);
+  HeadProfile p = profile_head(one, 0, 0, kind, dequantized, 4.0, rotation);
   p.layer = l;
   p.head = h;
   return p;

@@ -34,8 +34,9 @@ class DumpSource {
   const std::vector<int>& stored_q_positions() const { return header_.meta.q_positions; }
   // Rows `positions` of query head q_head of `layer` into dst [tokens, head_dim] (other rows untouched).
   void read_q_rows(int layer, int q_head, const std::vector<int>& positions, float* dst) const;
-  // Drill-down numbers of one head (profile_head), `dequantized` its reconstruction or nullptr.
-  HeadProfile profile(int layer, int head, char kind, const float* dequantized) const;
+  // Drill-down numbers of one head (profile_head), `dequantized` its reconstruction or nullptr,
+  // `rotation` the policy's rotation stage or nullptr.
+  HeadProfile profile(int layer, int head, char kind, const float* dequantized, const RotationSpec* rotation = nullptr) const;
 
   // Before reading layer l (a file that shrank since it was opened throws) / after it: its pages
   // leave the resident set. No-ops in memory.

@@ -473,7 +473,7 @@ void Workspace::refresh_profile() {
       const auto& t = sel_kind_ == 'k' ? deq_->k : deq_->v;
       if (layer < static_cast<int>(t.size()) && !t[layer].empty()) deq = t[layer].data() + head * dump_->header().head_elems();
     }
-    profile_ = dump_->profile(layer, head, sel_kind_, deq);
+    profile_ = dump_->profile(layer, head, sel_kind_, deq, policy_.rotation ? &*policy_.rotation : nullptr);
   } catch (const Error& e) {
     profile_.reset();
     error(e.what());
