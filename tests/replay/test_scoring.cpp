@@ -93,7 +93,8 @@ TEST_CASE("ruler and LongBench workloads build items that fit and are refused wi
     return std::string();
   };
   CHECK(err("ruler:task=haystack,len=480").find("task must be") != std::string::npos);
-  CHECK(err("ruler:task=vt,len=20").find("too short") != std::string::npos);
+  CHECK(err("ruler:task=vt,len=60,max_new=8").find("too short") != std::string::npos);
+  CHECK(err("ruler:task=vt,len=20").find("leaves no room for a prompt after max_new=32") != std::string::npos);
   // len = the model's limit fits (the prompt leaves room for max_new); one more is refused.
   const auto full = load_workloads({"ruler:task=niah_single,len=512,n=1,max_new=32"}, *tok, 512);
   CHECK(full[0].items[0].prompt.size() + 32 <= 512);
