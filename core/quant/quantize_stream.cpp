@@ -24,7 +24,7 @@ bool quantizes_streamed(const Policy& p) {
   const SliceFn* f = m.quantize_slice.target<SliceFn>();
   const bool per_group = f && *f == &quantize_tensor_slice && !m.quantize_layer && !m.check_dump;
   const bool per_head_rule = p.outliers.rule == OutlierSelect::Rule::None || p.outliers.rule == OutlierSelect::Rule::List;
-  return per_group && per_head_rule && !p.smooth;
+  return per_group && per_head_rule && !p.smooth && !p.rotation;
 }
 
 QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& policy, const QuantizeOptions& opts) {

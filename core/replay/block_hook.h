@@ -13,7 +13,7 @@
 // Decisions change only the bits; when tokens are quantized is the plan's, so a hook returning the
 // plan's bits reproduces the plan exactly. Bits 16 keep the block's tokens fp16 (counted as such).
 // Heads planned fp16 stay fp16 and ask nothing; a per-head-global scale (axis head) and methods with
-// their own coder (WaterSIC) cannot change bits per block and are refused.
+// their own coder (WaterSIC, the formats' row codecs) cannot change bits per block and are refused.
 #include <cstddef>
 #include <string>
 #include <vector>
