@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <memory>
 #include <cstdio>
 
 #include "app/cli.h"
@@ -21,6 +22,7 @@
 #include "core/util/error.h"
 #include "core/util/json_text.h"
 #include "python/chat_template.h"
+#include "python/policy_blocks.h"
 #include "python/policy_script.h"
 #include "storage/replay_record.h"
 
@@ -57,7 +59,8 @@ void run_replay_command(const ReplayCliOptions& o) {
   if (o.max_tokens < 0) fail("--max-tokens", "must be >= 0, got {}", o.max_tokens);
   if (!o.base.empty() && !o.save_base.empty()) fail("replay", "give at most one of --base and --save-base");
   // A policy script is compiled and imported before the model loads (a syntax error costs nothing),
-  // then planned for the model's shape; in replay its token_stats are None (per-block hooks: not yet).
+  // then planned for the model's shape; choose_bits is asked per block as tokens leave the residual
+  // window (python/policy_blocks.h), the other hooks once here.
   const bool script = !o.policy_file.empty() && is_policy_script(o.policy_file);
   if (script) check_policy_script(o.policy_file);
   Policy policy = o.preset.empty() ? (script ? load_preset("fp16") : load_policy_file(o.policy_file)) : load_preset(o.preset);
@@ -65,6 +68,7 @@ void run_replay_command(const ReplayCliOptions& o) {
   auto tok = load_tokenizer(dir);
   auto model = Model::load(dir);
   const ModelConfig& cfg = model->config();
+  std::unique_ptr<ScriptBlockHook> block_hook;
   if (script) {
     ScriptTarget target;
     target.model_id = o.model;
@@ -73,6 +77,7 @@ void run_replay_command(const ReplayCliOptions& o) {
     target.head_dim = cfg.head_dim;
     target.source = "replay";
     policy = plan_policy_script(o.policy_file, target);
+    block_hook = ScriptBlockHook::create(o.policy_file, policy, target);
   }
   check_bit_budget(cfg, policy, o.bit_budget);
   if (!policy.method->replay_note.empty()) std::fprintf(stderr, "kvscope: note: %s\n", policy.method->replay_note.c_str());
@@ -100,6 +105,7 @@ void run_replay_command(const ReplayCliOptions& o) {
   ReplayOptions ro;
   ro.cancel = &g_cancel;
   ro.bit_budget = o.bit_budget;
+  ro.block_hook = block_hook.get();
   ro.progress = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   // The reference from a base-distribution file, or computed once and saved (docs/REPLAY.md).
   BaseDistribution base;
@@ -120,12 +126,19 @@ void run_replay_command(const ReplayCliOptions& o) {
   }
   const std::vector<SliceMetrics> metrics = run_replay(*model, *tok, slices, policy, ro);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (block_hook)  // issue 18's cost check: the hooks' share of the command's wall time
+    std::fprintf(stderr, "kvscope: policy script: %lld choose_bits calls (per block) took %.3f s of %.3f s wall (%.2f %%)\n",
+                 block_hook->calls(), block_hook->seconds(), wall, 100.0 * block_hook->seconds() / wall);
   if (o.json) {
     nlohmann::json j;
     j["model"] = o.model;
     j["policy"] = policy.name;
     j["workload"] = workload_desc;
     j["wall_seconds"] = wall;
+    if (block_hook) {
+      j["hook_calls"] = block_hook->calls();
+      j["hook_seconds"] = block_hook->seconds();
+    }
     for (const auto& m : metrics) {
       nlohmann::json s;
       s["slice"] = m.slice;

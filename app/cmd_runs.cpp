@@ -1,17 +1,46 @@
 // kvscope runs list|show|delete|tag|note: browse and annotate the run store.
 #include <algorithm>
 #include <cstdio>
+#include <map>
 
 #include <fmt/format.h>
 
 #include "app/cli.h"
 #include "app/store_options.h"
+#include "core/replay/block_hook.h"
 #include "core/replay/kl_stats.h"
 #include "storage/export.h"
 #include "storage/run_store.h"
 
 namespace kvscope::cli {
 namespace {
+
+std::string indent_text(const std::string& text, const std::string& prefix) {
+  std::string out = prefix;
+  for (char c : text) {
+    out += c;
+    if (c == '\n') out += prefix;
+  }
+  return out;
+}
+
+// "per-block bits (policy script): 96 blocks; K 2:40 3:8; V 2:48" (and the greedy rerun's, if any).
+std::string block_bits_summary(const std::string& blocks_json) {
+  std::string s;
+  for (bool greedy : {false, true}) {
+    const std::vector<BlockChoice> rows = parse_block_choices(blocks_json, "replay item", greedy);
+    if (rows.empty()) continue;
+    std::map<int, long long> hist[2];
+    for (const BlockChoice& c : rows) ++hist[c.kind == 'v'][c.bits];
+    s += fmt::format("{}per-block bits (policy script{}): {} blocks;", s.empty() ? "" : "\n  ", greedy ? ", greedy rerun" : "",
+                     rows.size());
+    for (int kind = 0; kind < 2; ++kind) {
+      s += kind == 0 ? " K" : "; V";
+      for (auto [b, n] : hist[kind]) s += fmt::format(" {}:{}", b, n);
+    }
+  }
+  return s;
+}
 
 void print(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
 
@@ -88,6 +117,13 @@ std::string show_text(const StoredRun& run) {
       out += fmt::format("  {:<24}{:>5}{:>8}{:>7}{:>9.4g}{:>9.4g}{:>11.4g}{:>11.4g}{:>11.4g}{:>10.3g}{:>9.4g}{:>11.5g}{:>11.5g}\n",
                          x.slice, x.item, x.prompt_tokens, x.steps, x.score, x.score_ref, x.kld_mean, x.kld_p99, x.kld_max,
                          x.dp_mean, x.same_top, x.ppl, x.ppl_ref);
+    // --chat prompts and a policy script's per-block bits (schema 5), item by item.
+    for (const auto& x : run.replay_items) {
+      if (!x.chat_text.empty())
+        out += fmt::format("\n  {} item {}: chat prompt ({} ids: {})\n{}\n", x.slice, x.item, x.prompt_tokens, x.token_ids,
+                           indent_text(x.chat_text, "    | "));
+      if (!x.blocks.empty()) out += fmt::format("\n  {} item {}: {}\n", x.slice, x.item, block_bits_summary(x.blocks));
+    }
   }
   if (!run.rd_points.empty()) {
     out += "\nrate-distortion points\n";

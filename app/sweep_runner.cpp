@@ -21,6 +21,8 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
+#include "python/policy_blocks.h"
+#include "python/policy_script.h"
 #include "storage/replay_record.h"
 #include "storage/run_store.h"
 
@@ -217,6 +219,20 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
   progress.finished = progress.started_with = progress.skipped = result.skipped;
   std::atomic<size_t> next{0};
 
+  // A policy script is planned per cell, for the cell's dump or model (and asked per block in replay).
+  auto script_target = [&](int layers, int kv_heads, int head_dim, int tokens, const KvDump* dump,
+                           const std::string& model_id) {
+    ScriptTarget t;
+    t.model_id = model_id;
+    t.layers = layers;
+    t.kv_heads = kv_heads;
+    t.head_dim = head_dim;
+    t.tokens = tokens;
+    t.dump = dump;
+    t.source = dump ? "dump" : "replay";
+    return t;
+  };
+
   auto run_cell = [&](RunStore& store, const SweepCell& c) -> bool {  // false: another process stored it first
     const MethodVariant& mv = spec.methods[c.method];
     RunContext ctx;
@@ -229,7 +245,12 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
       QuantizeOptions qo;
       qo.attn_queries = spec.attn_queries;
       qo.attention = dump->has_q();
-      QuantizeReport r = quantize_dump(*dump, mv.policy, qo);
+      Policy policy = mv.script.empty() ? mv.policy
+                                              : plan_policy_script(mv.script, script_target(dump->shape.layers, dump->shape.kv_heads,
+                                                                                            dump->shape.head_dim, dump->shape.tokens,
+                                                                                            dump.get(), dump->meta.model_id));
+      policy.name = mv.policy.name;
+      QuantizeReport r = quantize_dump(*dump, policy, qo);
       r.dump_path = spec.dump_paths[c.dump];
       ctx.dump_hash = c.dump_hash;
       store.in_transaction([&] {  // the check and the insert in one transaction: never twice
@@ -246,8 +267,18 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
       if (opts.share_reference) base = inputs.base(c.model, c.workload, *lm, *slices);
       ReplayOptions ro;
       ro.base = base.get();
-      const std::vector<SliceMetrics> metrics = run_replay(*lm->model, *lm->tok, *slices, mv.policy, ro);
-      ReplayRecord rec = replay_record(mv.policy, mv.policy.name, spec.models[c.model], lm->model->config(),
+      Policy policy = mv.policy;
+      std::unique_ptr<ScriptBlockHook> hook;
+      if (!mv.script.empty()) {
+        const ModelConfig& cfg = lm->model->config();
+        const ScriptTarget t = script_target(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, 0, nullptr, spec.models[c.model]);
+        policy = plan_policy_script(mv.script, t);
+        policy.name = mv.policy.name;
+        hook = ScriptBlockHook::create(mv.script, policy, t);
+        ro.block_hook = hook.get();
+      }
+      const std::vector<SliceMetrics> metrics = run_replay(*lm->model, *lm->tok, *slices, policy, ro);
+      ReplayRecord rec = replay_record(policy, policy.name, spec.models[c.model], lm->model->config(),
                                        spec.workloads[c.workload], metrics,
                                        std::chrono::duration<double>(Clock::now() - t).count());
       rec.ctx.tags = ctx.tags;

@@ -12,6 +12,7 @@
 #include "core/util/error.h"
 #include "core/util/file.h"
 #include "python/interpreter.h"
+#include "python/script_support.h"
 
 namespace kvscope {
 
@@ -20,75 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 namespace py = pybind11;
 using json = nlohmann::json;
-
-// Loads a script as a module of its own: compiled from its text (a SyntaxError surfaces here,
-// before anything runs), executed with its folder on sys.path for its own imports.
-const char* const kLoader = R"py(
-import json, os, sys, types
-
-def load(path, source):
-    code = compile(source, path, "exec", dont_inherit=True)
-    module = types.ModuleType("kvscope_policy_script")
-    module.__file__ = path
-    folder = os.path.dirname(os.path.abspath(path))
-    sys.path.insert(0, folder)
-    try:
-        exec(code, module.__dict__)
-    finally:
-        if folder in sys.path:
-            sys.path.remove(folder)
-    return module
-
-def to_json(value):
-    return json.dumps(value)
-)py";
-
-py::object& loader() {
-  static py::object* mod = [] {
-    auto* m = new py::object(py::module_::import("types").attr("ModuleType")("kvscope_policy_loader"));
-    py::dict ns = m->attr("__dict__");
-    py::exec(kLoader, ns);
-    return m;
-  }();
-  return *mod;
-}
-
-std::string first_line(std::string s) {
-  if (const size_t nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
-  return s;
-}
-
-std::string short_repr(py::handle v) {
-  std::string s;
-  try {
-    s = py::repr(v).cast<std::string>();
-  } catch (const py::error_already_set&) {
-    s = "<unprintable>";
-  }
-  s = first_line(s);
-  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
-}
-
-// "<file>:<line>: <Type>: <message>" for the exception being handled.
-std::string describe(const py::error_already_set& e, const std::string& path) {
-  const python::ExceptionInfo info = python::exception_info(e, path);
-  return first_line(path + (info.line > 0 ? ":" + std::to_string(info.line) : "") + ": " + info.type + ": " + info.message);
-}
-
-py::object load_module(const std::string& path, const std::string& source) {
-  try {
-    return loader().attr("load")(path, source);
-  } catch (const py::error_already_set& e) {
-    throw Error(describe(e, path));
-  }
-}
-
-py::object policy_class(const std::string& path, const py::object& module) {
-  if (!py::hasattr(module, "AdaptiveQuantPolicy")) fail(path, "defines no class AdaptiveQuantPolicy");
-  py::object cls = module.attr("AdaptiveQuantPolicy");
-  if (!PyType_Check(cls.ptr())) fail(path, "AdaptiveQuantPolicy is {}, not a class", short_repr(cls));
-  return cls;
-}
+using namespace script;
 
 // Hooks of the seed kvscope plans with; the two it has no equivalent for are refused when defined.
 const char* const kStaticHooks[] = {"choose_bits",     "choose_axis",      "residual_length",   "calibration_mode",
@@ -97,130 +30,12 @@ const char* const kStaticHooks[] = {"choose_bits",     "choose_axis",      "resi
                                     "last_n_attentions", "target_quantization_error", "q_norm"};
 const char* const kUnsupportedHooks[] = {"quantization_level", "quantization_method"};
 
-class Planner {
- public:
-  Planner(std::string path, py::object inst) : path_(std::move(path)), inst_(std::move(inst)) {}
-
-  bool defined(const char* hook) const {
-    if (!py::hasattr(inst_, hook)) return false;
-    return PyCallable_Check(inst_.attr(hook).ptr()) != 0;
-  }
-
-  // Calls a hook; `call` describes it for errors ("choose_bits(layer_id=0, kv_kind='k', ...)").
-  template <typename... Args>
-  py::object call(const char* hook, const std::string& call_desc, Args&&... args) {
-    try {
-      return inst_.attr(hook)(std::forward<Args>(args)...);
-    } catch (const py::error_already_set& e) {
-      throw Error(describe(e, path_) + " (in " + call_desc + ")");
-    }
-  }
-
-  [[noreturn]] void bad(const std::string& call_desc, py::handle v, const std::string& want) const {
-    fail(path_, "{} returned {}: {}", call_desc, short_repr(v), want);
-  }
-
-  long long as_int(const std::string& call_desc, py::handle v, long long lo, long long hi) const {
-    if (PyBool_Check(v.ptr()) || !PyIndex_Check(v.ptr())) bad(call_desc, v, "must be an int");
-    long long x = 0;
-    try {
-      x = py::int_(py::reinterpret_borrow<py::object>(v)).cast<long long>();
-    } catch (const std::exception&) {
-      bad(call_desc, v, fmt::format("must be an int in {}..{}", lo, hi));
-    }
-    if (x < lo || x > hi) bad(call_desc, v, fmt::format("must be an int in {}..{}", lo, hi));
-    return x;
-  }
-
-  double as_float(const std::string& call_desc, py::handle v, double lo, double hi, bool lo_open) const {
-    const bool numpy_number = py::hasattr(v, "dtype") && py::hasattr(v, "__float__");
-    if (PyBool_Check(v.ptr()) || !(PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr()) || numpy_number))
-      bad(call_desc, v, "must be a float");
-    double x = 0;
-    try {
-      x = py::float_(py::reinterpret_borrow<py::object>(v)).cast<double>();
-    } catch (const std::exception&) {
-      bad(call_desc, v, "must be a float");
-    }
-    if (!std::isfinite(x) || (lo_open ? x <= lo : x < lo) || x > hi)
-      bad(call_desc, v, fmt::format("must be a float in {}{}, {}]", lo_open ? "(" : "[", lo, hi));
-    return x;
-  }
-
-  std::string as_str(const std::string& call_desc, py::handle v, const std::vector<std::string>& allowed) const {
-    std::string list;
-    for (const auto& a : allowed) list += (list.empty() ? "'" : ", '") + a + "'";
-    if (!PyUnicode_Check(v.ptr())) bad(call_desc, v, "must be a str, one of " + list);
-    const std::string s = v.cast<std::string>();
-    for (const auto& a : allowed)
-      if (s == a) return s;
-    bad(call_desc, v, "must be one of " + list);
-  }
-
-  bool as_bool(const std::string& call_desc, py::handle v) const {
-    const std::string type = py::str(py::type::handle_of(v).attr("__name__")).cast<std::string>();
-    if (!PyBool_Check(v.ptr()) && type != "bool_") bad(call_desc, v, "must be a bool");
-    return PyObject_IsTrue(v.ptr()) == 1;
-  }
-
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  py::object inst_;
-};
-
 json to_json(const std::string& path, const char* name, const py::object& v) {
   try {
     return json::parse(loader().attr("to_json")(v).cast<std::string>());
   } catch (const py::error_already_set& e) {
     fail(path, "{} = {}: not plain JSON data ({})", name, short_repr(v), first_line(py::str(e.value()).cast<std::string>()));
   }
-}
-
-// token_stats of heads [h0, h1) of one layer and kind: per-channel absmax, mean, variance (population)
-// and the mean L2 norm of a token's vector, over all tokens of the dump.
-py::dict token_stats(const KvDump& dump, int layer, bool is_k, int h0, int h1) {
-  const int T = dump.shape.tokens, D = dump.shape.head_dim, n = h1 - h0;
-  py::array_t<float> absmax({n, D}), mean({n, D}), var({n, D}), norms(n);
-  auto a = absmax.mutable_unchecked<2>(), m = mean.mutable_unchecked<2>(), s = var.mutable_unchecked<2>();
-  auto nr = norms.mutable_unchecked<1>();
-  std::vector<double> sum(D), sum2(D), amax(D);
-  for (int i = 0; i < n; ++i) {
-    const float* x = is_k ? dump.k(layer, h0 + i) : dump.v(layer, h0 + i);
-    std::fill(sum.begin(), sum.end(), 0.0);
-    std::fill(sum2.begin(), sum2.end(), 0.0);
-    std::fill(amax.begin(), amax.end(), 0.0);
-    double norm_sum = 0;
-    for (int t = 0; t < T; ++t) {
-      double sq = 0;
-      for (int c = 0; c < D; ++c) {
-        const double v = x[static_cast<size_t>(t) * D + c];
-        sum[c] += v;
-        sum2[c] += v * v;
-        amax[c] = std::max(amax[c], std::abs(v));
-        sq += v * v;
-      }
-      norm_sum += std::sqrt(sq);
-    }
-    for (int c = 0; c < D; ++c) {
-      const double mu = T > 0 ? sum[c] / T : 0.0;
-      a(i, c) = static_cast<float>(amax[c]);
-      m(i, c) = static_cast<float>(mu);
-      s(i, c) = static_cast<float>(T > 0 ? std::max(0.0, sum2[c] / T - mu * mu) : 0.0);
-    }
-    nr(i) = static_cast<float>(T > 0 ? norm_sum / T : 0.0);
-  }
-  py::list heads;
-  for (int h = h0; h < h1; ++h) heads.append(h);
-  py::dict d;
-  d["absmax"] = absmax;
-  d["mean"] = mean;
-  d["variance"] = var;
-  d["head_norms"] = norms;
-  d["tokens"] = T;
-  d["heads"] = heads;
-  return d;
 }
 
 // The bits of (layer, head, kind) under a policy's settings, rules and overrides (fp16 = 16).
@@ -276,7 +91,7 @@ Policy plan_policy_script(const std::string& path, const ScriptTarget& target) {
     } catch (const py::error_already_set& e) {
       throw Error(describe(e, path) + " (in AdaptiveQuantPolicy())");
     }
-    Planner pl(path, inst);
+    Hooks pl(path, inst);
     for (const char* hook : kUnsupportedHooks)
       if (pl.defined(hook))
         fail(path, "AdaptiveQuantPolicy.{} has no kvscope equivalent yet (express it with choose_axis or quantizer_family)", hook);
@@ -331,6 +146,8 @@ Policy plan_policy_script(const std::string& path, const ScriptTarget& target) {
       return b;
     };
     const std::string meta_desc = "request_meta";
+    // Replay asks choose_bits per block as tokens leave the window (python/policy_blocks.h), not here.
+    const bool per_block = target.source == "replay";
 
     json decisions = json::array(), overrides = doc.contains("overrides") ? doc["overrides"] : json::array();
     json bits_record = {{"k", json::array()}, {"v", json::array()}};
@@ -447,12 +264,13 @@ Policy plan_policy_script(const std::string& path, const ScriptTarget& target) {
         }
         json layer_bits = json::array();
         for (int h = 0; h < H; ++h) layer_bits.push_back(effective_bits(pre, l, h, kind));
-        if (pl.defined("choose_bits")) {
+        if (pl.defined("choose_bits") && !per_block) {
           for (int g = 0; g < groups; ++g) {
             const int h0 = g * G, h1 = std::min(H, h0 + G), n = h1 - h0;
             const std::string d = fmt::format("choose_bits(layer_id={}, kv_kind={}, head_group={}, token_stats, budget_state={{bits_spent: {}, entries_done: {}}})",
                                               l, kind_arg(kind), g, spent, done);
-            const py::object stats = target.dump ? py::object(token_stats(*target.dump, l, kind == 'k', h0, h1)) : py::object(py::none());
+            const py::object stats = target.dump ? py::object(token_stats(kind == 'k' ? target.dump->k(l, h0) : target.dump->v(l, h0), target.dump->head_elems(),
+                                                                         target.dump->shape.tokens, target.dump->shape.head_dim, h0, h1)) : py::object(py::none());
             const py::object v = pl.call("choose_bits", d, l, kv, g, stats, budget_state());
             const int b = static_cast<int>(pl.as_int(d, v, 1, 16));
             if (b != 16 && (b < lo || b > hi || b > 8))
@@ -521,6 +339,7 @@ Policy plan_policy_script(const std::string& path, const ScriptTarget& target) {
               {"base", base_name},
               {"hooks", used},
               {"decisions", decisions},
+              {"choose_bits", !pl.defined("choose_bits") ? "not defined" : per_block ? "per block" : "planned"},
               {"bits", bits_record}};
   });
   doc["script"] = record;

@@ -165,6 +165,10 @@ void compare_runs(const StoredRun& x, const StoredRun& y, Differ& d) {
                                      std::tuple{"same_top", p.same_top, q.same_top}, std::tuple{"ppl", p.ppl, q.ppl},
                                      std::tuple{"ppl_ref", p.ppl_ref, q.ppl_ref}})
       d.num(at + " " + name, a, b);
+    // Schema 5: the rendered chat prompt, its ids and a script's per-block bits must agree exactly.
+    for (const auto& [name, a, b] : {std::tuple{"chat_text", &p.chat_text, &q.chat_text},
+                                     std::tuple{"token_ids", &p.token_ids, &q.token_ids}, std::tuple{"blocks", &p.blocks, &q.blocks}})
+      if (*a != *b) d.text(at + " " + name, fmt::format("{} chars", a->size()), fmt::format("{} chars (differs)", b->size()));
   }
   d.count("kld quantiles", x.kld_quantiles.size(), y.kld_quantiles.size());
   for (size_t i = 0; i < std::min(x.kld_quantiles.size(), y.kld_quantiles.size()); ++i)

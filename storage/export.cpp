@@ -362,6 +362,12 @@ std::string run_to_json(const StoredRun& run) {
                        {"score", num(x.score)}, {"score_ref", num(x.score_ref)}, {"kld_mean", num(x.kld_mean)},
                        {"kld_p99", num(x.kld_p99)}, {"kld_max", num(x.kld_max)}, {"dp_mean", num(x.dp_mean)},
                        {"same_top", num(x.same_top)}, {"ppl", num(x.ppl)}, {"ppl_ref", num(x.ppl_ref)}});
+    for (size_t i = 0; i < run.replay_items.size(); ++i) {  // schema 5, present only when stored
+      const ReplayItemRow& x = run.replay_items[i];
+      if (!x.chat_text.empty()) items[i]["chat_text"] = x.chat_text;
+      if (!x.token_ids.empty()) items[i]["token_ids"] = ordered_json::parse(x.token_ids);
+      if (!x.blocks.empty()) items[i]["blocks"] = ordered_json::parse(x.blocks);
+    }
     doc["replay_items"] = std::move(items);
   }
   if (!run.kld_quantiles.empty()) {

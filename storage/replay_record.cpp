@@ -1,5 +1,7 @@
 #include "storage/replay_record.h"
 
+#include <nlohmann/json.hpp>
+
 namespace kvscope {
 
 ReplayRecord replay_record(const Policy& policy, const std::string& policy_name, const std::string& model_id,
@@ -20,8 +22,12 @@ ReplayRecord replay_record(const Policy& policy, const std::string& policy_name,
     for (const auto& [k, v] : m.fields()) r.ctx.replay_metrics.push_back({m.slice, k, v});
     for (size_t i = 0; i < m.item_results.size(); ++i) {
       const ItemResult& it = m.item_results[i];
-      r.ctx.replay_items.push_back({m.slice, static_cast<int>(i + 1), it.prompt_tokens, it.steps, it.score, it.score_ref,
-                                    it.kld_mean, it.kld_p99, it.kld_max, it.dp_mean, it.same_top, it.ppl, it.ppl_ref});
+      ReplayItemRow row{m.slice, static_cast<int>(i + 1), it.prompt_tokens, it.steps, it.score, it.score_ref,
+                        it.kld_mean, it.kld_p99, it.kld_max, it.dp_mean, it.same_top, it.ppl, it.ppl_ref};
+      row.chat_text = it.chat_text;
+      if (!it.prompt_ids.empty()) row.token_ids = nlohmann::json(it.prompt_ids).dump();
+      row.blocks = block_choices_json(it.blocks, it.greedy_blocks);
+      r.ctx.replay_items.push_back(std::move(row));
     }
     const size_t nq = m.kld_quantiles.size();
     for (size_t k = 0; k < nq; ++k)

@@ -269,11 +269,13 @@ struct RunStore::Impl {
     if (!items.empty()) {
       auto p = stmt(
           "INSERT INTO replay_items(run_id, slice, item, prompt_tokens, steps, score, score_ref, kld_mean, kld_p99, kld_max,"
-          " dp_mean, same_top, ppl, ppl_ref) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+          " dp_mean, same_top, ppl, ppl_ref, chat_text, token_ids, blocks)"
+          " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)");
       for (const ReplayItemRow& x : items) {
         p.bind(1, id).bind(2, x.slice).bind(3, x.item).bind(4, x.prompt_tokens).bind(5, x.steps).bind(6, x.score);
         p.bind(7, x.score_ref).bind(8, x.kld_mean).bind(9, x.kld_p99).bind(10, x.kld_max).bind(11, x.dp_mean);
-        p.bind(12, x.same_top).bind(13, x.ppl).bind(14, x.ppl_ref).run();
+        p.bind(12, x.same_top).bind(13, x.ppl).bind(14, x.ppl_ref);
+        p.bind_text_or_null(15, x.chat_text).bind_text_or_null(16, x.token_ids).bind_text_or_null(17, x.blocks).run();
         p.reset();
       }
     }
@@ -578,7 +580,7 @@ StoredRun RunStore::load_run(int64_t id) {
   {
     auto q = s.stmt(
         "SELECT slice, item, prompt_tokens, steps, score, score_ref, kld_mean, kld_p99, kld_max, dp_mean, same_top, ppl,"
-        " ppl_ref FROM replay_items WHERE run_id = ?1 ORDER BY rowid");
+        " ppl_ref, chat_text, token_ids, blocks FROM replay_items WHERE run_id = ?1 ORDER BY rowid");
     q.bind(1, id);
     while (q.step()) {
       ReplayItemRow x;
@@ -595,6 +597,9 @@ StoredRun RunStore::load_run(int64_t id) {
       x.same_top = q.real(10);
       x.ppl = q.real(11);
       x.ppl_ref = q.real(12);
+      x.chat_text = q.text(13);
+      x.token_ids = q.text(14);
+      x.blocks = q.text(15);
       run.replay_items.push_back(std::move(x));
     }
   }

@@ -39,6 +39,9 @@ struct ReplayItemRow {
   int prompt_tokens = 0, steps = 0;
   double score = 0, score_ref = 0;  // the task score with the quantized / reference cache
   double kld_mean = 0, kld_p99 = 0, kld_max = 0, dp_mean = 0, same_top = 0, ppl = 0, ppl_ref = 0;
+  std::string chat_text{};  // --chat: the rendered prompt ("" otherwise)
+  std::string token_ids{};  // --chat: the prompt's token ids, a JSON array ("" otherwise)
+  std::string blocks{};     // per-block bits of a policy script (core/replay/block_hook.h's JSON; "" = none)
 };
 
 // A point of a slice's per-step next-token KLD distribution (table replay_kld_quantiles).

@@ -132,6 +132,13 @@ CREATE TABLE replay_kld_quantiles (
 );
 CREATE INDEX replay_kld_quantiles_run ON replay_kld_quantiles(run_id);
 )sql",
+    // 4 -> 5: what an item's prompt was when a chat template rendered it, and the per-block bits a
+    // policy script chose in replay (core/replay/block_hook.h), so the run can be reproduced.
+    R"sql(
+ALTER TABLE replay_items ADD COLUMN chat_text TEXT;   -- --chat: the rendered prompt; NULL otherwise
+ALTER TABLE replay_items ADD COLUMN token_ids TEXT;   -- --chat: the prompt's ids as a JSON array; NULL otherwise
+ALTER TABLE replay_items ADD COLUMN blocks TEXT;      -- block_choices_json (core/replay/block_hook.h); NULL if none
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

@@ -9,7 +9,7 @@ class Database;
 
 namespace kvscope {
 
-inline constexpr int kSchemaVersion = 4;           // the version this build writes
+inline constexpr int kSchemaVersion = 5;           // the version this build writes
 inline constexpr int kApplicationId = 0x4B565343;  // "KVSC" in PRAGMA application_id
 
 // Brings `db` from its user_version up to `target` (default: kSchemaVersion), each step in its own

@@ -1,5 +1,7 @@
 #include "views/policy_editor_view.h"
 
+#include <algorithm>
+
 #include <imgui_stdlib.h>
 
 #include <nlohmann/json.hpp>
@@ -52,7 +54,83 @@ void tensor_quant(const char* label, TensorQuant& q, PolicyEditorIntent& in) {
   ImGui::PopID();
 }
 
+// The script's decisions under a collapsing header: a row per layer.
+void script_decisions(const ScriptDecisionTable& t) {
+  if (t.script.empty()) return;
+  ImGui::Separator();
+  if (!ImGui::CollapsingHeader("Script decisions", ImGuiTreeNodeFlags_DefaultOpen)) return;
+  ImGui::TextWrapped("%s on base %s: %d decisions; choose_bits %s", t.script.c_str(), t.base.c_str(), t.decisions,
+                     t.choose_bits.c_str());
+  std::string hooks;
+  for (const auto& h : t.hooks) {
+    if (!hooks.empty()) hooks += ", ";
+    hooks += h;
+  }
+  ImGui::TextDisabled("hooks: %s", hooks.c_str());
+  auto bits_text = [](const std::vector<int>& b) {
+    std::string s;
+    for (int x : b) {
+      if (!s.empty()) s += ' ';
+      s += x == 16 ? std::string("fp16") : std::to_string(x);
+    }
+    return s;
+  };
+  if (ImGui::BeginTable("script_decisions", 4, ImGuiTableFlags_Borders | ImGuiTableFlags_RowBg | ImGuiTableFlags_SizingFixedFit)) {
+    ImGui::TableSetupColumn("layer");
+    ImGui::TableSetupColumn(t.head_group_size > 1 ? "K bits / head group" : "K bits / head");
+    ImGui::TableSetupColumn(t.head_group_size > 1 ? "V bits / head group" : "V bits / head");
+    ImGui::TableSetupColumn("residual");
+    ImGui::TableHeadersRow();
+    for (const auto& r : t.rows) {
+      ImGui::TableNextRow();
+      ImGui::TableNextColumn();
+      ImGui::Text("%d", r.layer);
+      ImGui::TableNextColumn();
+      ImGui::Text("%s%s%s", bits_text(r.k_bits).c_str(), r.k_axis.empty() ? "" : "  ", r.k_axis.c_str());
+      ImGui::TableNextColumn();
+      ImGui::Text("%s%s%s", bits_text(r.v_bits).c_str(), r.v_axis.empty() ? "" : "  ", r.v_axis.c_str());
+      ImGui::TableNextColumn();
+      ImGui::Text("%d", r.residual);
+    }
+    ImGui::EndTable();
+  }
+}
+
 }  // namespace
+
+ScriptDecisionTable script_decision_table(const Policy& p) {
+  ScriptDecisionTable t;
+  if (p.script_json.empty()) return t;
+  const nlohmann::json rec = nlohmann::json::parse(p.script_json, nullptr, false);
+  if (rec.is_discarded() || !rec.is_object()) return t;
+  const std::string path = rec.value("path", std::string());
+  t.script = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+  t.base = rec.value("base", std::string());
+  t.choose_bits = rec.value("choose_bits", std::string("planned"));
+  for (const auto& h : rec.value("hooks", nlohmann::json::array())) t.hooks.push_back(h.get<std::string>());
+  t.head_group_size = std::max(1, p.head_group_size);
+  const nlohmann::json bits = rec.value("bits", nlohmann::json::object());
+  const size_t layers = bits.contains("k") ? bits["k"].size() : 0;
+  for (size_t l = 0; l < layers; ++l) {
+    ScriptDecisionTable::Row r;
+    r.layer = static_cast<int>(l);
+    for (const char* kind : {"k", "v"}) {
+      const nlohmann::json& heads = bits[kind].at(l);
+      auto& out = kind[0] == 'k' ? r.k_bits : r.v_bits;
+      for (size_t h = 0; h < heads.size(); h += static_cast<size_t>(t.head_group_size)) out.push_back(heads[h].get<int>());
+    }
+    r.residual = residual_of(p, r.layer);
+    t.rows.push_back(std::move(r));
+  }
+  for (const auto& d : rec.value("decisions", nlohmann::json::array())) {
+    ++t.decisions;
+    if (d.value("hook", "") != "choose_axis") continue;
+    const int l = d.value("layer", -1);
+    if (l < 0 || l >= static_cast<int>(t.rows.size())) continue;
+    (d.value("kind", "") == "k" ? t.rows[l].k_axis : t.rows[l].v_axis) = d.value("value", std::string());
+  }
+  return t;
+}
 
 PolicyEditorIntent draw_policy_editor(Policy& p, std::string& policy_path, OverrideDraft& draft, const PolicyEditorInfo& info,
                                       int layers, int kv_heads) {
@@ -156,6 +234,7 @@ PolicyEditorIntent draw_policy_editor(Policy& p, std::string& policy_path, Overr
   ImGui::EndDisabled();
   if (!ls || !hs) ImGui::TextDisabled("layers/heads: numbers and ranges like 0-3, 8 within the dump");
 
+  script_decisions(script_decision_table(p));
   ImGui::Separator();
   ImGui::Text("bits / element  ~%.3f (estimate)", info.est_bits_per_element);
   if (info.measured_bits_per_element > 0) {

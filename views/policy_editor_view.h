@@ -40,6 +40,25 @@ struct PolicyEditorIntent {
   bool save_policy = false;  // write the JSON to `policy_path`
 };
 
+// What a policy script decided (its record, Policy::script_json), as the editor lists it: one row per
+// layer with the bits of each head group per kind, the axis when the script chose it, and the residual.
+struct ScriptDecisionTable {
+  std::string script;      // the script's file name ("" = the policy is not a script's)
+  std::string base;        // its BASE
+  std::string choose_bits;  // "planned", "per block" (replay) or "not defined"
+  std::vector<std::string> hooks;
+  int head_group_size = 1;
+  struct Row {
+    int layer = 0;
+    std::vector<int> k_bits, v_bits;  // per head group (16 = fp16)
+    std::string k_axis, v_axis;       // "" = not chosen by the script
+    int residual = 0;
+  };
+  std::vector<Row> rows;
+  int decisions = 0;  // every hook call recorded
+};
+ScriptDecisionTable script_decision_table(const Policy& policy);
+
 // `layers`, `kv_heads`: the open dump's shape, to validate the override row (0 = unknown).
 PolicyEditorIntent draw_policy_editor(Policy& policy, std::string& policy_path, OverrideDraft& draft,
                                       const PolicyEditorInfo& info, int layers, int kv_heads);

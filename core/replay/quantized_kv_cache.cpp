@@ -512,6 +512,80 @@ struct QuantizedKvCache::Impl {
     s.blocks.push_back(std::move(t));
   }
 
+  // ---- Per-block bits (block_hook.h) ----
+  BlockBitsHook* hook = nullptr;
+  std::vector<std::vector<int>> decided;  // [(layer * 2 + kind) * groups + group][block] -> bits (0 = not yet)
+  std::vector<BlockChoice> choices;
+
+  int ask_block(Layer& L, int l, int h, int kind, int b, int len, const HeadQuantPlan& p) {
+    const int G = std::max(1, policy.head_group_size), g = h / G;
+    KvBlock k;
+    k.layer = l;
+    k.kind = kind == 0 ? 'k' : 'v';
+    k.head_group = g;
+    k.h0 = g * G;
+    k.h1 = std::min(kv_heads, k.h0 + G);
+    k.index = b;
+    k.first = sinks + b * len;
+    k.tokens = std::min(len, L.tokens - k.first);
+    k.cached = L.tokens;
+    k.head_dim = head_dim;
+    k.head_stride = static_cast<size_t>(L.capacity) * head_dim;
+    k.rows = (kind == 0 ? L.k.data() : L.v.data()) + (k.h0 * k.head_stride + static_cast<size_t>(k.first) * head_dim);
+    k.planned_bits = p.quant.bits;
+    const int bits = hook->choose_bits(k);
+    const char* kv = kind == 0 ? "K" : "V";
+    if (bits != 16) {
+      TensorQuant q = p.quant;
+      q.bits = bits;
+      const std::string problem = bits < 1 || bits > 8 ? "bits must be 1..8 or 16 (fp16)" : check_tensor_quant(q);
+      if (!problem.empty())
+        fail("replay", "policy {}: block {} of layer {} {} head group {}: {} bits: {}", policy.name, b, l, kv, g, bits, problem);
+    }
+    choices.push_back({l, k.kind, g, b, k.first, k.tokens, bits});
+    return bits;
+  }
+
+  // Rows [first, first + n) of one head, split at block boundaries, each piece with its block's bits.
+  void quantize_span(Layer& L, int h, int kind, int first, int n) {
+    if (!hook) return quantize_rows(L, h, kind, first, n);
+    const int l = static_cast<int>(&L - layers.data());
+    HeadQuantPlan& p = plans[(static_cast<size_t>(l) * kv_heads + h) * 2 + kind];
+    if (p.watersic || p.codec || p.quant.axis == Axis::Head)
+      fail("replay", "policy {}: per-block bits (choose_bits) need a per-token or per-channel axis; layer {} {} head {} {}",
+           policy.name, l, kind == 0 ? "K" : "V", h,
+           p.watersic ? "uses WaterSIC's coder" : p.codec ? "uses its format's row codec (fixed bits)" : "has one scale per head (axis head)");
+    const int len = p.channel_blocks ? p.block_len : std::max(1, p.window);
+    const int G = std::max(1, policy.head_group_size), groups = (kv_heads + G - 1) / G;
+    std::vector<int>& done = decided[(static_cast<size_t>(l) * 2 + kind) * groups + h / G];
+    for (int t = first; t < first + n;) {
+      const int b = (t - sinks) / len, end = std::min(first + n, sinks + (b + 1) * len);
+      if (static_cast<int>(done.size()) <= b) done.resize(b + 1, 0);
+      if (done[b] == 0) done[b] = ask_block(L, l, h, kind, b, len, p);
+      if (done[b] == 16) {
+        L.state[h * 2 + kind].settled += end - t;  // kept fp16 (bits() counts unquantized tokens as fp16)
+      } else {
+        const int planned = p.quant.bits;
+        p.quant.bits = done[b];
+        try {
+          quantize_rows(L, h, kind, t, end - t);
+        } catch (...) {
+          p.quant.bits = planned;
+          throw;
+        }
+        p.quant.bits = planned;
+      }
+      t = end;
+    }
+  }
+
+  void reset_blocks() {
+    const int G = std::max(1, policy.head_group_size);
+    decided.assign(layers.size() * 2 * ((kv_heads + G - 1) / G), {});
+    choices.clear();
+    if (hook) hook->begin_cache();
+  }
+
   void flush_layer(int l) {
     Layer& L = layers[l];
     const int T = L.tokens;
@@ -528,9 +602,9 @@ struct QuantizedKvCache::Impl {
         const int avail = T - s.settled;
         if (p.channel_blocks) {
           const int n_blocks = avail - p.window >= p.block_len ? (avail - p.window) / p.block_len : 0;
-          for (int b = 0; b < n_blocks; ++b) quantize_rows(L, h, kind, s.settled, p.block_len);
+          for (int b = 0; b < n_blocks; ++b) quantize_span(L, h, kind, s.settled, p.block_len);
         } else if (avail > p.window) {
-          quantize_rows(L, h, kind, s.settled, avail - p.window);
+          quantize_span(L, h, kind, s.settled, avail - p.window);
         }
       }
     }
@@ -616,6 +690,7 @@ void QuantizedKvCache::clear() {
   I.peak_bits = I.clamped = I.coded = 0;
   I.sq_err = I.sq_norm = I.calib_seconds = 0;
   if (needs_calibration(I.policy) && I.policy.calibration.mode == CalibrationSpec::Mode::Online) I.pending = true;  // a new prompt
+  I.reset_blocks();
 }
 
 void QuantizedKvCache::flush() {
@@ -642,5 +717,12 @@ int QuantizedKvCache::residual_fp16_tokens(int layer, int head, char kind) const
   const Impl::Layer& L = impl_->layers.at(layer);
   return L.tokens - L.state.at(head * 2 + (kind == 'v' ? 1 : 0)).settled;
 }
+
+void QuantizedKvCache::set_block_hook(BlockBitsHook* hook) {
+  impl_->hook = hook;
+  impl_->reset_blocks();
+}
+
+const std::vector<BlockChoice>& QuantizedKvCache::block_choices() const { return impl_->choices; }
 
 }  // namespace kvscope

@@ -55,6 +55,7 @@
 #include "core/quant/formats/hadamard.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/quant/row_codec.h"
+#include "core/replay/block_hook.h"
 #include "core/quant/watersic.h"
 
 namespace kvscope {
@@ -141,6 +142,11 @@ class QuantizedKvCache : public KvCache {
   uint64_t coded_elements() const;
   // Tokens of (layer, head, kind) currently kept in fp16 after the sinks (the residual window).
   int residual_fp16_tokens(int layer, int head, char kind) const;
+
+  // Per-block bits (core/replay/block_hook.h): asked once per block of each (layer, kind, head group)
+  // as it leaves the window; null = the plan's bits. Calls hook->begin_cache(). Not owned.
+  void set_block_hook(BlockBitsHook* hook);
+  const std::vector<BlockChoice>& block_choices() const;  // in order, since construction / clear()
 
  private:
   struct Impl;

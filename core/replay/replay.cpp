@@ -71,8 +71,9 @@ std::vector<float> prefill_quantized(const Model& model, const Policy& policy, Q
 }
 
 std::vector<int32_t> greedy_quantized(const Model& model, const Policy& policy, const std::vector<HeadQuantPlan>& plans,
-                                      const WorkloadItem& it, const ReplayOptions& o) {
+                                      const WorkloadItem& it, const ReplayOptions& o, std::vector<BlockChoice>& blocks) {
   QuantizedKvCache cache(model.config(), policy, plans, static_cast<int>(it.prompt.size()) + it.max_new);
+  if (o.block_hook) cache.set_block_hook(o.block_hook);
   std::vector<float> logits = prefill_quantized(model, policy, cache, it.prompt, o);
   std::vector<int32_t> out;
   for (int i = 0; i < it.max_new; ++i) {
@@ -80,6 +81,7 @@ std::vector<int32_t> greedy_quantized(const Model& model, const Policy& policy, 
     out.push_back(argmax(logits));
     if (i + 1 < it.max_new) logits = model.forward(std::span<const int32_t>(&out.back(), 1), cache);
   }
+  blocks = cache.block_choices();
   return out;
 }
 
@@ -190,6 +192,8 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
         fail("replay", "the base distribution's {} item {} has {} steps of {} logits, the replay needs {} of {}", slice.name,
              idx + 1, ref.fed.size(), ref.fed.empty() ? 0 : ref.logits.size() / ref.fed.size(), steps, V);
       QuantizedKvCache q_cache(cfg, policy, plans, reserve);
+      if (o.block_hook) q_cache.set_block_hook(o.block_hook);
+      std::vector<BlockChoice> greedy_blocks;
 
       check_cancel(o);
       auto t0 = Clock::now();
@@ -241,7 +245,7 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
       if (generate) {
         const std::string ref_text = tok.decode(fed);
         // Teacher forcing and free-running greedy agree until the first mismatch; only then rerun.
-        const std::string q_text = all_match ? ref_text : tok.decode(greedy_quantized(model, policy, plans, it, o));
+        const std::string q_text = all_match ? ref_text : tok.decode(greedy_quantized(model, policy, plans, it, o, greedy_blocks));
         const bool passkey = slice.kind == WorkloadKind::Passkey;
         auto score = [&](const std::string& out) -> double {
           if (!it.answers.empty()) return score_answer(it.scorer, out, it.answers);  // core/replay/scoring.h
@@ -268,6 +272,12 @@ std::vector<SliceMetrics> run_replay(const Model& model, const Tokenizer& tok, c
         ir.same_top = k.same_top;
         ir.ppl = k.ppl;
         ir.ppl_ref = k.ppl_base;
+        if (!it.chat_text.empty()) {
+          ir.chat_text = it.chat_text;
+          ir.prompt_ids = it.prompt;
+        }
+        ir.blocks = q_cache.block_choices();
+        ir.greedy_blocks = std::move(greedy_blocks);
         m.item_results.push_back(ir);
       }
       ++m.items;

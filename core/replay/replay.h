@@ -11,6 +11,7 @@
 #include "core/model/model.h"
 #include "core/policy/policy.h"
 #include "core/replay/base_distribution.h"
+#include "core/replay/block_hook.h"
 #include "core/replay/kl_stats.h"
 #include "core/replay/quantized_kv_cache.h"
 #include "core/replay/workload.h"
@@ -25,6 +26,11 @@ struct ItemResult {
   double kld_mean = 0, kld_p99 = 0, kld_max = 0;  // next-token KL over the item's steps
   double dp_mean = 0, same_top = 0;
   double ppl = 0, ppl_ref = 0;
+  std::string chat_text;            // --chat: the rendered text the prompt encodes ("" otherwise)
+  std::vector<int32_t> prompt_ids;  // --chat: the prompt's token ids (empty otherwise)
+  // Per-block bits chosen by ReplayOptions::block_hook: the teacher-forced pass, and the free-running
+  // greedy rerun of a generation item whose greedy tokens diverged (empty otherwise).
+  std::vector<BlockChoice> blocks, greedy_blocks;
 };
 
 struct SliceMetrics {
@@ -60,6 +66,8 @@ struct ReplayOptions {
   // The reference's predictions, computed beforehand (a --base file, or once per workload in a sweep);
   // null: run the fp16 reference item by item. Must match the slices (check_base_matches).
   const BaseDistribution* base = nullptr;
+  // Per-block bits (core/replay/block_hook.h), e.g. a policy script's choose_bits; null = the plan's.
+  BlockBitsHook* block_hook = nullptr;
 };
 
 // The average nominal bits per KV entry the policy asks for (16 for fp16 heads), for budget checks.

@@ -345,21 +345,26 @@ WorkloadSlice load_ruler(const std::string& body, const std::string& where, cons
   if (!is_ruler_task(task))
     fail(where, "task must be niah_single, niah_multikey, niah_multivalue, niah_multiquery, vt or cwe, got '{}'", task);
   if (len == 0) fail(where, "len=L is required");
-  if (len + max_new > max_positions)
-    fail(where, "context of {} + {} tokens is longer than the model's max_position_embeddings ({})", len, max_new, max_positions);
+  // RULER's convention: len is the whole sequence, the prompt gets len - max_new tokens (prepare.py:
+  // max_seq_length - tokens_to_generate), so len=1024 runs on a model of 1024 positions.
+  if (len > max_positions)
+    fail(where, "len={} is longer than the model's max_position_embeddings ({})", len, max_positions);
+  if (max_new >= len) fail(where, "len={} leaves no room for a prompt after max_new={}", len, max_new);
   const std::vector<std::string> haystack = filler_sentences(filler_path);
   WorkloadSlice s;
   s.name = fmt::format("ruler_{}_len{}", task, len);
   s.kind = WorkloadKind::Ruler;
+  const int prompt_len = len - max_new;
   for (int i = 0; i < n; ++i) {
     auto build = [&](int amount) { return tok.encode(build_ruler_prompt(task, seed, i, amount, haystack).text, true); };
-    if (static_cast<int>(build(0).size()) > len)
-      fail(where, "len={} is too short for the {} prompt ({} tokens without filler)", len, task, build(0).size());
-    int lo = 0, hi = 1;  // the most haystack that fits in len tokens
-    while (static_cast<int>(build(hi).size()) <= len && hi < (1 << 20)) lo = hi, hi *= 2;
+    if (static_cast<int>(build(0).size()) > prompt_len)
+      fail(where, "len={} is too short for the {} prompt ({} tokens without filler, + max_new={})", len, task, build(0).size(),
+           max_new);
+    int lo = 0, hi = 1;  // the most haystack that fits in prompt_len tokens
+    while (static_cast<int>(build(hi).size()) <= prompt_len && hi < (1 << 20)) lo = hi, hi *= 2;
     while (hi - lo > 1) {
       const int mid = (lo + hi) / 2;
-      (static_cast<int>(build(mid).size()) <= len ? lo : hi) = mid;
+      (static_cast<int>(build(mid).size()) <= prompt_len ? lo : hi) = mid;
     }
     const RulerPrompt p = build_ruler_prompt(task, seed, i, lo, haystack);
     WorkloadItem it;

@@ -22,7 +22,8 @@
 //                                   text from PATH); scored by whether the answer contains the key.
 //   ruler:task=T,len=L,n=N[,max_new=M][,filler=PATH][,seed=S]
 //                                   RULER-style tasks (core/replay/ruler.h): T = niah_single, niah_multikey,
-//                                   niah_multivalue, niah_multiquery, vt, cwe; N prompts of at most L tokens;
+//                                   niah_multivalue, niah_multiquery, vt, cwe; L is the whole sequence
+//                                   (RULER's max_seq_length): N prompts of at most L - M tokens (M = max_new);
 //                                   scored by RULER's string_match_all.
 //   jsonl items may also be LongBench-style {"context", "input", "answers": [...]} (prompt = context,
 //   a blank line, input) and name a "metric" (exact, f1, rouge_l, contains, all); `;metric=M` sets the

@@ -14,6 +14,7 @@
 #include "core/util/error.h"
 #include "core/util/json_reader.h"
 #include "core/util/content_hash.h"
+#include "core/util/file.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -158,6 +159,22 @@ void parse_methods(JsonReader& r, const fs::path& base, SweepSpec& spec) {
     const std::string key = preset ? "preset" : "policy";
     if (!m.at(key).is_string() || m.at(key).get<std::string>().empty()) m.err(key, "must be a non-empty string");
     const std::string ref = m.at(key).get<std::string>();
+    if (file && fs::path(ref).extension() == ".py") {  // a policy script: planned per cell by the runner
+      if (m.has("bits") || m.has("rates")) m.err("", "a policy script chooses its own bits: no \"bits\" or \"rates\"");
+      m.reject_unknown();
+      MethodVariant v;
+      v.source = path;
+      v.script = resolve_path(base, ref);
+      try {
+        v.script_hash = hash_text(read_file(v.script, "policy script"));
+      } catch (const Error& e) {
+        m.err(key, e.what());
+      }
+      v.policy = load_preset("fp16");
+      v.policy.name = fs::path(ref).filename().string();  // "mine.py": apart from a "mine" JSON policy
+      spec.methods.push_back(std::move(v));
+      continue;
+    }
     Policy p;
     try {
       p = preset ? load_preset(ref) : load_policy_file(resolve_path(base, ref));
@@ -317,7 +334,8 @@ std::string model_identity_hash(const std::string& dir) {
 std::vector<SweepCell> plan_cells(const SweepSpec& spec) {
   std::vector<SweepCell> cells;
   std::vector<std::string> policies;
-  for (const auto& m : spec.methods) policies.push_back(canonical_policy_json(m.policy));
+  for (const auto& m : spec.methods)
+    policies.push_back(m.script.empty() ? canonical_policy_json(m.policy) : json{{"policy_script", m.script_hash}}.dump());
   // Appends `c` as the next cell, identified by `id`.
   auto add_cell = [&](SweepCell c, const json& id) {
     c.index = static_cast<int>(cells.size());

@@ -7,7 +7,7 @@
 //  "dumps": ["a.safetensors"],                                   // quantize cells
 //  "models": ["path/or/org-name"], "workloads": ["text:PATH;n=2"], // replay cells: model x workload
 //  "methods": [{"preset": "uniform-4", "bits": [2, 3, 4, 8]}, {"preset": "watersic-2", "rates": [1, 2]},
-//              {"policy": "mine.json"}, {"preset": "fp16"}],
+//              {"policy": "mine.json"}, {"policy": "mine.py"}, {"preset": "fp16"}],
 //  "attn_queries": 256,                 // or "all"; quantize cells
 //  "replay": {"max_tokens": 32}}        // 0 = no cap; replay cells
 // Cells: dumps x method variants, then models x workloads x method variants, in that order.
@@ -25,6 +25,12 @@ namespace kvscope {
 struct MethodVariant {
   Policy policy;        // name is the label, e.g. "uniform-4@3b", "watersic-2@2r"
   std::string source;   // "$.methods[i]" (for messages)
+  // {"policy": "mine.py"}: a policy script (python/policy_script.h), resolved. core/ cannot run it:
+  // the sweep runner (app/) plans it per cell; `policy` is then a placeholder named after the file
+  // ("mine.py", also the planned policy's name),
+  // and the cell's identity holds the script's content hash.
+  std::string script{};
+  std::string script_hash{};
 };
 
 struct SweepSpec {

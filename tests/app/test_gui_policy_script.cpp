@@ -11,6 +11,7 @@
 
 #include "app/gui/workspace.h"
 #include "core/synth/synth.h"
+#include "views/policy_editor_view.h"
 #include "test_util.h"
 
 using namespace kvscope;
@@ -57,12 +58,18 @@ TEST_CASE("workspace: a watched policy script is planned, re-planned on save, an
   CHECK(planned_bits(ws, "v", 1) == 2);
   CHECK(planned_bits(ws, "k", 0) == 4);
   tick_until(ws, [&] { return ws.idle() && ws.report(); });
+  const double k_bits_4 = ws.report()->k_bits_per_element;
 
-  // Saving the file re-plans (the stamp is mtime + size: a one-character change is seen).
+  // Saving the file re-plans (the stamp is mtime + size: a one-character change is seen) and
+  // re-quantizes: the report that follows has the new key bits.
   write_script(path, 3);
   std::filesystem::last_write_time(path, std::filesystem::last_write_time(path) + std::chrono::seconds(2));
   tick_until(ws, [&] { return planned_bits(ws, "k", 0) == 3; }, 10);
-  tick_until(ws, [&] { return ws.idle(); });
+  tick_until(ws, [&] { return ws.idle() && ws.report() && ws.report()->k_bits_per_element < k_bits_4; });
+  const views::ScriptDecisionTable table = views::script_decision_table(ws.policy());  // what the editor lists
+  REQUIRE(table.rows.size() == 2);
+  CHECK(table.rows[0].k_bits == std::vector<int>{3, 3});
+  CHECK(table.rows[1].v_bits == std::vector<int>{2, 2});
 
   // A broken save is one error; the policy stays; fixing it re-plans.
   std::ofstream(path) << "class AdaptiveQuantPolicy(:\n";

@@ -69,8 +69,8 @@ TEST_CASE("ruler and LongBench workloads build items that fit and are refused wi
   CHECK(slices[0].kind == WorkloadKind::Ruler);
   REQUIRE(slices[0].items.size() == 2);
   for (const auto& it : slices[0].items) {
-    CHECK(it.prompt.size() <= 480);
-    CHECK(it.prompt.size() > 440);  // the haystack fills the budget
+    CHECK(it.prompt.size() <= 480 - 12);  // len is the whole sequence, as RULER's max_seq_length
+    CHECK(it.prompt.size() > 430);        // the haystack fills the budget
     CHECK(it.scorer == Scorer::All);
     CHECK(it.max_new == 12);
   }
@@ -93,6 +93,12 @@ TEST_CASE("ruler and LongBench workloads build items that fit and are refused wi
     return std::string();
   };
   CHECK(err("ruler:task=haystack,len=480").find("task must be") != std::string::npos);
-  CHECK(err("ruler:task=vt,len=20").find("too short") != std::string::npos);
+  CHECK(err("ruler:task=vt,len=60,max_new=8").find("too short") != std::string::npos);
+  CHECK(err("ruler:task=vt,len=20").find("leaves no room for a prompt after max_new=32") != std::string::npos);
+  // len = the model's limit fits (the prompt leaves room for max_new); one more is refused.
+  const auto full = load_workloads({"ruler:task=niah_single,len=512,n=1,max_new=32"}, *tok, 512);
+  CHECK(full[0].items[0].prompt.size() + 32 <= 512);
+  CHECK(full[0].items[0].prompt.size() > 470);
+  CHECK(err("ruler:task=niah_single,len=513").find("len=513 is longer than the model's max_position_embeddings (512)") != std::string::npos);
   CHECK(err("jsonl:" + lb + ";metric=bleu").find("metric must be") != std::string::npos);
 }
