@@ -46,7 +46,11 @@ QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& poli
   std::vector<HeadMetrics> heads(plans.size());
   std::vector<uint64_t> static_bits(plans.size());
   std::vector<ErrorSums> sums(plans.size());
-  const std::vector<int> positions = opts.attention ? sample_positions(T, opts.attn_queries) : std::vector<int>{};
+  // A dump with queries at some positions only (dump --q-positions) is measured there, as
+  // measure_dump does; when it stores those rows only, stored row j is position q_positions[j].
+  const bool q_subset = !dump.meta().q_positions.empty();
+  const std::vector<int> positions =
+      !opts.attention ? std::vector<int>{} : q_subset ? dump.meta().q_positions : sample_positions(T, opts.attn_queries);
   std::vector<AttentionSums> per(opts.attention ? static_cast<size_t>(s.layers) * H : 0);
   const double total_work = double(plans.size()) + (opts.attention ? double(s.layers * H) * 4 : 0.0);
   double done = 0;
@@ -102,9 +106,10 @@ QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& poli
         return;
       }
       const int qh = h - 2 * H;
-      const StoredMatrix m = dump.q(l, qh);
-      for (int pos : positions)
-        stored_to_f32(m.dtype, m.row_ptr(pos), D, qx.get() + qh * he + static_cast<size_t>(pos) * D);
+      const StoredMatrix m = dump.q_stored(l, qh);
+      for (size_t j = 0; j < positions.size(); ++j)
+        stored_to_f32(m.dtype, m.row_ptr(m.rows == T ? positions[j] : static_cast<int>(j)), D,
+                      qx.get() + qh * he + static_cast<size_t>(positions[j]) * D);
     });
     parallel_for(H, [&](int64_t hh) {
       if (cancelled()) throw Cancelled();

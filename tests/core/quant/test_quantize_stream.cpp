@@ -87,3 +87,26 @@ TEST_CASE("streamed quantize equals quantize_dump bit for bit", "[quantize_strea
   cancel.cancel = &stop;
   CHECK_THROWS_AS(quantize_dump_streamed(reader, load_preset("kivi-2"), cancel), Cancelled);
 }
+
+TEST_CASE("streamed quantize of a dump with q_positions measures attention there, as quantize_dump", "[quantize_stream]") {
+  TempDir tmp;
+  SynthOptions o;
+  o.layers = 2;
+  o.kv_heads = 2;
+  o.q_heads = 4;
+  o.head_dim = 32;
+  o.tokens = 200;
+  KvDump d = make_synthetic_dump(o);
+  d.meta.q_positions = {3, 50, 51, 120, 199};
+  const std::string path = tmp.path("qpos.safetensors");
+  save_dump(path, d, DType::F16);
+  const DumpLoadOptions lo{.require_q = true, .load_q = true, .load_pre_rope = false};
+  const KvDump whole = load_dump(path, lo);
+  DumpReader reader(path, lo);
+  for (const char* p : {"kivi-2", "uniform-4"}) {
+    INFO(p);
+    const QuantizeReport streamed = quantize_dump_streamed(reader, load_preset(p), {});
+    REQUIRE(streamed.attn_queries == 5);
+    require_same(streamed, quantize_dump(whole, load_preset(p), {}));
+  }
+}
