@@ -10,22 +10,23 @@ namespace kvscope::views {
 
 namespace {
 
-// Bars of `a` (solid) and `b` (outline, optional) per channel, outliers in red.
-void channel_bars(const HeadProfile& p, ImVec2 size) {
+// Bars of `a` (solid) and `b` (outline, optional) per channel, outliers in red (of the unrotated head).
+void channel_bars(const HeadProfile& p, const std::vector<float>& a, const std::vector<float>& b, ImVec2 size) {
   ImDrawList* dl = ImGui::GetWindowDrawList();
   ImVec2 o = ImGui::GetCursorScreenPos();
-  ImGui::InvisibleButton("bars", size);
-  const auto& a = p.channel_max_abs;
-  const auto& b = p.channel_max_abs_pre_rope;
+  ImGui::InvisibleButton(&a == &p.channel_max_abs ? "bars" : "bars_rotated", size);
   int n = static_cast<int>(a.size());
   if (n == 0) return;
   float top = *std::max_element(a.begin(), a.end());
   if (!b.empty()) top = std::max(top, *std::max_element(b.begin(), b.end()));
+  for (const auto* both : {&p.channel_max_abs, &p.channel_max_abs_rotated})  // one scale for before / after rotation
+    if (!both->empty()) top = std::max(top, *std::max_element(both->begin(), both->end()));
   if (top <= 0) top = 1;
   dl->AddRectFilled(o, ImVec2(o.x + size.x, o.y + size.y), ImGui::GetColorU32(ImGuiCol_FrameBg));
   float w = size.x / n;
   std::vector<bool> outlier(n, false);
-  for (int c : p.outlier_channels) outlier[c] = true;
+  if (&a == &p.channel_max_abs)
+    for (int c : p.outlier_channels) outlier[c] = true;
   for (int c = 0; c < n; ++c) {
     float h = a[c] / top * (size.y - 2);
     ImU32 col = outlier[c] ? IM_COL32(240, 80, 60, 255) : IM_COL32(90, 160, 230, 255);
@@ -56,7 +57,11 @@ HeadDetailIntent draw_head_detail(const HeadProfile& p, bool kept_fp16, Colormap
   if (ImGui::SmallButton("Close")) intent.close = true;
 
   ImGui::TextDisabled("per-channel max |%c|%s", kind, p.channel_max_abs_pre_rope.empty() ? "" : "  (bars: after RoPE, yellow: before RoPE)");
-  channel_bars(p, ImVec2(width, 110));
+  channel_bars(p, p.channel_max_abs, p.channel_max_abs_pre_rope, ImVec2(width, 110));
+  if (!p.channel_max_abs_rotated.empty()) {  // the policy's rotation: what the method actually quantizes
+    ImGui::TextDisabled("per-channel max |%c| after the policy's Hadamard rotation (what is quantized; same scale as above)", kind);
+    channel_bars(p, p.channel_max_abs_rotated, {}, ImVec2(width, 110));
+  }
 
   if (p.outlier_channels.empty()) {
     ImGui::TextUnformatted("No outlier channels (none reaches 4x the median channel max).");

@@ -306,7 +306,7 @@ void Workspace::refresh_profile() {
     if (layer < static_cast<int>(t.size()) && !t[layer].empty()) deq = t[layer].data() + head * dump_->head_elems();
   }
   try {
-    profile_ = profile_head(*dump_, layer, head, sel_kind_, deq);
+    profile_ = profile_head(*dump_, layer, head, sel_kind_, deq, 4.0, policy_.rotation ? &*policy_.rotation : nullptr);
   } catch (const Error& e) {
     profile_.reset();
     error(e.what());

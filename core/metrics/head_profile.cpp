@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/quant/formats/hadamard.h"
 #include "core/util/error.h"
 
 namespace kvscope {
@@ -37,7 +38,7 @@ std::vector<int> outlier_channels(const std::vector<float>& channel_max_abs, dou
 }
 
 HeadProfile profile_head(const KvDump& dump, int layer, int head, char kind, const float* dequantized,
-                         double outlier_ratio) {
+                         double outlier_ratio, const RotationSpec* rotation) {
   const DumpShape& s = dump.shape;
   if (layer < 0 || layer >= s.layers || head < 0 || head >= s.kv_heads || (kind != 'k' && kind != 'v'))
     fail("head profile", "no head (layer {}, head {}, kind {}) in a dump of {} layers x {} KV heads", layer, head,
@@ -51,6 +52,11 @@ HeadProfile profile_head(const KvDump& dump, int layer, int head, char kind, con
   if (kind == 'k' && dump.has_k_pre_rope()) {
     const float* pre = dump.layers[layer].k_pre_rope.data() + static_cast<size_t>(head) * dump.head_elems();
     p.channel_max_abs_pre_rope = channel_max(pre, s.tokens, s.head_dim);
+  }
+  if (rotation && rotation->applies(kind)) {
+    std::vector<float> r(x, x + dump.head_elems());
+    formats::HadamardRotation(s.head_dim, rotation->seed_of(kind)).rotate(r.data(), static_cast<size_t>(s.tokens));
+    p.channel_max_abs_rotated = channel_max(r.data(), s.tokens, s.head_dim);
   }
   if (dequantized) {
     p.token_error.resize(s.tokens);

@@ -7,7 +7,7 @@
 
 #include "core/metrics/attention.h"
 #include "core/model/model.h"
-#include "core/tensor/safetensors_stream.h"
+#include "core/tensor/safetensors_writer.h"
 #include "core/util/error.h"
 
 namespace kvscope {
@@ -141,7 +141,7 @@ uint64_t capture_to_file(const Model& model, std::span<const int32_t> ids, const
   // Tensor order per kept layer: k, v, [q], [k_pre_rope, [q_pre_rope]] (as save_dump writes).
   enum Kind { K, V, Q, KPre, QPre, kKinds };
   static const char* const kNames[] = {"k", "v", "q", "k_pre_rope", "q_pre_rope"};
-  std::vector<TensorSpec> specs;
+  std::vector<TensorDecl> specs;
   std::vector<std::array<int, kKinds>> index(layers.size());
   const int64_t hd = c.head_dim;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -155,7 +155,7 @@ uint64_t capture_to_file(const Model& model, std::span<const int32_t> ids, const
       specs.push_back({"layers." + std::to_string(layers[i]) + "." + kNames[kind], dtype, {heads, is_q ? NQ : T, hd}});
     }
   }
-  SafetensorsStreamWriter out(path, specs, dump_metadata(meta, shape, dtype));
+  SafetensorsWriter out(path, specs, dump_metadata(meta, shape, dtype));
 
   const size_t es = dtype_size(dtype);
   std::vector<unsigned char> buf;
@@ -164,7 +164,7 @@ uint64_t capture_to_file(const Model& model, std::span<const int32_t> ids, const
   auto put = [&](int tensor, int64_t head, int64_t tokens_in_tensor, int64_t row0, const float* src, int64_t n) {
     buf.resize(static_cast<size_t>(n * hd) * es);
     convert_from_f32(dtype, src, static_cast<size_t>(n * hd), buf.data());
-    out.write(static_cast<size_t>(tensor), static_cast<uint64_t>((head * tokens_in_tensor + row0) * hd) * es, buf.data(), buf.size());
+    out.write_at(static_cast<size_t>(tensor), static_cast<uint64_t>((head * tokens_in_tensor + row0) * hd) * es, buf.data(), buf.size());
   };
   auto put_all = [&](int tensor, const float* src, int heads, int start, int n) {
     for (int h = 0; h < heads; ++h) put(tensor, h, T, start, src + static_cast<int64_t>(h) * n * hd, n);
@@ -204,7 +204,7 @@ uint64_t capture_to_file(const Model& model, std::span<const int32_t> ids, const
     if (opts.progress) opts.progress(s + n, T);
   }
   const uint64_t bytes = out.file_bytes();
-  out.commit();
+  out.finish();
   return bytes;
 }
 

@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/tensor/compute_threads.h"
 #include "core/tensor/matmul.h"
 #include "core/tensor/worker_pool.h"
 
@@ -20,43 +21,72 @@ bool have_avx2() {
 }
 
 // Cephes expf: exp(x) = 2^k exp(r), r in [-ln2/2, ln2/2], degree-5 polynomial.
-__attribute__((target("avx2,fma"))) void exp_avx2(float* x, int64_t n) {
+__attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 v) {
   const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447504f);
   const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f);
   const __m256 c1 = _mm256_set1_ps(0.693359375f), c2 = _mm256_set1_ps(-2.12194440e-4f);
-  const __m256 p0 = _mm256_set1_ps(1.9875691500E-4f), p1 = _mm256_set1_ps(1.3981999507E-3f),
-               p2 = _mm256_set1_ps(8.3334519073E-3f), p3 = _mm256_set1_ps(4.1665795894E-2f),
-               p4 = _mm256_set1_ps(1.6666665459E-1f), p5 = _mm256_set1_ps(5.0000001201E-1f);
+  const __m256 underflow = _mm256_cmp_ps(v, lo, _CMP_LT_OQ);
+  v = _mm256_max_ps(_mm256_min_ps(v, hi), lo);
+  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(v, log2e, half));
+  v = _mm256_fnmadd_ps(fx, c1, v);
+  v = _mm256_fnmadd_ps(fx, c2, v);
+  const __m256 z = _mm256_mul_ps(v, v);
+  __m256 y = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500E-4f), v, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, v, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, v, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, v, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, v, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, z, _mm256_add_ps(v, one));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));  // exp(-inf), tiny: 0
+}
+
+__attribute__((target("avx2,fma"))) void exp_avx2(float* x, int64_t n) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_loadu_ps(x + i);
-    const __m256 underflow = _mm256_cmp_ps(v, lo, _CMP_LT_OQ);
-    v = _mm256_max_ps(_mm256_min_ps(v, hi), lo);
-    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(v, log2e, half));
-    v = _mm256_fnmadd_ps(fx, c1, v);
-    v = _mm256_fnmadd_ps(fx, c2, v);
-    const __m256 z = _mm256_mul_ps(v, v);
-    __m256 y = _mm256_fmadd_ps(p0, v, p1);
-    y = _mm256_fmadd_ps(y, v, p2);
-    y = _mm256_fmadd_ps(y, v, p3);
-    y = _mm256_fmadd_ps(y, v, p4);
-    y = _mm256_fmadd_ps(y, v, p5);
-    y = _mm256_fmadd_ps(y, z, _mm256_add_ps(v, one));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-    _mm256_storeu_ps(x + i, _mm256_andnot_ps(underflow, y));  // exp(-inf) and tiny inputs: 0
-  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_loadu_ps(x + i)));
   for (; i < n; ++i) x[i] = std::exp(x[i]);
 }
 
-// Softmax of row[lo, hi) in place; entries outside are set to 0. scale applied to the logits.
-void softmax_range(float* row, int64_t len, int64_t lo, int64_t hi, float scale) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t t = lo; t < hi; ++t) mx = std::max(mx, row[t] * scale);
-  for (int64_t t = lo; t < hi; ++t) row[t] = row[t] * scale - mx;
-  exp_inplace(row + lo, hi - lo);
+// x[i] = exp(x[i] * scale - mx) for i < n, returns their sum (one pass over the row).
+__attribute__((target("avx2,fma"))) double exp_shifted_sum_avx2(float* x, int64_t n, float scale, float mx) {
+  const __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 y = exp8(_mm256_fmsub_ps(_mm256_loadu_ps(x + i), vs, vm));
+    _mm256_storeu_ps(x + i, y);
+    acc = _mm256_add_ps(acc, y);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
   double sum = 0;
-  for (int64_t t = lo; t < hi; ++t) sum += row[t];
+  for (float l : lanes) sum += l;
+  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] * scale - mx));
+  return sum;
+}
+
+__attribute__((target("avx2"))) float max_avx2(const float* x, int64_t n) {
+  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, m);
+  float r = lanes[0];
+  for (float l : lanes) r = std::max(r, l);
+  for (; i < n; ++i) r = std::max(r, x[i]);
+  return r;
+}
+
+// Softmax of row[lo, hi) in place; entries outside are set to 0. scale (> 0) applied to the logits.
+void softmax_range(float* row, int64_t len, int64_t lo, int64_t hi, float scale) {
+  double sum = 0;
+  if (have_avx2()) {
+    sum = exp_shifted_sum_avx2(row + lo, hi - lo, scale, max_avx2(row + lo, hi - lo) * scale);
+  } else {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t t = lo; t < hi; ++t) mx = std::max(mx, row[t] * scale);
+    for (int64_t t = lo; t < hi; ++t) sum += (row[t] = std::exp(row[t] * scale - mx));
+  }
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t t = lo; t < hi; ++t) row[t] *= inv;
   std::fill(row, row + lo, 0.f);
@@ -149,31 +179,35 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
     return;
   }
 
-  // Prefill: blocks of query rows; a block sees keys [0, start + its last row + 1).
+  // Prefill: heads spread over the cores, each head's blocks of query rows run with
+  // single-threaded GEMMs (a head's [rows, cols, d] products are too small for OpenBLAS's own
+  // threads to pay off); a block sees keys [0, start + its last row + 1).
   constexpr int kBlock = 256;
-  std::vector<float> p(static_cast<size_t>(std::min(n, kBlock)) * total);
-  for (int h = 0; h < H; ++h) {
-    const float* K = k + (h / G) * s.kv_head_stride;
-    const float* V = v + (h / G) * s.kv_head_stride;
-    const float* Q = q + static_cast<int64_t>(h) * n * d;
-    for (int i0 = 0; i0 < n; i0 += kBlock) {
-      const int rows = std::min(kBlock, n - i0);
-      const int64_t hi = s.start + i0 + rows;                // keys seen by the block's last row
-      const int64_t first_lo = lo_of(s.start + i0);          // ... and by its first row
-      const int64_t cols = hi - first_lo;
-      sgemm(false, true, rows, cols, d, 1.f, Q + static_cast<int64_t>(i0) * d, d, K + first_lo * d, d, 0.f, p.data(), cols);
-      run_parts(static_cast<int64_t>(rows) * cols < (1 << 14) ? 1 : kernel_threads(), [&](int part, int parts) {
-        long b, e;
-        part_range(rows, part, parts, &b, &e);
-        for (long r = b; r < e; ++r) {
+  const int parts = std::min(H, kernel_threads());
+  ScopedBlasThreads blas(1);
+  run_parts(parts, [&](int part, int n_parts) {
+    long hb, he;
+    part_range(H, part, n_parts, &hb, &he);
+    std::vector<float> p(static_cast<size_t>(std::min(n, kBlock)) * total);
+    for (int h = static_cast<int>(hb); h < he; ++h) {
+      const float* K = k + (h / G) * s.kv_head_stride;
+      const float* V = v + (h / G) * s.kv_head_stride;
+      const float* Q = q + static_cast<int64_t>(h) * n * d;
+      for (int i0 = 0; i0 < n; i0 += kBlock) {
+        const int rows = std::min(kBlock, n - i0);
+        const int64_t hi = s.start + i0 + rows;                // keys seen by the block's last row
+        const int64_t first_lo = lo_of(s.start + i0);          // ... and by its first row
+        const int64_t cols = hi - first_lo;
+        sgemm(false, true, rows, cols, d, 1.f, Q + static_cast<int64_t>(i0) * d, d, K + first_lo * d, d, 0.f, p.data(), cols);
+        for (int r = 0; r < rows; ++r) {
           const int64_t pos = s.start + i0 + r;
           softmax_range(p.data() + r * cols, cols, lo_of(pos) - first_lo, pos + 1 - first_lo, scale);
         }
-      });
-      sgemm(false, false, rows, d, cols, 1.f, p.data(), cols, V + first_lo * d, d, 0.f,
-            out + static_cast<int64_t>(i0) * ldo + static_cast<int64_t>(h) * d, ldo);
+        sgemm(false, false, rows, d, cols, 1.f, p.data(), cols, V + first_lo * d, d, 0.f,
+              out + static_cast<int64_t>(i0) * ldo + static_cast<int64_t>(h) * d, ldo);
+      }
     }
-  }
+  });
 }
 
 }  // namespace kvscope

@@ -30,6 +30,29 @@ std::string methods_with(bool QuantMethod::*flag) {
   return s;
 }
 
+// "rotation": {"kind": "hadamard", "seed": S, "kinds": ["k", "v"]} (RotationSpec).
+RotationSpec read_rotation(Reader& r, const std::string& where) {
+  Reader rr(r.at("rotation"), where, "$.rotation");
+  RotationSpec rot;
+  if (rr.str("kind", "hadamard") != "hadamard") rr.err("kind", "must be \"hadamard\"");
+  if (rr.has("seed")) {
+    if (!rr.at("seed").is_number_unsigned()) rr.err("seed", "must be a non-negative integer");
+    rot.seed = rr.at("seed").get<uint64_t>();
+  }
+  if (rr.has("kinds")) {
+    const json& ks = rr.at("kinds");
+    rot.k = rot.v = false;
+    if (!ks.is_array() || ks.empty()) rr.err("kinds", "must be a non-empty array of \"k\" and \"v\"");
+    for (const auto& k : ks) {
+      if (k == "k") rot.k = true;
+      else if (k == "v") rot.v = true;
+      else rr.err("kinds", "must be a non-empty array of \"k\" and \"v\"");
+    }
+  }
+  rr.reject_unknown();
+  return rot;
+}
+
 const char* axis_name(Axis a) {
   switch (a) {
     case Axis::Token: return "token";
@@ -217,6 +240,7 @@ Policy parse_policy(const json& j, const std::string& where) {
     rs.reject_unknown();
     p.smooth = so;
   }
+  if (r.has("rotation")) p.rotation = read_rotation(r, where);
   for (const QuantMethod* other : all_methods()) {  // every method's option block; only its own is accepted
     const std::string& key = other->options_key;
     if (key.empty() || !r.has(key)) continue;
@@ -315,6 +339,11 @@ Policy parse_policy(const json& j, const std::string& where) {
     }
   }
   if (method.validate) method.validate(p, r);
+  if (p.rotation) {  // a stage around per-head slices: not for layer-wide, Hessian-fitted or smoothed keys
+    if (method.quantize_layer || method.needs_queries)
+      r.err("rotation", "method '" + method.name + "' does not quantize head by head (rotation applies to per-head methods)");
+    if (p.smooth) r.err("rotation", "is not combined with $.smooth");
+  }
   r.reject_unknown();
   return p;
 }
@@ -346,7 +375,8 @@ void check_residual_layers(const Policy& p, int layers) {
 bool needs_calibration(const Policy& p) {
   const auto rule = p.outliers.rule;
   return (rule != OutlierSelect::Rule::None && rule != OutlierSelect::Rule::List) || p.smooth.has_value() ||
-         p.attention.use_attentions || p.method->needs_calibration;  // e.g. WaterSIC: the key Hessian
+         p.attention.use_attentions || p.method->needs_calibration ||  // e.g. WaterSIC: the key Hessian
+         (p.method->needs_calibration_for && p.method->needs_calibration_for(p));  // e.g. FP8 amax scales
 }
 
 Policy load_policy_file(const std::string& path) {
@@ -388,6 +418,9 @@ json policy_to_json(const Policy& p) {
     }
     j["outlier_heads"] = oj;
   }
+  if (p.rotation)
+    j["rotation"] = {{"kind", "hadamard"}, {"seed", p.rotation->seed},
+                     {"kinds", p.rotation->k && p.rotation->v ? json{"k", "v"} : json{p.rotation->k ? "k" : "v"}}};
   if (p.smooth) j["smooth"] = {{"factor", p.smooth->factor}, {"include", p.smooth->include}, {"exclude", p.smooth->exclude}};
   if (const QuantMethod& m = *p.method; !m.options_key.empty()) {
     if (m.options_json) j[m.options_key] = m.options_json(p);

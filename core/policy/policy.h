@@ -28,6 +28,7 @@
 //   "watersic": {"target_rate": 2.0, "kl_aware": false, "importance_clip": 50, "use_lmmse": true,
 //                "n_rescaler_iters": 0, "sample_frac": 0, "sort_columns": true, "seed": 0,
 //                "queries": "group"|"same_index", "values": "fp16"|"watersic"},
+//   "rotation": {"kind": "hadamard", "seed": 0, "kinds": ["k", "v"]},  // rotation stage (any per-head method)
 //   "script": {...}           // a policy script's record (python/policy_script.h): kept, not interpreted
 // }
 // Validation errors name the JSON path: "policy.json: $.k.bits: must be an integer in 1..8".
@@ -141,6 +142,18 @@ struct AttentionGuided {
   double q_norm = 0;                     // QAQ's q_norm for the key bound; 0 = measured (max |q|^2 / head_dim)
 };
 
+// Rotation before quantization, a stage around any per-head method (docs/FORMATS.md "Rotation"):
+// each K / V head vector is multiplied by a randomized Walsh-Hadamard matrix R (core/quant/formats/
+// hadamard.h; K with `seed`, V with seed + 1) before the method quantizes it, and the reconstruction
+// by R^T: q.(R^T k^) = (Rq).k^ (queries rotated identically) and sum p R^T v^ = R^T (sum p v^) (the
+// attention output rotated back), so every metric is in the original basis. Keys post-RoPE.
+struct RotationSpec {
+  uint64_t seed = 0;
+  bool k = true, v = true;
+  bool applies(char kind) const { return kind == 'k' ? k : v; }
+  uint64_t seed_of(char kind) const { return seed + (kind == 'v' ? 1 : 0); }
+};
+
 struct Policy {
   std::string name;
   std::string description;
@@ -158,6 +171,7 @@ struct Policy {
   // elements are kept exactly (fp16 + position) and the group is quantized without them. Replay only.
   double outliers_ratio_k = 0, outliers_ratio_v = 0;
   std::optional<SmoothOptions> smooth;
+  std::optional<RotationSpec> rotation;
   SkvqOptions skvq;
   WatersicPolicy watersic;
   // The method's option object (QuantMethod::options_key) as JSON text, for methods that keep no typed

@@ -76,6 +76,7 @@ struct QuantMethod {
   // ---- Needs ----
   bool needs_queries = false;      // the dump path needs layers.{L}.q (besides attention metrics)
   bool needs_calibration = false;  // replay needs a calibration (text or online) for this method alone
+  std::function<bool(const Policy&)> needs_calibration_for;  // the same, depending on the options (FP8 amax scales)
   std::function<bool(const Policy&)> needs_pre_rope_keys;  // dumps must load layers.{L}.k_pre_rope; null = never
   int calibration_tokens_per_head_dim = 0;  // replay warns below this many calibration positions x head_dim
 
@@ -95,7 +96,8 @@ struct QuantMethod {
 
   // ---- Replay (core/replay/quantized_kv_cache.cpp) ----
   // Default (null plan_replay, empty refusal): TensorQuant blocks per head, the cache's own encoder.
-  // plan_replay: the method builds each head's plan with its streaming coder (WaterSIC).
+  // plan_replay: the method builds each head's plan with its streaming coder (WaterSIC), or a
+  // RowCodec (core/quant/row_codec.h) per head: the deployment formats (core/quant/methods/formats_replay.cpp).
   std::function<std::vector<HeadQuantPlan>(const ModelConfig&, const Policy&, const Calibration*, const std::string& where)>
       plan_replay;
   std::string replay_refusal;  // non-empty: replay refuses the method with this reason

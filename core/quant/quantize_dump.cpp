@@ -3,8 +3,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 #include "core/metrics/dump_metrics.h"
+#include "core/quant/formats/hadamard.h"
 #include "core/quant/head_plan.h"
 #include "core/quant/kvsmooth.h"
 #include "core/util/error.h"
@@ -56,6 +58,18 @@ QuantizedDump quantize_slices(const KvDump& dump, const Policy& policy, const Qu
         smooth[l] = kvsmooth_scales(dump.layers[l].k.data(), H, T, D, policy.smooth->factor, dump.meta.rope_style == "interleaved");
     smooth_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
   }
+  // $.rotation, a stage around any per-head method: the slice is rotated by R before the method
+  // quantizes it and the reconstruction by R^T (metrics in the original basis; Policy's RotationSpec).
+  std::optional<formats::HadamardRotation> rotation[2];
+  if (policy.rotation)
+    for (int kind = 0; kind < 2; ++kind)
+      if (policy.rotation->applies("kv"[kind])) {
+        try {
+          rotation[kind].emplace(D, policy.rotation->seed_of("kv"[kind]));
+        } catch (const Error& e) {
+          throw Error("policy: $.rotation: " + std::string(e.what()));
+        }
+      }
   parallel_for(static_cast<int64_t>(plans.size()), [&](int64_t i) {
     if (cancelled()) throw Cancelled();
     const HeadPlan& p = plans[i];
@@ -69,6 +83,13 @@ QuantizedDump quantize_slices(const KvDump& dump, const Policy& policy, const Qu
         for (int c = 0; c < D; ++c) xs[static_cast<size_t>(t) * D + c] = x[static_cast<size_t>(t) * D + c] / sc[c];
       x = xs.data();
     }
+    const auto& rot = rotation[p.kind == 'v'];
+    thread_local std::vector<float> xr;
+    if (rot && !p.quant.full_precision) {
+      xr.assign(x, x + static_cast<size_t>(T) * D);
+      rot->rotate(xr.data(), static_cast<size_t>(T));
+      x = xr.data();
+    }
     SliceInput in;
     in.dump = &dump;
     in.policy = &policy;
@@ -78,6 +99,7 @@ QuantizedDump quantize_slices(const KvDump& dump, const Policy& policy, const Qu
     in.tokens = T;
     in.head_dim = D;
     SliceResult res = method.quantize_slice(in);
+    if (rot && !p.quant.full_precision) rot->unrotate(y, static_cast<size_t>(T));
     if (sc)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < D; ++c) y[static_cast<size_t>(t) * D + c] *= sc[c];

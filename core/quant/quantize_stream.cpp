@@ -24,7 +24,7 @@ bool quantizes_streamed(const Policy& p) {
   using SliceFn = SliceResult (*)(const SliceInput&);
   const SliceFn* f = m.quantize_slice.target<SliceFn>();
   const bool per_group = f && *f == &quantize_tensor_slice && !m.quantize_layer && !m.check_dump;
-  return per_group;
+  return per_group && !p.rotation;  // rotation stages: quantize_dump
 }
 
 QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& policy, const QuantizeOptions& opts) {

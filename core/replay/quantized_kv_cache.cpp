@@ -139,7 +139,11 @@ double nominal_bits_of_plans(const std::vector<HeadQuantPlan>& plans) {
   return plans.empty() ? 0 : sum / static_cast<double>(plans.size());
 }
 
-std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib) {
+namespace {
+
+// The method's plans (its own plan_replay, else TensorQuant blocks per head); plan_replay_heads adds
+// the policy stages that wrap any per-head method (rotation).
+std::vector<HeadQuantPlan> plan_method_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib) {
   const std::string where = "policy " + (policy.name.empty() ? std::string("(unnamed)") : policy.name);
   if (policy.residual < 0 || policy.sink_tokens < 0) fail(where, "residual and sink_tokens must be >= 0");
   check_residual_layers(policy, cfg.num_layers);
@@ -220,6 +224,26 @@ std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Polic
   return plans;
 }
 
+}  // namespace
+
+std::vector<HeadQuantPlan> plan_replay_heads(const ModelConfig& cfg, const Policy& policy, const Calibration* calib) {
+  std::vector<HeadQuantPlan> plans = plan_method_heads(cfg, policy, calib);
+  if (policy.rotation) {  // one rotation per kind, shared by the quantized heads' plans
+    std::shared_ptr<const formats::HadamardRotation> rot[2];
+    for (int kind = 0; kind < 2; ++kind)
+      if (policy.rotation->applies("kv"[kind])) {
+        try {
+          rot[kind] = std::make_shared<formats::HadamardRotation>(cfg.head_dim, policy.rotation->seed_of("kv"[kind]));
+        } catch (const Error& e) {
+          fail("policy " + policy.name, "$.rotation: {}", e.what());
+        }
+      }
+    for (size_t i = 0; i < plans.size(); ++i)
+      if (!plans[i].quant.full_precision) plans[i].rotation = rot[i % 2];
+  }
+  return plans;
+}
+
 // ---- QuantizedKvCache -----------------------------------------------------------------------
 
 namespace {
@@ -265,6 +289,7 @@ struct HeadState {
   std::vector<QuantizedTensor> blocks;
   bool calibrated = false;
   QuantizedTensor calib;  // Axis::Head: the block that fixed the scale
+  std::vector<uint8_t> bytes;        // row codecs: the packed rows, in order
   std::vector<uint64_t> zsic_codes;  // WaterSIC: code - code_lo at code_width bits each, packed in order
   uint64_t zsic_bits = 0;            // bits of zsic_codes in use
 };
@@ -402,9 +427,50 @@ struct QuantizedKvCache::Impl {
     s.settled += n;
   }
 
+  // Row codecs: rows [first, first + n) through the head's codec into its byte store; the mirror gets
+  // the decoded rows; the codec's static bits are counted with the first row.
+  void code_rows(Layer& L, int h, int kind, const RowCodec& codec, int first, int n) {
+    HeadState& s = L.state[h * 2 + kind];
+    if (s.quantized == 0) s.block_bits += codec.static_bits();
+    float* base = (kind == 0 ? L.k.data() : L.v.data()) + (static_cast<size_t>(h) * L.capacity + first) * head_dim;
+    const size_t count = static_cast<size_t>(n) * head_dim;
+    scratch.resize(count);
+    s.block_bits += codec.encode(base, n, first, s.bytes, scratch.data());
+    for (size_t i = 0; i < count; ++i) {
+      const double d = static_cast<double>(base[i]) - scratch[i];
+      sq_err += d * d;
+    }
+    std::memcpy(base, scratch.data(), count * sizeof(float));
+    s.quantized += n;
+    s.settled += n;
+  }
+
+  // $.rotation: the rows are rotated in place, quantized as the plan says, and rotated back; the
+  // error is measured against the original rows.
+  bool rotated = false;
+  std::vector<float> unrotated;
+  void quantize_rotated(Layer& L, int h, int kind, const formats::HadamardRotation& r, int first, int n) {
+    float* base = (kind == 0 ? L.k.data() : L.v.data()) + (static_cast<size_t>(h) * L.capacity + first) * head_dim;
+    const size_t count = static_cast<size_t>(n) * head_dim;
+    unrotated.assign(base, base + count);
+    r.rotate(base, static_cast<size_t>(n));
+    const double err0 = sq_err;
+    rotated = true;
+    quantize_rows(L, h, kind, first, n);
+    rotated = false;
+    r.unrotate(base, static_cast<size_t>(n));
+    sq_err = err0;
+    for (size_t i = 0; i < count; ++i) {
+      const double d = static_cast<double>(unrotated[i]) - base[i];
+      sq_err += d * d;
+    }
+  }
+
   // Quantizes rows [first, first + n) of one head in place in the mirror and records the block.
   void quantize_rows(Layer& L, int h, int kind, int first, int n) {
     const HeadQuantPlan& p = plan(static_cast<int>(&L - layers.data()), h, kind);
+    if (p.rotation && !rotated) return quantize_rotated(L, h, kind, *p.rotation, first, n);
+    if (p.codec) return code_rows(L, h, kind, *p.codec, first, n);
     if (p.watersic) return code_watersic_rows(L, h, kind, *p.watersic, first, n);
     HeadState& s = L.state[h * 2 + kind];
     float* base = (kind == 0 ? L.k.data() : L.v.data()) + (static_cast<size_t>(h) * L.capacity + first) * head_dim;

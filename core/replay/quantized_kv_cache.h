@@ -29,6 +29,11 @@
 //       own by the head's WaterSicCoder (core/quant/watersic.h) fixed from the calibration's K and
 //       queries; codes at the calibration codes' fixed width, clamped into it (counted). Stored: the
 //       codes plus the coder's side info once per head (column scales, permutation, code range).
+//   Row codecs (plan.codec: llama.cpp types, FP8, NVFP4, TurboQuant, QJL, KVQuant): as Axis::Token, the
+//       rows leaving the window go through the head's RowCodec, which packs them into the head's byte
+//       store; its bits (and its static bits once per head) are the stored size.
+//   Rotation ($.rotation, any per-head method): the rows are rotated by the plan's Hadamard matrix before
+//       their codes are made and the reconstruction is rotated back into the mirror (errors measured there).
 //   Full precision (fp16 method, fp16 outlier heads): everything fp16.
 //
 // Calibrated decisions (core/replay/calibration.h): a policy that ranks outlier heads, smooths keys or
@@ -47,7 +52,9 @@
 #include "core/model/config.h"
 #include "core/model/model.h"
 #include "core/policy/policy.h"
+#include "core/quant/formats/hadamard.h"
 #include "core/quant/quantized_tensor.h"
+#include "core/quant/row_codec.h"
 #include "core/quant/watersic.h"
 
 namespace kvscope {
@@ -82,6 +89,11 @@ struct HeadQuantPlan {
   // Method watersic: the streaming coder of this head (shared by the plans' copies); quant.bits is
   // its code width, for the nominal bits.
   std::shared_ptr<const WaterSicCoder> watersic;
+  // A registry record's streaming coder (core/quant/row_codec.h): rows leave the window one token at a
+  // time through it (the deployment formats). quant.bits is then the nominal bits, rounded.
+  std::shared_ptr<const RowCodec> codec;
+  // $.rotation: rows are rotated before quantization and the reconstruction rotated back (null = none).
+  std::shared_ptr<const formats::HadamardRotation> rotation;
 };
 
 struct Calibration;

@@ -1,4 +1,5 @@
 #include "core/tensor/safetensors.h"
+#include "core/tensor/safetensors_writer.h"
 
 #include <fcntl.h>
 #include <setjmp.h>
@@ -238,33 +239,11 @@ void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
 
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  json header = json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  uint64_t offset = 0;
-  for (const auto& t : tensors) {
-    uint64_t numel = 1;
-    for (auto d : t.shape) {
-      if (d < 0) fail(path, "tensor '{}': negative dimension", t.name);
-      numel *= static_cast<uint64_t>(d);
-    }
-    uint64_t nb = numel * dtype_size(t.dtype);
-    if (header.contains(t.name)) fail(path, "tensor '{}' written twice", t.name);
-    header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}, {"data_offsets", {offset, offset + nb}}};
-    offset += nb;
-  }
-  std::string h = header.dump();
-  while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // keep the data block 8-byte aligned
-
-  char len[8];
-  uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-  std::vector<std::string_view> parts = {std::string_view(len, 8), h};
-  for (const auto& t : tensors) {
-    size_t nb = static_cast<size_t>(header[t.name]["data_offsets"][1].get<uint64_t>() -
-                                    header[t.name]["data_offsets"][0].get<uint64_t>());
-    if (nb > 0) parts.emplace_back(static_cast<const char*>(t.data), nb);
-  }
-  write_file_atomic(path, parts);  // temp file, fsync, rename; removed on failure or interrupt
+  std::vector<TensorDecl> decl;
+  for (const auto& t : tensors) decl.push_back({t.name, t.dtype, t.shape});
+  SafetensorsWriter w(path, decl, metadata);  // temp file, fsync, rename; removed on failure or interrupt
+  for (const auto& t : tensors) w.write(t.name, t.data);
+  w.finish();
 }
 
 }  // namespace kvscope

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "core/tensor/safetensors.h"
+#include "core/tensor/safetensors_writer.h"
 #include "core/util/error.h"
 #include "test_util.h"
 
@@ -120,4 +121,35 @@ TEST_CASE("write_safetensors leaves no partial file when the directory is not wr
   std::vector<float> x(4, 1.0f);
   CHECK_THROWS_WITH(write_safetensors("/nonexistent-dir/x.safetensors", {{"a", DType::F32, {4}, x.data()}}),
                     Catch::Contains("/nonexistent-dir/x.safetensors: cannot create"));
+}
+
+TEST_CASE("SafetensorsWriter: pieces at offsets give the same file as whole tensors; an incomplete file is refused") {
+  TempDir dir;
+  const std::vector<float> a = {1, 2, 3, 4, 5, 6}, b = {-1, -2};
+  const std::vector<TensorDecl> decl = {{"a", DType::F32, {2, 3}}, {"b", DType::F32, {2}}};
+  {
+    SafetensorsWriter w(dir.path("whole.safetensors"), decl, {{"k", "v"}});
+    w.write("a", a.data());
+    w.write("b", b.data());
+    w.finish();
+  }
+  {
+    SafetensorsWriter w(dir.path("pieces.safetensors"), decl, {{"k", "v"}});
+    w.write_at(1, 0, b.data(), 8);
+    w.write_at(0, 12, a.data() + 3, 12);  // second row first
+    w.write_at(0, 0, a.data(), 12);
+    CHECK(w.file_bytes() == std::filesystem::file_size(dir.path("whole.safetensors")));
+    w.finish();
+  }
+  CHECK(test::slurp(dir.path("whole.safetensors")) == test::slurp(dir.path("pieces.safetensors")));
+  {
+    SafetensorsWriter w(dir.path("short.safetensors"), decl);
+    w.write_at(0, 0, a.data(), 24);
+    CHECK_THROWS_WITH(w.write_at(1, 4, b.data(), 8), Catch::Contains("outside tensor 1"));
+    w.write_at(1, 0, b.data(), 4);
+    CHECK_THROWS_WITH(w.finish(), Catch::Contains("tensor 'b': 4 of 8 bytes written"));
+  }
+  CHECK_FALSE(std::filesystem::exists(dir.path("short.safetensors")));
+  for (const auto& e : std::filesystem::directory_iterator(dir.dir))  // no temporary file left
+    CHECK(e.path().filename().string().find(".tmp-") == std::string::npos);
 }

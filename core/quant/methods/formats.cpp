@@ -1,12 +1,10 @@
 // Registry entries of the deployment formats and recent methods (numeric core in
 // core/quant/formats/, choices in docs/FORMATS.md): ggml (llama.cpp KV block types), fp8, nvfp4,
-// turboquant, qjl, kvquant. One file for the six records: they share the option parsing and the
-// Hadamard rotation, which each per-head method applies inside its slice for now
-// ("rotation": {"kind": "hadamard", "seed": S, "kinds": ["k", "v"]} in the method's options; the
-// reconstruction is rotated back, so every metric is in the original basis).
+// turboquant, qjl, kvquant. One file for the six records: they share the option parsing.
+// Rotation is the policy's stage ($.rotation, quantize_dump and the replay cache), not a method option.
 // Calibration-based settings (FP8/NVFP4 scales, TurboQuant outlier channels, KVQuant codebooks)
-// come from the dump itself (calibration mode "dump"). Replay refuses these methods: none has an
-// encoder in the packed streaming cache yet.
+// come from the dump itself on the dump path, from the replay calibration (text or online) in replay,
+// where each head's streaming RowCodec is built by core/quant/methods/formats_replay.cpp.
 #include <cmath>
 #include <optional>
 
@@ -20,6 +18,8 @@
 #include "core/quant/formats/slice_codecs.h"
 #include "core/quant/head_plan.h"
 #include "core/quant/method_registry.h"
+#include "core/quant/methods/formats_replay.h"
+#include "core/replay/quantized_kv_cache.h"
 #include "core/tensor/dtype.h"
 #include "core/tensor/rope.h"
 #include "core/util/error.h"
@@ -31,49 +31,12 @@ using namespace formats;
 
 namespace {
 
-constexpr const char* kNoReplay = " has no encoder in the packed streaming cache yet (docs/FORMATS.md)";
-
 nlohmann::json options_of(const Policy& p) {
   if (p.method_options.empty()) return nlohmann::json::object();
   return nlohmann::json::parse(p.method_options);
 }
 
-struct Rotation {
-  uint64_t seed = 0;
-  bool k = true, v = true;
-};
-
-// "rotation": {"kind": "hadamard", "seed": S, "kinds": ["k", "v"]}; errors through r (path $.<key>.rotation).
-std::optional<Rotation> read_rotation(const nlohmann::json& o, JsonReader* r, const std::string& key) {
-  if (!o.contains("rotation")) return std::nullopt;
-  const std::string where = key + ".rotation";
-  const auto& j = o.at("rotation");
-  auto bad = [&](const std::string& what) {
-    if (r) r->err(where, what);
-    throw Error("policy: $." + where + ": " + what);
-  };
-  if (!j.is_object()) bad("must be an object");
-  Rotation rot;
-  for (auto it = j.begin(); it != j.end(); ++it)
-    if (it.key() != "kind" && it.key() != "seed" && it.key() != "kinds") bad("unknown field '" + it.key() + "'");
-  if (j.contains("kind") && j.at("kind") != "hadamard") bad("kind must be \"hadamard\"");
-  if (j.contains("seed")) {
-    if (!j.at("seed").is_number_unsigned()) bad("seed must be a non-negative integer");
-    rot.seed = j.at("seed").get<uint64_t>();
-  }
-  if (j.contains("kinds")) {
-    if (!j.at("kinds").is_array()) bad("kinds must be an array of \"k\" and \"v\"");
-    rot.k = rot.v = false;
-    for (const auto& s : j.at("kinds")) {
-      if (s == "k") rot.k = true;
-      else if (s == "v") rot.v = true;
-      else bad("kinds must be an array of \"k\" and \"v\"");
-    }
-  }
-  return rot;
-}
-
-// Checks that the options object has only `allowed` keys (besides rotation when allowed).
+// Checks that the options object has only `allowed` keys.
 void only_keys(const nlohmann::json& o, JsonReader& r, const std::string& key, std::initializer_list<const char*> allowed) {
   for (auto it = o.begin(); it != o.end(); ++it) {
     bool ok = false;
@@ -84,20 +47,9 @@ void only_keys(const nlohmann::json& o, JsonReader& r, const std::string& key, s
 
 using SliceFn = std::function<SliceBits(const SliceInput&, const float* x, float* out)>;
 
-// Runs fn on the slice, rotated when the options ask for it (and rotated back afterwards).
-SliceResult run_slice(const SliceInput& in, const std::string& key, const SliceFn& fn) {
-  const std::optional<Rotation> rot = read_rotation(options_of(*in.policy), nullptr, key);
-  const bool rotate = rot && (in.plan->kind == 'k' ? rot->k : rot->v);
-  SliceBits b;
-  if (rotate) {
-    const HadamardRotation r(in.head_dim, rot->seed + (in.plan->kind == 'v'));
-    std::vector<float> xr(in.x, in.x + static_cast<size_t>(in.tokens) * in.head_dim);
-    r.rotate(xr.data(), static_cast<size_t>(in.tokens));
-    b = fn(in, xr.data(), in.out);
-    r.unrotate(in.out, static_cast<size_t>(in.tokens));
-  } else {
-    b = fn(in, in.x, in.out);
-  }
+// Runs fn on the slice (already rotated by quantize_dump when the policy rotates).
+SliceResult run_slice(const SliceInput& in, const SliceFn& fn) {
+  const SliceBits b = fn(in, in.x, in.out);
   SliceResult res;
   res.bits = b.bits;
   res.static_bits = b.static_bits;
@@ -111,7 +63,6 @@ QuantMethod base(const std::string& name, const std::string& description, std::v
   m.description = description;
   m.presets = std::move(presets);
   m.options_key = name;
-  m.replay_refusal = name + kNoReplay;
   m.validate = [](const Policy& p, JsonReader& r) {
     if (!p.overrides.empty() || !p.rules.empty() || p.smooth)
       r.err(p.smooth ? "smooth" : (p.rules.empty() ? "overrides" : "rules"), "this method takes no per-head overrides or smoothing here");
@@ -119,9 +70,15 @@ QuantMethod base(const std::string& name, const std::string& description, std::v
   return m;
 }
 
-// The layer x kind tensor a slice belongs to (for per-tensor scales).
-const std::vector<float>& layer_tensor(const SliceInput& in) {
-  return in.plan->kind == 'k' ? in.dump->layers[in.plan->layer].k : in.dump->layers[in.plan->layer].v;
+// amax of the layer x kind tensor a slice belongs to (per-tensor scales), rotated as the slices are
+// when the policy rotates that kind (a rotation can raise amax up to sqrt(block) times).
+float layer_amax(const SliceInput& in) {
+  const std::vector<float>& t = in.plan->kind == 'k' ? in.dump->layers[in.plan->layer].k : in.dump->layers[in.plan->layer].v;
+  const auto& rot = in.policy->rotation;
+  if (!rot || !rot->applies(in.plan->kind)) return abs_max(t.data(), t.size());
+  std::vector<float> r(t);
+  HadamardRotation(in.head_dim, rot->seed_of(in.plan->kind)).rotate(r.data(), r.size() / in.head_dim);
+  return abs_max(r.data(), r.size());
 }
 
 // ---- ggml -------------------------------------------------------------------------------------
@@ -136,7 +93,7 @@ GgmlType ggml_type_of(const nlohmann::json& o, char kind) {
 
 SliceResult ggml_quantize(const SliceInput& in) {
   const GgmlType t = ggml_type_of(options_of(*in.policy), in.plan->kind);
-  return run_slice(in, "ggml", [t](const SliceInput& s, const float* x, float* out) { return ggml_slice(t, x, s.tokens, s.head_dim, out); });
+  return run_slice(in, [t](const SliceInput& s, const float* x, float* out) { return ggml_slice(t, x, s.tokens, s.head_dim, out); });
 }
 
 const QuantMethod& make_ggml() {
@@ -147,17 +104,17 @@ const QuantMethod& make_ggml() {
     m.validate = [v](const Policy& p, JsonReader& r) {
       v(p, r);
       const nlohmann::json o = options_of(p);
-      only_keys(o, r, "ggml", {"type", "k_type", "v_type", "rotation"});
+      only_keys(o, r, "ggml", {"type", "k_type", "v_type"});
       for (const char* k : {"type", "k_type", "v_type"}) {
         GgmlType t;
         if (o.contains(k) && !(o.at(k).is_string() && parse_ggml_type(o.at(k).get<std::string>(), &t)))
           r.err(std::string("ggml.") + k, "must be one of q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl");
       }
-      read_rotation(o, &r, "ggml");
     };
     m.check_dump = [](const KvDump& d, const Policy&) {
       if (d.shape.head_dim % kGgmlBlock) throw Error(fmt::format("head_dim {} is not a multiple of ggml's block of 32", d.shape.head_dim));
     };
+    m.plan_replay = ggml_replay_plans;
     m.quantize_slice = ggml_quantize;
     m.quantize_slice_reference = ggml_quantize;
     m.test_policy = [](int bits) {
@@ -175,13 +132,10 @@ SliceResult fp8_quantize(const SliceInput& in) {
   Fp8Format f = Fp8Format::E4M3;
   if (o.contains("format")) parse_fp8_format(o.at("format").get<std::string>(), &f);
   const std::string mode = o.value("scale", std::string("tensor"));
-  return run_slice(in, "fp8", [&](const SliceInput& s, const float* x, float* out) {
+  return run_slice(in, [&](const SliceInput& s, const float* x, float* out) {
     float scale = 1.0f;
     if (mode == "head") scale = fp8_scale_from_amax(f, abs_max(x, size_t(s.tokens) * s.head_dim));
-    else if (mode == "tensor") {
-      const std::vector<float>& t = layer_tensor(s);
-      scale = fp8_scale_from_amax(f, abs_max(t.data(), t.size()));  // rotation keeps amax <= sqrt(b) x; see FORMATS.md
-    }
+    else if (mode == "tensor") scale = fp8_scale_from_amax(f, layer_amax(s));
     // A per-tensor scale is counted once per layer x kind (with head 0's slice).
     const bool count = mode == "head" || (mode == "tensor" && s.plan->head == 0);
     return fp8_slice(f, x, s.tokens, s.head_dim, scale, count, out);
@@ -196,14 +150,15 @@ const QuantMethod& make_fp8() {
     m.validate = [v](const Policy& p, JsonReader& r) {
       v(p, r);
       const nlohmann::json o = options_of(p);
-      only_keys(o, r, "fp8", {"format", "scale", "rotation"});
+      only_keys(o, r, "fp8", {"format", "scale"});
       Fp8Format f;
       if (o.contains("format") && !(o.at("format").is_string() && parse_fp8_format(o.at("format").get<std::string>(), &f)))
         r.err("fp8.format", "must be \"e4m3\" or \"e5m2\"");
       if (o.contains("scale") && !(o.at("scale") == "tensor" || o.at("scale") == "head" || o.at("scale") == "fixed"))
         r.err("fp8.scale", "must be \"tensor\" (per layer x kind), \"head\" or \"fixed\" (1.0)");
-      read_rotation(o, &r, "fp8");
     };
+    m.plan_replay = fp8_replay_plans;
+    m.needs_calibration_for = fp8_needs_calibration;
     m.quantize_slice = fp8_quantize;
     m.quantize_slice_reference = fp8_quantize;
     // The registry's bounds are a uniform grid's; FP8's relative error 2^-4 (e4m3) sits between the
@@ -217,9 +172,8 @@ const QuantMethod& make_fp8() {
 // ---- nvfp4 ------------------------------------------------------------------------------------
 
 SliceResult nvfp4_quantize(const SliceInput& in) {
-  return run_slice(in, "nvfp4", [](const SliceInput& s, const float* x, float* out) {
-    const std::vector<float>& t = layer_tensor(s);
-    SliceBits b = nvfp4_slice(x, s.tokens, s.head_dim, nvfp4_global_scale(abs_max(t.data(), t.size())), out);
+  return run_slice(in, [](const SliceInput& s, const float* x, float* out) {
+    SliceBits b = nvfp4_slice(x, s.tokens, s.head_dim, nvfp4_global_scale(layer_amax(s)), out);
     if (s.plan->head != 0) b.bits -= 32, b.static_bits = 0;  // one fp32 tensor scale per layer x kind
     return b;
   });
@@ -232,12 +186,13 @@ const QuantMethod& make_nvfp4() {
     m.validate = [v](const Policy& p, JsonReader& r) {
       v(p, r);
       const nlohmann::json o = options_of(p);
-      only_keys(o, r, "nvfp4", {"rotation"});
-      read_rotation(o, &r, "nvfp4");
+      only_keys(o, r, "nvfp4", {});
     };
     m.check_dump = [](const KvDump& d, const Policy&) {
       if (d.shape.head_dim % kNvfp4Block) throw Error(fmt::format("head_dim {} is not a multiple of NVFP4's block of 16", d.shape.head_dim));
     };
+    m.plan_replay = nvfp4_replay_plans;
+    m.needs_calibration = true;  // the fp32 tensor scale
     m.quantize_slice = nvfp4_quantize;
     m.quantize_slice_reference = nvfp4_quantize;
     m.test_policy = [](int bits) { return bits == 4 ? std::string(R"({"method": "nvfp4"})") : std::string(); };
@@ -263,7 +218,7 @@ SliceResult turbo_quantize(const SliceInput& in) {
   int ob, bb;
   bool split;
   turbo_bits(bits, &ob, &bb, &split);
-  return run_slice(in, "turboquant", [&](const SliceInput& s, const float* x, float* out) {
+  return run_slice(in, [&](const SliceInput& s, const float* x, float* out) {
     const std::vector<int> oc = split ? top_rms_channels(x, size_t(s.tokens), s.head_dim, s.head_dim / 4) : std::vector<int>();
     const TurboQuantSplit tq(s.head_dim, oc, ob, bb, qjl, seed + 2 * (s.plan->layer * 1000 + s.plan->head) + (s.plan->kind == 'v'));
     return turboquant_slice(tq, x, s.tokens, out);
@@ -274,7 +229,7 @@ SliceResult qjl_quantize(const SliceInput& in) {
   const nlohmann::json o = options_of(*in.policy);
   const int per_dim = o.value("sketch_per_dim", 2);
   const uint64_t seed = o.value("seed", uint64_t(0));
-  return run_slice(in, "qjl", [&](const SliceInput& s, const float* x, float* out) {
+  return run_slice(in, [&](const SliceInput& s, const float* x, float* out) {
     const size_t n = size_t(s.tokens) * s.head_dim;
     if (s.plan->kind == 'v') {  // QJL is a key sketch; values stay fp16
       for (size_t i = 0; i < n; ++i) out[i] = round_to_f16(x[i]);
@@ -308,6 +263,8 @@ const QuantMethod& make_turboquant() {
       if (o.contains("qjl_keys") && !o.at("qjl_keys").is_boolean()) r.err("turboquant.qjl_keys", "must be true or false");
       if (o.contains("seed") && !o.at("seed").is_number_unsigned()) r.err("turboquant.seed", "must be a non-negative integer");
     };
+    m.plan_replay = turboquant_replay_plans;
+    m.needs_calibration_for = turboquant_needs_calibration;
     m.quantize_slice = turbo_quantize;
     m.quantize_slice_reference = turbo_quantize;
     m.test_policy = [](int bits) {
@@ -331,6 +288,7 @@ const QuantMethod& make_qjl() {
         r.err("qjl.sketch_per_dim", "must be an integer in 1..16 (sketch size m = sketch_per_dim x head_dim)");
       if (o.contains("seed") && !o.at("seed").is_number_unsigned()) r.err("qjl.seed", "must be a non-negative integer");
     };
+    m.plan_replay = qjl_replay_plans;
     m.quantize_slice = qjl_quantize;
     m.quantize_slice_reference = qjl_quantize;
     // The unbiased sketch has a large variance per key (NMSE ~0.8 at m = 2d): only the 2-bit bound holds.
@@ -397,6 +355,8 @@ const QuantMethod& make_kvquant() {
       if (options_of(p).value("pre_rope", true) && !d.has_k_pre_rope())
         throw Error("dump has no pre-RoPE keys (layers.{L}.k_pre_rope); kvquant needs them (or set $.kvquant.pre_rope to false)");
     };
+    m.plan_replay = kvquant_replay_plans;
+    m.needs_calibration = true;  // codebooks and key ranges
     m.quantize_layer = kvquant_layer;
     m.quantize_layer_reference = kvquant_layer;
     m.test_policy = [](int bits) {
