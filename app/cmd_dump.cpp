@@ -14,6 +14,7 @@
 #include "app/cli.h"
 #include "core/dump/kv_dump.h"
 #include "core/model/capture.h"
+#include "core/model/capture_file.h"
 #include "core/model/discovery.h"
 #include "core/model/memory_plan.h"
 #include "core/model/model.h"
@@ -31,23 +32,6 @@ struct DumpOptions {
   int tokens = 0, chunk = 0, q_positions = 0;
   bool no_q = false, no_pre_rope = false, chat = false;
 };
-
-// At most `max` bytes of `s` as valid UTF-8 (dump metadata is JSON): cut at a character
-// boundary, invalid bytes replaced by U+FFFD.
-std::string utf8_prefix(const std::string& s, size_t max) {
-  std::string out;
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    bool ok = n > 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-    const std::string ch = ok ? s.substr(i, n) : std::string("\xef\xbf\xbd");
-    if (out.size() + ch.size() > max) break;
-    out += ch;
-    i += ok ? n : 1;
-  }
-  return out;
-}
 
 void run_dump(const DumpOptions& o) {
   if (int(!o.text_file.empty()) + int(!o.prompt.empty()) + int(!o.messages_file.empty()) != 1)
@@ -89,37 +73,28 @@ void run_dump(const DumpOptions& o) {
     ids = tok->encode(text, /*add_bos=*/true);
   }
   if (o.tokens > 0 && static_cast<int>(ids.size()) > o.tokens) ids.resize(o.tokens);
-  if (ids.empty()) fail("dump", "the text encodes to no tokens");
 
-  // Plan memory before mapping anything: weights as stored, one chunk, the KV cache of the layers run.
-  const int T = static_cast<int>(ids.size());
-  const int layers_run = layers.empty() ? 0 : layers.back() + 1;
-  const int64_t weights = checkpoint_file_bytes(dir);
-  const int chunk = o.chunk > 0 ? std::min(o.chunk, T) : default_chunk(cfg, weights, T, layers_run);
-  require_memory(dir, estimate_memory(cfg, weights, chunk, T, layers_run, 0),
-                 fmt::format("lower it with --chunk (now {}), --layers or --tokens (now {})", chunk, T));
-  auto model = Model::load(dir);  // validates the checkpoint (errors name its file) before the tokenizer check
-  if (tok->vocab_size() > cfg.vocab_size)
-    fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), cfg.vocab_size);
-  const int max_pos = model->config().max_position_embeddings;
-  if (max_pos > 0 && static_cast<int>(ids.size()) > max_pos)
-    fmt::print(stderr, "kvscope dump: warning: {} tokens exceed max_position_embeddings {} of {}\n", ids.size(),
-               max_pos, dir);
-
-  CaptureOptions co;
+  // The GUI's Capture goes through the same function (core/model/capture_file.h).
+  CaptureFileRequest r;
+  r.model_dir = dir;
+  r.tokenizer_vocab = tok->vocab_size();
+  r.ids = std::move(ids);
+  CaptureOptions& co = r.capture;
   co.model_id = o.model;
   co.prompt = utf8_prefix(text, o.text_file.empty() ? std::string::npos : 4096);
   co.workload = o.text_file.empty() ? "prompt" : "text:" + std::filesystem::path(o.text_file).filename().string();
   if (o.chat) co.workload += ";chat";
   co.with_q = !o.no_q;
   co.with_pre_rope = !o.no_pre_rope;
-  co.chunk_tokens = chunk;
+  co.chunk_tokens = o.chunk;
   co.layers = layers;
   co.q_positions = o.q_positions;
   co.progress = [](int done, int total) { fmt::print(stderr, "kvscope dump: prefill {}/{} tokens\n", done, total); };
-  fmt::print(stderr, "kvscope dump: {} ({}, {} layers, {} weights) on {} tokens, chunk {}\n", dir,
-             arch_name(model->config().arch), model->config().num_layers, model->storage_dtype(), ids.size(), chunk);
-  const uint64_t bytes = capture_to_file(*model, ids, co, o.out, dtype);
+  r.out = o.out;
+  r.dtype = dtype;
+  r.warn = [](const std::string& m) { fmt::print(stderr, "kvscope dump: warning: {}\n", m); };
+  r.info = [](const std::string& m) { fmt::print(stderr, "kvscope dump: {}\n", m); };
+  const uint64_t bytes = capture_model_to_file(r);
   fmt::print(stderr, "kvscope dump: wrote {} ({:.1f} MB)\n", o.out, static_cast<double>(bytes) / 1e6);
 }
 

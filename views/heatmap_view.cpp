@@ -69,6 +69,18 @@ HeatmapIntent draw_heatmap(const char* id, const Heatmap& h, const HeatmapStyle&
         }
       }
     }
+  // Stale rows: a dark veil with diagonal stripes over the whole row, so a refresh in progress
+  // reads as "not yet" rather than as values.
+  for (int r = 0; r < h.rows && r < static_cast<int>(style.stale_rows.size()); ++r) {
+    if (!style.stale_rows[r]) continue;
+    Rect a = g.cell_rect(r, 0), b = g.cell_rect(r, h.cols - 1);
+    dl->AddRectFilled(ImVec2(a.x0, a.y0), ImVec2(b.x1, b.y1), IM_COL32(0, 0, 0, 140));
+    dl->PushClipRect(ImVec2(a.x0, a.y0), ImVec2(b.x1, b.y1), true);
+    const float step = 8.0f, hgt = b.y1 - a.y0;
+    for (float x = a.x0 - hgt; x < b.x1; x += step)
+      dl->AddLine(ImVec2(x, b.y1), ImVec2(x + hgt, a.y0), IM_COL32(255, 255, 255, 70), 1.0f);
+    dl->PopClipRect();
+  }
   for (const CellRef& m : style.marked) {
     if (m.row < 0 || m.row >= h.rows || m.col < 0 || m.col >= h.cols) continue;
     Rect rc = g.cell_rect(m.row, m.col);

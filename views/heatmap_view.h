@@ -16,6 +16,7 @@ struct HeatmapStyle {
   CellRef selected;               // outlined
   std::vector<CellRef> marked;    // e.g. heads kept in fp16: drawn with a white diagonal
   bool show_values = false;       // print the value in each cell when it fits
+  std::vector<bool> stale_rows;   // rows still showing an older result (or none): dimmed and striped
 };
 
 struct HeatmapIntent {

@@ -93,6 +93,7 @@ const char* rd_metric_name(RdMetric m) {
     case RdMetric::AttnCosDistance: return "1 - attention output cosine";
     case RdMetric::GreedyMatch: return "greedy match ratio (replay)";
     case RdMetric::NextTokenKl: return "next-token KL, nats (replay)";
+    case RdMetric::KldP99: return "99th percentile next-token KL, nats (replay)";
   }
   return "?";
 }
@@ -104,6 +105,7 @@ const char* rd_metric_key(RdMetric m) {
     case RdMetric::AttnCosDistance: return "attn_cos";
     case RdMetric::GreedyMatch: return "greedy";
     case RdMetric::NextTokenKl: return "kl";
+    case RdMetric::KldP99: return "kld_p99";
   }
   return "?";
 }
@@ -111,7 +113,7 @@ const char* rd_metric_key(RdMetric m) {
 PlotData rd_plot(const std::vector<RunRow>& rows, RdMetric m) {
   PlotData d;
   d.title = std::string("Rate-distortion: ") + rd_metric_name(m);
-  const bool replay = m == RdMetric::GreedyMatch || m == RdMetric::NextTokenKl;  // only replay runs have these
+  const bool replay = m == RdMetric::GreedyMatch || m == RdMetric::NextTokenKl || m == RdMetric::KldP99;  // only replay runs have these
   d.x_label = replay ? "bits / KV entry (replayed cache)" : "bits / element";
   d.y_label = rd_metric_name(m);
   d.x_scale = ScaleKind::Log;
@@ -125,6 +127,7 @@ PlotData rd_plot(const std::vector<RunRow>& rows, RdMetric m) {
       case RdMetric::AttnCosDistance: return 1.0 - r.attn_cos;
       case RdMetric::GreedyMatch: return r.greedy_match;
       case RdMetric::NextTokenKl: return r.next_token_kl;
+      case RdMetric::KldP99: return r.kld_p99;
     }
     return std::nan("");
   };

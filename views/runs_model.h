@@ -18,6 +18,7 @@ struct RunRow {
   double attn_cos = 1;      // mean attention output cosine (NaN when not measured)
   double greedy_match = 0;  // replay greedy match ratio (NaN when not replayed)
   double next_token_kl = 0;  // replay next-token KL to the fp16 cache, nats (NaN when not replayed)
+  double kld_p99 = 0;        // replay: 99th percentile of the per-step KL (largest over slices), NaN when absent
   bool replay = false;       // a replay run: no per-head tensors to show
 };
 // Replay runs have no bits/element of a dump; their bits_per_element is the stored bits per KV
@@ -38,11 +39,11 @@ struct RunDelta {
 };
 RunDelta run_delta(const RunRow& a, const RunRow& b);
 
-enum class RdMetric { KNmse, VNmse, AttnCosDistance, GreedyMatch, NextTokenKl };  // the last two: replay runs
-inline constexpr RdMetric kRdMetrics[] = {RdMetric::KNmse, RdMetric::VNmse, RdMetric::AttnCosDistance,
-                                          RdMetric::GreedyMatch, RdMetric::NextTokenKl};
+enum class RdMetric { KNmse, VNmse, AttnCosDistance, GreedyMatch, NextTokenKl, KldP99 };  // the last three: replay runs
+inline constexpr RdMetric kRdMetrics[] = {RdMetric::KNmse,       RdMetric::VNmse,       RdMetric::AttnCosDistance,
+                                          RdMetric::GreedyMatch, RdMetric::NextTokenKl, RdMetric::KldP99};
 const char* rd_metric_name(RdMetric m);  // axis label
-const char* rd_metric_key(RdMetric m);   // script/layout name: k_nmse v_nmse attn_cos greedy kl
+const char* rd_metric_key(RdMetric m);   // script/layout name: k_nmse v_nmse attn_cos greedy kl kld_p99
 
 // x = bits/element, y = the metric; one series per method (sorted by bits), ids = run ids,
 // log y for errors, Pareto front on. Rows without a finite value are left out. When the plotted

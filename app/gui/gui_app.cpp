@@ -48,6 +48,7 @@ Shell::Shell(const GuiOptions& o)
       ws(WorkspaceHooks{
           .dump_opened = [this](const std::string& p) { remember_recent(settings.recent_dumps, p); },
           .store_opened = [this](const std::string& p) { remember_recent(settings.recent_dbs, p); },
+          .first_rows = [this](uint64_t gen) { perf.first_rows(gen); },
           .tensor_result = [this](uint64_t gen) { perf.tensor_result(gen); },
           .attention_result = [this](uint64_t gen) { perf.attention_result(gen); },
           .committed = [this](uint64_t gen) { perf.committed(gen); },

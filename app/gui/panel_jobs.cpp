@@ -20,7 +20,7 @@ void status_bar(Shell& s) {
   std::string line;
   char buf[256];
   if (const auto& dump = s.ws.dump()) {
-    const DumpShape& d = dump->shape;
+    const DumpShape& d = dump->shape();
     std::snprintf(buf, sizeof buf, "%d x %d x %d tokens", d.layers, d.kv_heads, d.tokens);
     line += buf;
   }

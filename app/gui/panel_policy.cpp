@@ -17,7 +17,7 @@ void policy_panel(Shell& s) {
   if (ws.dump()) {
     CostEstimate e;
     try {
-      e = estimate_cost(ws.policy(), *ws.dump());
+      e = estimate_cost(ws.policy(), ws.dump()->header());
     } catch (const Error& err) {
       info.status = err.what();
     }
@@ -27,8 +27,8 @@ void policy_panel(Shell& s) {
   if (ws.report()) info.measured_bits_per_element = ws.report()->bits_per_element;
   if (info.status.empty()) info.status = ws.status();
   views::PolicyEditorIntent in =
-      views::draw_policy_editor(ws.policy(), s.policy_path, s.override_draft, info, ws.dump() ? ws.dump()->shape.layers : 0,
-                                ws.dump() ? ws.dump()->shape.kv_heads : 0);
+      views::draw_policy_editor(ws.policy(), s.policy_path, s.override_draft, info, ws.dump() ? ws.dump()->shape().layers : 0,
+                                ws.dump() ? ws.dump()->shape().kv_heads : 0);
   if (const QuantMethod* m = find_method(in.method)) ws.policy().method = m;  // the method combo
   if (!in.load_preset.empty()) ws.load_preset(in.load_preset);
   else if (!in.add_override.empty()) ws.add_override(in.add_override);

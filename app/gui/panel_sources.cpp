@@ -11,7 +11,7 @@ void sources_panel(Shell& s) {
   ImGui::TextDisabled("Dump");
   ImGui::TextWrapped("%s", ws.dump() ? ws.dump_name().c_str() : "(loading...)");
   if (ws.dump()) {
-    const DumpShape& d = ws.dump()->shape;
+    const DumpShape& d = ws.dump()->shape();
     ImGui::TextDisabled("%d layers x %d KV heads (%d Q) x %d tokens x %d", d.layers, d.kv_heads, d.q_heads, d.tokens, d.head_dim);
   }
   if (ImGui::SmallButton("Open dump...")) s.open_dump_popup = true;

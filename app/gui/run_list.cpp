@@ -55,6 +55,7 @@ views::RunRow run_row(const QuantizeReport& r, int64_t id, const std::string& cr
   row.attn_cos = r.attn_queries > 0 ? r.attn_cos_mean : NAN;
   row.greedy_match = NAN;
   row.next_token_kl = NAN;
+  row.kld_p99 = NAN;
   return row;
 }
 
@@ -111,6 +112,11 @@ void RunList::rebuild_rows() {
     row.greedy_match = l.greedy_match;
     row.next_token_kl = l.next_token_kl;
     row.replay = l.kind == "replay";
+    row.kld_p99 = NAN;
+    if (row.replay)  // the RD view's percentile axis: the stored per-slice kld_p99, largest over slices
+      if (auto run = stored_run(l.id))
+        for (const ReplayMetric& m : run->replay_metrics)
+          if (m.name == "kld_p99" && std::isfinite(m.value)) row.kld_p99 = std::isnan(row.kld_p99) ? m.value : std::max(row.kld_p99, m.value);
     if (auto it = cache_.find(l.id); it != cache_.end()) row.bytes_per_token = it->second->report.bytes_per_token;
     rows_.push_back(row);
   }
@@ -154,6 +160,18 @@ StoredRun RunList::stored(int64_t id) {
   auto s = std::make_shared<const StoredRun>(store_->load_run(id));
   cache_[id] = s;
   return *s;
+}
+
+std::shared_ptr<const StoredRun> RunList::stored_run(int64_t id) {
+  if (auto it = cache_.find(id); it != cache_.end()) return it->second;
+  if (!store_ || id <= 0) return nullptr;
+  try {
+    auto s = std::make_shared<const StoredRun>(store_->load_run(id));
+    cache_[id] = s;
+    return s;
+  } catch (const Error&) {
+    return nullptr;
+  }
 }
 
 std::shared_ptr<const QuantizeReport> RunList::report(int64_t id) {

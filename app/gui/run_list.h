@@ -35,6 +35,7 @@ class RunList {
 
   const std::vector<views::RunRow>& rows() const { return rows_; }
   std::shared_ptr<const QuantizeReport> report(int64_t id);  // null when unknown
+  std::shared_ptr<const StoredRun> stored_run(int64_t id);   // loaded once, kept; null when unknown
   Policy policy(int64_t id);                                 // the policy the run used; Error if unreadable
   void set_tags_and_note(int64_t id, const std::string& tags, const std::string& note);  // tags: space/comma separated
   void remove(int64_t id);  // deletes a store run (with all its rows) or forgets a session run

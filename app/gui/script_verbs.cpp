@@ -145,6 +145,11 @@ const std::vector<ScriptVerb> kVerbs = {
        s.ws.replay(m, s.replay_spec);
        return true;
      }},
+    {"select_run", 1,  // adds a run to the runs table's selection (the KLD CDF overlays the selected runs)
+     [](Shell& s, const ScriptAction& a, const std::string& where) {
+       s.runs_state.selected.insert(arg_int(a, 0, where));
+       return true;
+     }},
     {"save_run", 0,
      [](Shell& s, const ScriptAction&, const std::string&) {
        s.ws.save_run();

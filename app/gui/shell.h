@@ -6,6 +6,7 @@
 #include <imgui.h>
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "app/gui/workspace.h"
 #include "core/model/discovery.h"
 #include "views/heatmap_view.h"
+#include "views/kld_cdf_model.h"
 #include "views/plot_view.h"
 #include "views/policy_editor_view.h"
 #include "views/report_grids.h"
@@ -71,6 +73,9 @@ struct Shell {
   views::RdMetric rd_metric = views::RdMetric::KNmse;
   bool attn_nmse = false;
   views::RunsTableState runs_state;
+  // The runs tab's KLD CDF: distributions of the selected runs, rebuilt when the selection changes.
+  std::set<int64_t> kld_ids;
+  std::vector<views::KldDistribution> kld_runs;
 
   // Sidebar inputs.
   std::string db_input;

@@ -14,7 +14,11 @@ views::PlotData attention_data(Shell& s) {
   std::vector<std::shared_ptr<const QuantizeReport>> keep;  // alive until the plot data is built
   std::vector<views::NamedReport> named;
   const Policy& policy = ws.policy();
-  if (ws.report()) named.push_back({"live: " + (policy.name.empty() ? std::string("(custom)") : policy.name), ws.report().get()});
+  if (const auto& r = ws.report()) {
+    std::string name = "live: " + (policy.name.empty() ? std::string("(custom)") : policy.name);
+    if (r->attn_queries > 0) name += " (" + std::to_string(r->attn_queries) + " query positions)";  // the figure says it too
+    named.push_back({name, r.get()});
+  }
   for (const auto& row : ws.runs().rows())
     if (std::find(attn_runs.begin(), attn_runs.end(), row.id) != attn_runs.end())
       if (auto rep = ws.runs().report(row.id)) {
@@ -48,6 +52,11 @@ void attention_tab(Shell& s) {
   if (!ws.report() && attn_runs.empty()) {
     ImGui::TextDisabled("Waiting for a quantization result.");
     return;
+  }
+  if (const auto& r = ws.report(); r && r->attn_queries > 0) {
+    // Live tuning measures attention at fewer query positions than the CLI: how many it used.
+    ImGui::TextDisabled("live: %d of %d query positions per head%s", r->attn_queries, r->shape.tokens,
+                        ws.stale_rows('a') == std::vector<bool>(r->shape.layers, false) ? "" : "  (updating...)");
   }
   views::draw_plot("attention", attention_data(s), ImGui::GetContentRegionAvail());
 }

@@ -44,6 +44,7 @@ void heatmap_pair(Shell& s, ImVec2 size, bool interactive) {
     if (ws.has_selection() && (ws.selected_kind() == kind || maps.size() == 1))
       style.selected = views::CellRef{ws.selected_layer(), ws.selected_head()};
     for (auto [l, h] : fp16_heads(ws.policy(), kind)) style.marked.push_back({l, h});
+    style.stale_rows = ws.stale_rows(views::metric_per_kind(s.metric) ? kind : 'a');
     ImGui::BeginGroup();
     views::HeatmapIntent in = views::draw_heatmap(kind == 'k' ? "heat_k" : "heat_v", maps[i], style, ImVec2(map_w, size.y));
     ImGui::EndGroup();
@@ -98,9 +99,11 @@ void heatmap_tab(Shell& s) {
     ImGui::Text("%s: %.3f bits/element, %.0f B/token (fp16 %.0f)", report->policy_name.c_str(), report->bits_per_element,
                 report->bytes_per_token, report->fp16_bytes_per_token);
     // attn_queries == 0: the attention phase has not delivered yet (tensor metrics come first).
-    if (report->attn_queries > 0)
+    if (report->attn_queries > 0) {
       ImGui::Text("K NMSE %.4g   V NMSE %.4g   attention cos %.5f (min %.4f)", report->k_nmse, report->v_nmse,
                   report->attn_cos_mean, report->attn_cos_min);
+      ImGui::TextDisabled("attention on %d of %d query positions per head", report->attn_queries, report->shape.tokens);
+    }
     else
       ImGui::Text("K NMSE %.4g   V NMSE %.4g   attention cos: computing...", report->k_nmse, report->v_nmse);
   }

@@ -9,7 +9,9 @@ namespace kvscope::gui {
 views::PlotData rd_data(const Shell& s) { return views::rd_plot(s.ws.runs().rows(), s.rd_metric); }
 
 void rd_tab(Shell& s) {
-  const char* metrics[] = {"K NMSE", "V NMSE", "1 - attention cosine", "greedy match (replay)", "next-token KL (replay)"};
+  const char* metrics[] = {"K NMSE", "V NMSE", "1 - attention cosine", "greedy match (replay)", "next-token KL (replay)",
+                           "99th pct KL (replay)"};
+  static_assert(IM_ARRAYSIZE(metrics) == IM_ARRAYSIZE(views::kRdMetrics));
   int m = static_cast<int>(s.rd_metric);
   ImGui::SetNextItemWidth(220 * s.settings.ui_scale);
   if (ImGui::Combo("y axis", &m, metrics, IM_ARRAYSIZE(metrics))) s.rd_metric = static_cast<views::RdMetric>(m);

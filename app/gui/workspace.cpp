@@ -10,11 +10,14 @@
 
 #include "app/gui/policy_tuning.h"
 #include "core/model/capture.h"
+#include "core/model/capture_file.h"
 #include "core/model/model.h"
 #include "core/replay/replay.h"
 #include "core/synth/synth.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/quant/group_kernels.h"
 #include "core/quant/method_registry.h"
+#include "core/quant/quantize_stream.h"
 #include "core/util/error.h"
 #include "core/util/file.h"
 #include "core/util/json_text.h"
@@ -44,12 +47,22 @@ Workspace::Workspace(WorkspaceHooks hooks) : hooks_(std::move(hooks)) { policy_ 
 // Dump
 
 void Workspace::set_dump(std::shared_ptr<const KvDump> dump, const std::string& name) {
+  set_source(DumpSource::in_memory(std::move(dump)), name);
+}
+
+void Workspace::set_source(std::shared_ptr<const DumpSource> dump, const std::string& name) {
   dump_ = std::move(dump);
   dump_name_ = name;
   report_.reset();
   deq_.reset();
   profile_.reset();
   sel_layer_ = sel_head_ = -1;
+  // A new dump: nothing cached, a new mailbox (a pass still running on the old dump posts into the old one).
+  slices_.clear();
+  attn_.clear();
+  target_keys_.clear();
+  attn_positions_ = 0;
+  inbox_ = std::make_shared<UpdateInbox>();
   if (!script_path_.empty()) replan_script();  // the script's hooks see the new dump's statistics
   policy_edited(true);
 }
@@ -60,9 +73,9 @@ void Workspace::open_demo(int tokens) {
       [this, tokens](JobContext& ctx) -> JobRunner::Completion {
         SynthOptions so;
         so.tokens = tokens;
-        auto dump = std::make_shared<const KvDump>(make_synthetic_dump(so));
+        auto dump = DumpSource::in_memory(std::make_shared<const KvDump>(make_synthetic_dump(so)));
         ctx.progress = 1.0;
-        return [this, dump] { set_dump(dump, "demo (synthetic Qwen2.5-0.5B-shaped)"); };
+        return [this, dump] { set_source(dump, "demo (synthetic Qwen2.5-0.5B-shaped)"); };
       },
       "dump");
 }
@@ -71,23 +84,26 @@ void Workspace::open_dump(const std::string& path) {
   runner_.submit(
       "load " + std::filesystem::path(path).filename().string(),
       [this, path](JobContext& ctx) -> JobRunner::Completion {
-        auto dump = std::make_shared<const KvDump>(load_dump(path));
+        auto dump = DumpSource::open_file(path);  // mapped, validated; layers are read when quantized
         ctx.progress = 1.0;
         return [this, dump, path] {
           if (hooks_.dump_opened) hooks_.dump_opened(path);
-          set_dump(dump, path);
+          set_source(dump, path);
         };
       },
       "dump");
 }
 
-// The GUI's one capture path (the CLI's `kvscope dump` checks the same things): the text must not
-// be empty, the tokenizer must fit the model's vocabulary, and the context must fit the model.
+// The GUI's capture is `kvscope dump`'s (capture_model_to_file: memory plan, vocabulary check,
+// streamed to a file layer by layer), then the file is opened like any dump. Here the text must not
+// be empty and the context must fit the model (the CLI only warns about the latter).
 void Workspace::capture(const ModelEntry& entry, const std::string& text_file, int tokens) {
   const std::string dir = entry.dir, id = entry.id;
+  std::string out_dir = capture_dir_;
+  if (out_dir.empty()) out_dir = (std::filesystem::path(default_db_path()).parent_path() / "captures").string();
   runner_.submit(
       "capture " + id + " (" + std::to_string(tokens) + " tokens)",
-      [this, dir, id, text_file, tokens](JobContext& ctx) -> JobRunner::Completion {
+      [this, dir, id, text_file, tokens, out_dir](JobContext& ctx) -> JobRunner::Completion {
         if (tokens < 1) fail("capture", "tokens must be >= 1, got {}", tokens);
         std::string text;
         if (text_file.empty()) {
@@ -97,24 +113,29 @@ void Workspace::capture(const ModelEntry& entry, const std::string& text_file, i
           if (text.empty()) fail(text_file, "the text file is empty");
         }
         auto tok = load_tokenizer(dir);
-        auto model = Model::load(dir);
-        if (tok->vocab_size() > model->config().vocab_size)
-          fail(dir, "tokenizer has {} tokens but config.json vocab_size is {}", tok->vocab_size(), model->config().vocab_size);
-        std::vector<int32_t> ids = tok->encode(text, /*add_bos=*/true);
-        const int max_pos = model->config().max_position_embeddings;
-        if (max_pos > 0 && tokens > max_pos)
-          fail(dir, "{} tokens exceed the model's max_position_embeddings {}", tokens, max_pos);
-        if (static_cast<int>(ids.size()) > tokens) ids.resize(tokens);
-        CaptureOptions co;
-        co.model_id = id;
-        co.prompt = text_file.empty() ? "built-in passage" : text_file;
-        co.workload = text_file.empty() ? "gui:passage" : "text:" + std::filesystem::path(text_file).filename().string();
-        co.progress = [c = &ctx](int done, int total) {
+        CaptureFileRequest r;
+        r.model_dir = dir;
+        r.tokenizer_vocab = tok->vocab_size();
+        r.ids = tok->encode(text, /*add_bos=*/true);
+        if (static_cast<int>(r.ids.size()) > tokens) r.ids.resize(tokens);
+        r.refuse_past_max_positions = true;
+        r.capture.model_id = id;
+        r.capture.prompt = utf8_prefix(text, 4096);
+        r.capture.workload = text_file.empty() ? "gui:passage" : "text:" + std::filesystem::path(text_file).filename().string();
+        r.capture.progress = [c = &ctx](int done, int total) {
           c->progress = double(done) / total;
-          if (c->cancel) throw Cancelled();  // between prefill chunks
+          if (c->cancel) throw Cancelled();  // between prefill chunks; capture_to_file removes its temporary
         };
-        auto dump = std::make_shared<const KvDump>(capture_dump(*model, ids, co));
-        return [this, dump, id] { set_dump(dump, id + " (captured)"); };
+        std::string name = id;
+        std::replace(name.begin(), name.end(), '/', '_');
+        std::filesystem::create_directories(out_dir);
+        r.out = (std::filesystem::path(out_dir) / fmt::format("{}-{}tok.safetensors", name, r.ids.size())).string();
+        capture_model_to_file(r);
+        auto dump = DumpSource::open_file(r.out);
+        return [this, dump, id, path = r.out] {
+          if (hooks_.dump_opened) hooks_.dump_opened(path);
+          set_source(dump, id + " (captured: " + path + ")");
+        };
       },
       "dump");
 }
@@ -214,6 +235,7 @@ void Workspace::save_policy(const std::string& path) {
 
 void Workspace::tick() {
   runner_.poll();
+  apply_live_updates();  // layers the background pass delivered since the last frame
   for (auto& e : runner_.take_errors()) error(e);
   watch_policy_script();
   maybe_requantize();
@@ -231,13 +253,143 @@ void Workspace::maybe_requantize() {
     live_status_ = e.what();
     return;
   }
+  const uint64_t gen = policy_gen_;
+  const std::string name = policy_label(p);
+  runner_.cancel_slot("attention");
+  auto pass = std::make_shared<LivePass>();
+  try {
+    pass->keys = slice_keys(dump_->header(), p, &pass->plans);
+  } catch (const Error& e) {  // overrides naming layers/heads the dump lacks
+    error(e.what());
+    return;
+  }
+  if (pass->keys.empty()) {
+    start_whole_dump_job(p, gen, name);
+    return;
+  }
+  // Incremental: what changed since the cache was filled.
+  const DumpShape& s = dump_->shape();
+  const size_t pairs = static_cast<size_t>(s.layers) * s.kv_heads;
+  if (slices_.size() != pass->keys.size()) slices_.assign(pass->keys.size(), {});
+  if (attn_.size() != pairs) attn_.assign(pairs, {});
+  target_keys_ = pass->keys;
+  live_plans_ = pass->plans;
+  live_policy_ = p;
+  live_gen_ = gen;
+  whole_tensor_pending_ = whole_attention_pending_ = false;
+  deq_.reset();
+  pass->packed.resize(slices_.size());
+  for (size_t i = 0; i < slices_.size(); ++i)
+    if (slices_[i].key != target_keys_[i]) pass->slices.push_back(i);
+    else pass->packed[i] = slices_[i].packed;  // attention dequantizes these instead of quantizing again
+  if (dump_->has_q())
+    for (size_t i = 0; i < pairs; ++i)
+      if (attn_positions_ == 0 || attn_[i].positions != attn_positions_ || attn_[i].key != pair_key(i)) pass->attention.push_back(i);
+  if (attn_positions_ > 0) pass->positions = sample_positions(s.tokens, attn_positions_);
+  pass->gen = gen;
+  pass->policy = p;
+  pass->attention_budget_s = attn_budget_s_;
+  last_slices_ = pass->slices;
+  last_pairs_ = pass->attention;
+  first_rows_pending_ = true;
+  rebuild_live_report(false);  // the cached rows at once, the changed ones marked stale
+  if (pass->slices.empty() && pass->attention.empty()) {  // rebuild_live_report reported it done
+    runner_.cancel_slot("requantize");
+    return;
+  }
+  live_status_ = fmt::format("re-quantizing {} of {} slices...", pass->slices.size(), slices_.size());
+  auto dump = dump_;
+  auto inbox = inbox_;
+  runner_.submit(
+      fmt::format("quantize: {} ({} slices, {} attention heads)", name, pass->slices.size(), pass->attention.size()),
+      [this, dump, pass, inbox](JobContext& ctx) -> JobRunner::Completion {
+        run_live_pass(*dump, *pass, ctx.cancel, *inbox, [c = &ctx](double f) { c->progress = f; });
+        return [this] { apply_live_updates(); };
+      },
+      "requantize");
+}
+
+void Workspace::apply_live_updates() {
+  bool fresh_rows = false, changed = false;
+  for (LayerUpdate& u : inbox_->take()) {
+    for (auto& [i, o] : u.slices)
+      if (i < target_keys_.size() && o.key == target_keys_[i]) {
+        slices_[i] = std::move(o);
+        changed = true;
+        fresh_rows |= u.gen == live_gen_;
+      }
+    for (auto& [i, o] : u.attention) {
+      if (attn_positions_ == 0) attn_positions_ = o.positions;  // chosen by the first pass
+      if (i < attn_.size() && !target_keys_.empty() && o.positions == attn_positions_ && o.key == pair_key(i)) {
+        attn_[i] = std::move(o);
+        changed = true;
+      }
+    }
+  }
+  if (changed) rebuild_live_report(fresh_rows);
+}
+
+void Workspace::rebuild_live_report(bool fresh_rows) {
+  if (target_keys_.empty() || !dump_) return;
+  report_ = std::make_shared<const QuantizeReport>(assemble_report(dump_->header(), live_policy_, slices_, attn_, attn_positions_));
+  if (fresh_rows && first_rows_pending_) {
+    first_rows_pending_ = false;
+    if (hooks_.first_rows) hooks_.first_rows(live_gen_);
+  }
+  size_t tensor_left = 0, attn_left = 0;
+  for (size_t i = 0; i < slices_.size(); ++i) tensor_left += slices_[i].key != target_keys_[i];
+  if (dump_->has_q())
+    for (size_t i = 0; i < attn_.size(); ++i)
+      attn_left += attn_positions_ == 0 || attn_[i].positions != attn_positions_ || attn_[i].key != pair_key(i);
+  const bool latest = live_gen_ == policy_gen_;
+  if (tensor_left == 0 && tensor_done_gen_ != live_gen_) {
+    tensor_done_gen_ = live_gen_;
+    report_gen_ = live_gen_;
+    first_rows_pending_ = false;
+    refresh_profile();
+    if (hooks_.tensor_result) hooks_.tensor_result(live_gen_);
+  }
+  if (tensor_left == 0 && attn_left == 0 && attn_done_gen_ != live_gen_) {
+    attn_done_gen_ = live_gen_;
+    if (latest) live_status_ = dump_->has_q() ? "up to date" : "up to date (the dump has no queries: no attention metrics)";
+    if (hooks_.attention_result) hooks_.attention_result(live_gen_);
+  } else if (latest && tensor_left > 0) {
+    live_status_ = fmt::format("re-quantizing: {} of {} slices left...", tensor_left, slices_.size());
+  } else if (latest && attn_left > 0) {
+    live_status_ = fmt::format("attention metrics updating: {} of {} heads left...", attn_left, attn_.size());
+  }
+}
+
+std::vector<bool> Workspace::stale_rows(char kind) const {
+  std::vector<bool> out(dump_ ? dump_->shape().layers : 0, false);
+  if (!dump_) return out;
+  const int H = dump_->shape().kv_heads;
+  if (target_keys_.empty()) {  // the whole-dump path: everything waits for its one result
+    if (kind == 'a' ? whole_attention_pending_ || whole_tensor_pending_ : whole_tensor_pending_) out.assign(out.size(), true);
+    return out;
+  }
+  if (kind == 'a') {
+    if (!dump_->has_q()) return out;
+    for (size_t i = 0; i < attn_.size(); ++i)
+      if (attn_positions_ == 0 || attn_[i].positions != attn_positions_ || attn_[i].key != pair_key(i)) out[i / H] = true;
+    return out;
+  }
+  for (size_t i = 0; i < slices_.size(); ++i)
+    if ((i % 2 == 0) == (kind == 'k') && slices_[i].key != target_keys_[i]) out[i / (2 * H)] = true;
+  return out;
+}
+
+// Policies that need statistics over the whole dump (ranked outlier rules, KVSmooth, SKVQ,
+// WaterSIC, ...): quantize_dump on the dump in f32, tensor metrics first, attention second.
+void Workspace::start_whole_dump_job(const Policy& p, uint64_t gen, const std::string& name) {
+  target_keys_.clear();
+  slices_.clear();
+  attn_.clear();
+  last_slices_.clear();
+  last_pairs_.clear();
+  whole_tensor_pending_ = whole_attention_pending_ = true;
   live_status_ = "re-quantizing...";
   auto dump = dump_;
-  uint64_t gen = policy_gen_;
-  std::string name = policy_label(p);
-  runner_.cancel_slot("attention");
-  // Two phases so the heatmap refreshes fast: tensor metrics (cheap) first, then the attention
-  // metrics (the causal attention replay dominates the cost) in a second job.
   runner_.submit(
       "quantize: " + name,
       [this, dump, p, gen, name](JobContext& ctx) -> JobRunner::Completion {
@@ -247,23 +399,28 @@ void Workspace::maybe_requantize() {
         qo.progress = [c = &ctx](double f) { c->progress = f; };
         qo.keep_dequantized = true;
         auto deq = std::make_shared<DequantizedKV>();
-        auto rep = std::make_shared<const QuantizeReport>(quantize_dump(*dump, p, qo, deq.get()));
+        auto rep = std::make_shared<const QuantizeReport>(quantize_dump(*dump->whole(), p, qo, deq.get()));
         return [this, dump, rep, deq, gen, p, name] {
           if (dump != dump_) return;  // the dump changed meanwhile
           report_ = rep;
           deq_ = deq;
           report_gen_ = gen;
+          whole_tensor_pending_ = false;
           live_status_ = gen == policy_gen_ ? "attention metrics updating..." : "re-quantizing...";
           refresh_profile();
           if (hooks_.tensor_result) hooks_.tensor_result(gen);
-          if (dump->has_q()) start_attention_job(dump, p, gen, name);
-          else if (gen == policy_gen_) live_status_ = "up to date (the dump has no queries: no attention metrics)";
+          if (dump->has_q()) {
+            start_attention_job(dump, p, gen, name);
+          } else {
+            whole_attention_pending_ = false;
+            if (gen == policy_gen_) live_status_ = "up to date (the dump has no queries: no attention metrics)";
+          }
         };
       },
       "requantize");
 }
 
-void Workspace::start_attention_job(std::shared_ptr<const KvDump> dump, const Policy& p, uint64_t gen, const std::string& name) {
+void Workspace::start_attention_job(std::shared_ptr<const DumpSource> dump, const Policy& p, uint64_t gen, const std::string& name) {
   runner_.submit(
       "attention metrics: " + name,
       [this, dump, p, gen](JobContext& ctx) -> JobRunner::Completion {
@@ -271,10 +428,11 @@ void Workspace::start_attention_job(std::shared_ptr<const KvDump> dump, const Po
         qo.attn_queries = kLiveAttnQueries;
         qo.cancel = &ctx.cancel;
         qo.progress = [c = &ctx](double f) { c->progress = f; };
-        auto rep = std::make_shared<const QuantizeReport>(quantize_dump(*dump, p, qo));
+        auto rep = std::make_shared<const QuantizeReport>(quantize_dump(*dump->whole(), p, qo));
         return [this, dump, rep, gen] {
           if (dump != dump_ || gen != report_gen_) return;  // a newer tensor pass is on screen
           report_ = rep;
+          whole_attention_pending_ = false;
           if (gen == policy_gen_) live_status_ = "up to date";
           if (hooks_.attention_result) hooks_.attention_result(gen);
         };
@@ -299,14 +457,23 @@ void Workspace::refresh_profile() {
     profile_.reset();
     return;
   }
-  const float* deq = nullptr;
-  int layer = sel_layer_, head = sel_head_;
-  if (deq_) {
-    const auto& t = sel_kind_ == 'k' ? deq_->k : deq_->v;
-    if (layer < static_cast<int>(t.size()) && !t[layer].empty()) deq = t[layer].data() + head * dump_->head_elems();
-  }
+  const int layer = sel_layer_, head = sel_head_;
   try {
-    profile_ = profile_head(*dump_, layer, head, sel_kind_, deq, 4.0, policy_.rotation ? &*policy_.rotation : nullptr);
+    std::vector<float> recon;
+    const float* deq = nullptr;
+    const DumpShape& s = dump_->shape();
+    const size_t i = (static_cast<size_t>(layer) * s.kv_heads + head) * 2 + (sel_kind_ == 'v');
+    if (!target_keys_.empty() && i < live_plans_.size() && layer < s.layers && head < s.kv_heads) {
+      // Incremental path: the one slice is re-quantized here (milliseconds), nothing is kept per slice.
+      const HeadPlan& p = live_plans_[i];
+      recon.resize(static_cast<size_t>(s.tokens) * s.head_dim);
+      (void)quantize_stored(dump_->slice(layer, head, sel_kind_), p.quant, p.fp_head, p.fp_tail, nullptr, recon.data());
+      deq = recon.data();
+    } else if (deq_) {
+      const auto& t = sel_kind_ == 'k' ? deq_->k : deq_->v;
+      if (layer < static_cast<int>(t.size()) && !t[layer].empty()) deq = t[layer].data() + head * dump_->header().head_elems();
+    }
+    profile_ = dump_->profile(layer, head, sel_kind_, deq, policy_.rotation ? &*policy_.rotation : nullptr);
   } catch (const Error& e) {
     profile_.reset();
     error(e.what());
@@ -335,7 +502,10 @@ void Workspace::start_sweep() {
       qo.cancel = &ctx.cancel;
       double base = double(i) / policies.size(), share = 1.0 / policies.size();
       qo.progress = [c = &ctx, base, share](double f) { c->progress = base + share * f; };
-      reports->emplace_back(policies[i], std::make_shared<const QuantizeReport>(quantize_dump(*dump, policies[i], qo)));
+      // Layer by layer from the mapped file when the preset allows it; else the dump in f32.
+      const bool streamed = dump->reader() && dump->stored_q_positions().empty() && quantizes_streamed(policies[i]);
+      reports->emplace_back(policies[i], std::make_shared<const QuantizeReport>(streamed ? quantize_dump_streamed(*dump->reader(), policies[i], qo)
+                                                                                         : quantize_dump(*dump->whole(), policies[i], qo)));
     }
     return [this, reports] {
       try {

@@ -37,12 +37,13 @@ bool Workspace::replan_script() {
       return false;
     }
     ScriptTarget t;
-    t.model_id = dump_->meta.model_id;
-    t.layers = dump_->shape.layers;
-    t.kv_heads = dump_->shape.kv_heads;
-    t.head_dim = dump_->shape.head_dim;
-    t.tokens = dump_->shape.tokens;
-    t.dump = dump_.get();
+    t.model_id = dump_->meta().model_id;
+    t.layers = dump_->shape().layers;
+    t.kv_heads = dump_->shape().kv_heads;
+    t.head_dim = dump_->shape().head_dim;
+    t.tokens = dump_->shape().tokens;
+    const std::shared_ptr<const KvDump> whole = dump_->whole();  // token_stats read the dump's values
+    t.dump = whole.get();
     policy_ = plan_policy_script(script_path_, t);
     live_status_ = "policy script " + std::filesystem::path(script_path_).filename().string() + " planned";
     return true;

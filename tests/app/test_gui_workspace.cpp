@@ -2,7 +2,9 @@
 // background, cancel, save a run into a run store and the policy into a file, capture checks.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -58,7 +60,7 @@ TEST_CASE("workspace: open a dump, quantize it, edit the policy, save the run an
   settle(ws);
   REQUIRE(ws.errors().empty());
   REQUIRE(ws.dump());
-  CHECK(ws.dump()->shape.layers == 2);
+  CHECK(ws.dump()->shape().layers == 2);
   CHECK(opened == std::vector<std::string>{dump_path});
   REQUIRE(ws.report());
   CHECK(ws.report()->policy_name == "kivi-2");
@@ -107,7 +109,7 @@ TEST_CASE("workspace: open a dump, quantize it, edit the policy, save the run an
   CHECK_THAT(ws.errors()[0], Catch::StartsWith(tmp.path("no-such-dir/p.json") + ": cannot create the file"));
 }
 
-TEST_CASE("workspace: a drag is debounced, the latest edit wins, a cancelled job leaves no result") {
+TEST_CASE("workspace: a drag is debounced, the latest edit wins, a cancelled job leaves its rows stale") {
   Workspace ws;
   ws.set_dump(std::make_shared<const KvDump>(small_dump(24, 1024)), "big");
   ws.tick();  // starts the quantization of the committed dump
@@ -116,7 +118,11 @@ TEST_CASE("workspace: a drag is debounced, the latest edit wins, a cancelled job
   ws.jobs().cancel(rows[0].id);
   tick_until(ws, [&] { return !ws.jobs().busy(); });
   CHECK(ws.jobs().rows()[0].state == State::Cancelled);
-  CHECK(!ws.report());
+  // The layers delivered before the cancel stay on screen (they are right for this policy); the
+  // rest is stale and the result is not complete.
+  CHECK(ws.report_gen() != ws.policy_gen());
+  const auto stale = ws.stale_rows('k');
+  CHECK(std::count(stale.begin(), stale.end(), true) > 0);
   CHECK(ws.errors().empty());  // a cancel is not an error
 
   // A drag (no commit) waits for the debounce; a release right after it starts at once.
@@ -176,8 +182,29 @@ TEST_CASE("workspace: capture refuses an empty text and a context longer than th
   // A text with a byte-order mark captures like the same text without one.
   std::ofstream(tmp.path("bom.txt")) << "\xEF\xBB\xBFOnce upon a time there was a cat.";
   ws.errors().clear();
+  ws.set_capture_dir(tmp.path("captures"));
   ws.capture(model, tmp.path("bom.txt"), 64);
   tick_until(ws, [&] { return ws.dump() != nullptr || !ws.errors().empty(); }, 120);
   REQUIRE(ws.errors().empty());
-  CHECK(ws.dump()->shape.layers == model.config.num_layers);
+  CHECK(ws.dump()->shape().layers == model.config.num_layers);
+
+  // The capture streamed to a file (capture_model_to_file, as `kvscope dump` does) and the GUI
+  // reads it mapped; the CLI on the same text writes the same tokens and tensors.
+  REQUIRE(ws.dump()->file_backed());
+  const std::string gui_file = ws.dump()->reader()->path();
+  CHECK(std::filesystem::path(gui_file).parent_path() == std::filesystem::path(tmp.path("captures")));
+  const auto cli = kvscope::test::run_cli(tmp, "dump --model " + model.dir + " --text " + tmp.path("bom.txt") + " --tokens 64 --out " +
+                                                   tmp.path("cli.safetensors"));
+  INFO(cli.err);
+  REQUIRE(cli.rc == 0);
+  const KvDump a = load_dump(gui_file), b = load_dump(tmp.path("cli.safetensors"));
+  CHECK(a.meta.token_ids == b.meta.token_ids);
+  CHECK(a.meta.workload == b.meta.workload);
+  CHECK(a.meta.prompt == b.meta.prompt);
+  REQUIRE(a.shape.layers == b.shape.layers);
+  for (int l = 0; l < a.shape.layers; ++l) {
+    CHECK(a.layers[l].k == b.layers[l].k);
+    CHECK(a.layers[l].v == b.layers[l].v);
+    CHECK(a.layers[l].q == b.layers[l].q);
+  }
 }

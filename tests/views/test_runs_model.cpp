@@ -1,6 +1,8 @@
 // Runs table filtering/sorting, deltas, and the RD plot built from rows.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <cmath>
 
 #include "views/runs_model.h"
@@ -80,6 +82,20 @@ TEST_CASE("RD plot: one series per method sorted by bits, run ids kept, front ac
   // A row without a rate (a replay that stored no bits) is not plotted; its method has no series.
   rows[2].bits_per_element = NAN;
   CHECK(rd_plot(rows, RdMetric::NextTokenKl).series.size() == 2);
+  // The 99th-percentile KL axis: the rows' own kld_p99, not their mean KL.
+  for (auto& r : rows) r.kld_p99 = NAN;
+  rows[1].kld_p99 = 0.3;
+  rows[3].kld_p99 = 0.02;
+  PlotData p99 = rd_plot(rows, RdMetric::KldP99);
+  CHECK(p99.lower_y_is_better);
+  CHECK(p99.y_scale == ScaleKind::Log);
+  CHECK(p99.y_label == "99th percentile next-token KL, nats (replay)");
+  CHECK(p99.x_label == "bits / KV entry (replayed cache)");
+  std::vector<double> ys;
+  for (const auto& sr : p99.series) ys.insert(ys.end(), sr.y.begin(), sr.y.end());
+  std::sort(ys.begin(), ys.end());
+  CHECK(ys == std::vector<double>{0.02, 0.3});
+  CHECK(std::string(rd_metric_key(RdMetric::KldP99)) == "kld_p99");
 }
 
 TEST_CASE("RD plot: runs on different dumps or workloads are never joined by one line") {

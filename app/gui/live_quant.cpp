@@ -1,0 +1,281 @@
+#include "app/gui/live_quant.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include "core/quant/group_kernels.h"
+#include "core/quant/method_registry.h"
+#include "core/quant/quantize_stream.h"
+#include "core/tensor/compute_threads.h"
+#include "core/util/cancelled.h"
+#include "core/util/parallel.h"
+
+namespace kvscope::gui {
+
+namespace {
+
+std::string plan_key(const std::string& method, const HeadPlan& p) {
+  const TensorQuant& q = p.quant;
+  // Every field quantize_stored reads, doubles in hex (exact).
+  return fmt::format("{}|fp{}|b{}|ax{}|g{}|s{}|iz{}|c{:a}|cs{}|cm{:a}|st{:a}|sd{}|inv{}|h{}|t{}", method, q.full_precision,
+                     q.bits, static_cast<int>(q.axis), q.group_size, q.symmetric, q.integer_zero_point, q.clip_ratio,
+                     q.clip_search, q.clip_min, q.clip_step, static_cast<int>(q.scale_dtype), q.inverse_scale, p.fp_head,
+                     p.fp_tail);
+}
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// One (layer, KV head) pair's working data for attention: originals and reconstructions in f32,
+// and the query rows at the sampled positions (the other rows are never touched, so never resident).
+struct PairBuffers {
+  std::vector<float> k, v, kq, vq;
+  std::unique_ptr<float[]> q;  // [G, tokens, head_dim], uninitialized
+  size_t q_size = 0;
+};
+
+size_t packed_bytes(const QuantizedTensor& q) {
+  return q.codes.size() + sizeof(float) * (q.scales.size() + q.zeros.size()) + sizeof(uint16_t) * q.fp16_rows.size();
+}
+
+// `packed`: the slices' codes where known (dequantized: bit-identical to quantizing again), else null.
+void load_pair(const DumpSource& src, const LivePass& pass, const std::vector<std::shared_ptr<const QuantizedTensor>>& packed,
+               int l, int h, const std::vector<int>& positions, PairBuffers& b) {
+  const DumpShape& s = src.shape();
+  const size_t n = static_cast<size_t>(s.tokens) * s.head_dim;
+  const int G = s.group();
+  b.k.resize(n), b.v.resize(n), b.kq.resize(n), b.vq.resize(n);
+  if (b.q_size != static_cast<size_t>(G) * n) {
+    b.q_size = static_cast<size_t>(G) * n;
+    b.q.reset(new float[b.q_size]);
+  }
+  const size_t base = (static_cast<size_t>(l) * s.kv_heads + h) * 2;
+  for (int kind = 0; kind < 2; ++kind) {
+    const HeadPlan& p = pass.plans[base + kind];
+    const StoredMatrix m = src.slice(l, h, kind ? 'v' : 'k');
+    stored_to_f32(m.dtype, m.data, n, (kind ? b.v : b.k).data());
+    if (base + kind < packed.size() && packed[base + kind]) packed[base + kind]->dequantize((kind ? b.vq : b.kq).data());
+    else (void)quantize_stored(m, p.quant, p.fp_head, p.fp_tail, nullptr, (kind ? b.vq : b.kq).data());
+  }
+  for (int g = 0; g < G; ++g) src.read_q_rows(l, h * G + g, positions, b.q.get() + g * n);  // HF repeat_kv
+}
+
+AttentionSums measure_pair(const DumpSource& src, const std::vector<int>& positions, PairBuffers& b) {
+  const DumpShape& s = src.shape();
+  const size_t n = static_cast<size_t>(s.tokens) * s.head_dim;
+  std::vector<const float*> q;
+  for (int g = 0; g < s.group(); ++g) q.push_back(b.q.get() + g * n);
+  return attention_error(q, b.k.data(), b.v.data(), b.kq.data(), b.vq.data(), s.tokens, s.head_dim, positions);
+}
+
+}  // namespace
+
+std::vector<std::string> slice_keys(const KvDump& header, const Policy& p, std::vector<HeadPlan>* plans_out) {
+  if (!quantizes_streamed(p)) return {};
+  std::vector<HeadPlan> plans = plan_heads(header, p);  // per-head rules only: the header suffices
+  const std::string method = method_name(p.method);
+  std::vector<std::string> keys;
+  keys.reserve(plans.size());
+  for (const HeadPlan& hp : plans) keys.push_back(plan_key(method, hp));
+  if (plans_out) *plans_out = std::move(plans);
+  return keys;
+}
+
+void UpdateInbox::push(LayerUpdate u) {
+  std::lock_guard<std::mutex> lock(mu_);
+  updates_.push_back(std::move(u));
+}
+
+std::vector<LayerUpdate> UpdateInbox::take() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(updates_, {});
+}
+
+int choose_query_positions(const DumpSource& src, const LivePass& pass, double budget_s) {
+  const DumpShape& s = src.shape();
+  constexpr int kProbe = 16;
+  const std::vector<int> probe = sample_positions(s.tokens, kProbe);
+  ScopedBlasThreads blas(1);
+  PairBuffers b;
+  const auto t0 = Clock::now();
+  load_pair(src, pass, {}, s.layers / 2, 0, probe, b);  // as if nothing were cached: the costlier case
+  const double fixed = seconds_since(t0);  // per pair: conversion + reconstruction
+  const auto t1 = Clock::now();
+  (void)measure_pair(src, probe, b);
+  const double per_position = seconds_since(t1) / double(probe.size());
+  src.release_layer(s.layers / 2);
+  if (std::getenv("KVSCOPE_PROFILE"))
+    std::fprintf(stderr, "live attention probe: %.1f ms per pair (load + reconstruction), %.3f ms per query position\n",
+                 fixed * 1e3, per_position * 1e3);
+  const double pairs = double(s.layers) * s.kv_heads;
+  const double per_pair = budget_s * worker_threads() / pairs;
+  const double n = per_position > 0 ? (per_pair - fixed) / per_position : kMaxPositions;
+  const double clamped = std::clamp(n, double(kMinPositions), double(kMaxPositions));  // before the cast: n may be huge
+  return std::min(s.tokens, static_cast<int>(clamped));
+}
+
+void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomic<bool>& cancel, UpdateInbox& inbox,
+                   const std::function<void(double)>& progress) {
+  const DumpShape& s = src.shape();
+  const int H = s.kv_heads;
+  const size_t n = static_cast<size_t>(s.tokens) * s.head_dim;
+  auto check = [&] {
+    if (cancel.load()) throw Cancelled();
+  };
+  // Work units: one per slice, four per attention pair (its reconstruction and the products).
+  const double total = double(pass.slices.size()) + 4.0 * pass.attention.size();
+  double done = 0;
+  auto advance = [&](double units) {
+    done += units;
+    if (progress && total > 0) progress(done / total);
+  };
+
+  const bool profile = std::getenv("KVSCOPE_PROFILE") != nullptr;
+  const auto t0 = Clock::now();
+  std::vector<std::shared_ptr<const QuantizedTensor>> packed = pass.packed;
+  packed.resize(pass.keys.size());
+  const double packed_limit = kPackedBudgetBytes / double(std::max<size_t>(1, pass.keys.size()));
+  // Tensor metrics, a layer at a time.
+  for (size_t i = 0; i < pass.slices.size();) {
+    check();
+    const int l = static_cast<int>(pass.slices[i] / (2 * H));
+    size_t end = i;
+    while (end < pass.slices.size() && static_cast<int>(pass.slices[end] / (2 * H)) == l) ++end;
+    src.check_intact(l);
+    std::vector<StoredJob> jobs;
+    for (size_t j = i; j < end; ++j) {
+      const HeadPlan& p = pass.plans[pass.slices[j]];
+      jobs.push_back({src.slice(l, p.head, p.kind), p.quant, p.fp_head, p.fp_tail, nullptr});
+    }
+    std::vector<StoredResult> res = quantize_stored_all(jobs);
+    LayerUpdate u;
+    u.gen = pass.gen;
+    u.layer = l;
+    for (size_t j = i; j < end; ++j) {
+      const size_t si = pass.slices[j];
+      const HeadPlan& p = pass.plans[si];
+      const StoredResult& r = res[j - i];
+      SliceOutcome o;
+      o.key = pass.keys[si];
+      o.sums = r.err;
+      HeadMetrics& m = o.metrics;  // as quantize_dump fills it
+      m.layer = p.layer;
+      m.head = p.head;
+      m.kind = p.kind;
+      m.nmse = r.err.nmse();
+      m.cos = r.err.cos();
+      m.mse = r.err.mse();
+      m.max_abs = r.err.max_abs;
+      m.bits = r.q.total_bits();
+      m.elements = n;
+      m.full_precision = p.quant.full_precision;
+      o.static_bits = r.q.static_bits();
+      if (double(packed_bytes(r.q)) <= packed_limit) o.packed = std::make_shared<const QuantizedTensor>(std::move(res[j - i].q));
+      packed[si] = o.packed;
+      u.slices.emplace_back(si, std::move(o));
+    }
+    inbox.push(std::move(u));
+    src.release_layer(l);
+    advance(double(end - i));
+    i = end;
+  }
+  const double tensor_s = seconds_since(t0);
+  if (profile) std::fprintf(stderr, "live pass %llu: %zu slices in %.3f s\n", (unsigned long long)pass.gen, pass.slices.size(), tensor_s);
+  if (pass.attention.empty()) return;
+
+  // Attention metrics, a layer at a time, one (layer, KV head) per worker thread.
+  std::vector<int> positions = pass.positions;
+  if (!src.stored_q_positions().empty()) positions = src.stored_q_positions();
+  else if (positions.empty()) positions = sample_positions(s.tokens, choose_query_positions(src, pass, pass.attention_budget_s));
+  ScopedBlasThreads blas(1);
+  for (size_t i = 0; i < pass.attention.size();) {
+    check();
+    const int l = static_cast<int>(pass.attention[i] / H);
+    size_t end = i;
+    while (end < pass.attention.size() && static_cast<int>(pass.attention[end] / H) == l) ++end;
+    src.check_intact(l);
+    std::vector<AttentionSums> sums(end - i);
+    parallel_for(static_cast<int64_t>(end - i), [&](int64_t j) {
+      check();
+      thread_local PairBuffers b;  // reused across pairs: the query rows are rewritten at the same positions
+      const int h = static_cast<int>(pass.attention[i + j] % H);
+      load_pair(src, pass, packed, l, h, positions, b);
+      sums[j] = measure_pair(src, positions, b);
+    });
+    LayerUpdate u;
+    u.gen = pass.gen;
+    u.layer = l;
+    for (size_t j = i; j < end; ++j) {
+      const size_t pi = pass.attention[j];
+      AttentionOutcome o;
+      o.key = pass.keys[pi * 2] + "&" + pass.keys[pi * 2 + 1];
+      o.positions = static_cast<int>(positions.size());
+      o.sums = sums[j - i];
+      u.attention.emplace_back(pi, std::move(o));
+    }
+    inbox.push(std::move(u));
+    src.release_layer(l);
+    advance(4.0 * double(end - i));
+    i = end;
+  }
+  if (profile)
+    std::fprintf(stderr, "live pass %llu: attention of %zu pairs at %zu positions in %.3f s\n", (unsigned long long)pass.gen,
+                 pass.attention.size(), positions.size(), seconds_since(t0) - tensor_s);
+}
+
+QuantizeReport assemble_report(const KvDump& header, const Policy& policy, const std::vector<SliceOutcome>& slices,
+                               const std::vector<AttentionOutcome>& attention, int positions) {
+  const DumpShape& s = header.shape;
+  QuantizeReport r;
+  r.method = method_name(policy.method);
+  r.policy_name = policy.name;
+  r.policy_json = canonical_policy_json(policy);
+  r.shape = s;
+  r.model_id = header.meta.model_id;
+  ErrorSums ks, vs;
+  uint64_t kbits = 0, vbits = 0, kel = 0, vel = 0, sbits = 0;
+  for (const SliceOutcome& o : slices) {
+    if (o.key.empty()) continue;
+    const bool k = o.metrics.kind == 'k';
+    (k ? ks : vs).merge(o.sums);
+    (k ? kbits : vbits) += o.metrics.bits;
+    (k ? kel : vel) += o.metrics.elements;
+    sbits += o.static_bits;
+    r.per_head.push_back(o.metrics);
+  }
+  r.k_nmse = ks.nmse();
+  r.v_nmse = vs.nmse();
+  r.k_cos = ks.cos();
+  r.v_cos = vs.cos();
+  r.k_bits_per_element = kel ? double(kbits) / kel : 0;
+  r.v_bits_per_element = vel ? double(vbits) / vel : 0;
+  r.bits_per_element = (kel + vel) ? double(kbits + vbits) / double(kel + vel) : 0;
+  r.static_bytes = double(sbits) / 8.0;
+  r.bytes_per_token = (double(kbits + vbits - sbits) / 8.0) / s.tokens;
+  r.fp16_bytes_per_token = double(s.layers) * s.kv_heads * s.head_dim * 2 /*K,V*/ * 2 /*bytes*/;
+  AttentionSums all;
+  bool any = false;
+  for (size_t i = 0; i < attention.size(); ++i) {
+    if (attention[i].key.empty() || attention[i].positions != positions) continue;
+    r.attention.push_back(attention[i].sums.metrics(static_cast<int>(i / s.kv_heads), static_cast<int>(i % s.kv_heads)));
+    all.merge(attention[i].sums);
+    any = true;
+  }
+  if (any) {
+    r.attn_queries = positions;
+    AttentionMetrics agg = all.metrics(-1, -1);
+    r.attn_cos_mean = agg.out_cos_mean;
+    r.attn_cos_min = agg.out_cos_min;
+    r.attn_nmse = agg.out_nmse;
+    r.attn_kl_mean = agg.kl_mean;
+  }
+  return r;
+}
+
+}  // namespace kvscope::gui
