@@ -174,11 +174,10 @@ void register_quantize(CLI::App& app) {
     try {
       std::optional<DumpReader> streamed;
       if (!whole && quantizes_streamed(policy)) streamed.emplace(a->dump, lo);
-      // Layer by layer from the mapped file (memory of one layer); a dump holding queries at a subset
-      // of positions (dump --q-positions) goes through the whole-dump path, which samples exactly those.
+      // Layer by layer from the mapped file (memory of one layer).
       if (whole) {
         r = quantize_dump(*whole, policy, opts);
-      } else if (streamed && streamed->meta().q_positions.empty()) {
+      } else if (streamed) {
         r = quantize_dump_streamed(*streamed, policy, opts);
       } else {
         streamed.reset();

@@ -15,7 +15,9 @@
 #include "core/quant/method_registry.h"
 #include "core/dump/kv_dump.h"
 #include "core/model/model.h"
+#include "core/dump/dump_reader.h"
 #include "core/quant/quantize_dump.h"
+#include "core/quant/quantize_stream.h"
 #include "core/replay/replay.h"
 #include "core/tensor/compute_threads.h"
 #include "core/tokenizer/tokenizer.h"
@@ -70,6 +72,14 @@ class SharedInputs {
     return slot;
   }
 
+  // The same dump memory-mapped, read a layer at a time (policies quantize_dump_streamed handles).
+  std::shared_ptr<const DumpReader> reader(int d) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& slot = readers_[d];
+    if (!slot) slot = std::make_shared<const DumpReader>(spec_.dump_paths[d], DumpLoadOptions{.load_pre_rope = false});
+    return slot;
+  }
+
   std::shared_ptr<const LoadedModel> model(int m) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto& slot = models_[m];
@@ -115,7 +125,7 @@ class SharedInputs {
   void done(const SweepCell& c) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (c.kind == CellKind::Quantize) {
-      if (--dump_uses_[c.dump] == 0) dumps_.erase(c.dump);
+      if (--dump_uses_[c.dump] == 0) dumps_.erase(c.dump), readers_.erase(c.dump);
     } else {
       if (--slice_uses_[{c.model, c.workload}] == 0) slices_.erase({c.model, c.workload}), bases_.erase({c.model, c.workload});
       if (--model_uses_[c.model] == 0) models_.erase(c.model);
@@ -129,6 +139,7 @@ class SharedInputs {
   std::map<int, int> dump_uses_, model_uses_;
   std::map<std::pair<int, int>, int> slice_uses_;
   std::map<int, std::shared_ptr<const KvDump>> dumps_;
+  std::map<int, std::shared_ptr<const DumpReader>> readers_;
   std::map<int, std::shared_ptr<const LoadedModel>> models_;
   std::map<std::pair<int, int>, std::shared_ptr<const std::vector<WorkloadSlice>>> slices_;
   struct BaseSlot {
@@ -241,16 +252,23 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
     ctx.cell_hash = c.hash;
     bool stored = false;
     if (c.kind == CellKind::Quantize) {
-      auto dump = inputs.dump(c.dump);
       QuantizeOptions qo;
       qo.attn_queries = spec.attn_queries;
-      qo.attention = dump->has_q();
-      Policy policy = mv.script.empty() ? mv.policy
-                                              : plan_policy_script(mv.script, script_target(dump->shape.layers, dump->shape.kv_heads,
-                                                                                            dump->shape.head_dim, dump->shape.tokens,
-                                                                                            dump.get(), dump->meta.model_id));
-      policy.name = mv.policy.name;
-      QuantizeReport r = quantize_dump(*dump, policy, qo);
+      QuantizeReport r;
+      if (mv.script.empty() && quantizes_streamed(mv.policy)) {  // layer by layer from the mapped file: same report, one layer of memory
+        auto reader = inputs.reader(c.dump);
+        qo.attention = reader->has_q();
+        r = quantize_dump_streamed(*reader, mv.policy, qo);
+      } else {  // policy scripts read the whole dump (their hooks see every layer)
+        auto dump = inputs.dump(c.dump);
+        qo.attention = dump->has_q();
+        Policy policy = mv.script.empty() ? mv.policy
+                                          : plan_policy_script(mv.script, script_target(dump->shape.layers, dump->shape.kv_heads,
+                                                                                        dump->shape.head_dim, dump->shape.tokens,
+                                                                                        dump.get(), dump->meta.model_id));
+        policy.name = mv.policy.name;
+        r = quantize_dump(*dump, policy, qo);
+      }
       r.dump_path = spec.dump_paths[c.dump];
       ctx.dump_hash = c.dump_hash;
       store.in_transaction([&] {  // the check and the insert in one transaction: never twice

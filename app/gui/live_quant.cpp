@@ -77,7 +77,10 @@ AttentionSums measure_pair(const DumpSource& src, const std::vector<int>& positi
 }  // namespace
 
 std::vector<std::string> slice_keys(const KvDump& header, const Policy& p, std::vector<HeadPlan>* plans_out) {
-  if (!quantizes_streamed(p)) return {};
+  // Per-head slices only: ranked outlier rules and KVSmooth need the whole dump's (or layer's) keys,
+  // which quantize_dump_streamed computes but this slice-by-slice path does not.
+  const bool ranked = p.outliers.rule != OutlierSelect::Rule::None && p.outliers.rule != OutlierSelect::Rule::List;
+  if (!quantizes_streamed(p) || ranked || p.smooth) return {};
   std::vector<HeadPlan> plans = plan_heads(header, p);  // per-head rules only: the header suffices
   const std::string method = method_name(p.method);
   std::vector<std::string> keys;

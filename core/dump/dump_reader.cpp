@@ -41,10 +41,10 @@ DumpReader::~DumpReader() = default;
 
 const std::string& DumpReader::path() const { return file_->path(); }
 
-StoredMatrix DumpReader::view(const TensorInfo* t, int l, const char* what, int head) const {
+StoredMatrix DumpReader::view(const TensorInfo* t, int l, const char* what, int head, bool any_rows) const {
   if (l < 0 || l >= shape().layers) fail(path(), "layer {} out of range (the dump has {})", l, shape().layers);
   if (!t) fail(path(), "tensor '{}' is missing", dump_tensor_name(meta(), l, what));
-  if (t->shape[1] != shape().tokens)
+  if (!any_rows && t->shape[1] != shape().tokens)
     fail(path(), "tensor '{}' holds queries at {} of {} positions (q_positions); streamed views need every position", t->name,
          t->shape[1], shape().tokens);
   if (head < 0 || head >= t->shape[0]) fail(path(), "head {} out of range in tensor '{}'", head, t->name);
@@ -57,6 +57,9 @@ StoredMatrix DumpReader::view(const TensorInfo* t, int l, const char* what, int 
 StoredMatrix DumpReader::k(int l, int h) const { return view(l >= 0 && l < shape().layers ? layers_[l].k : nullptr, l, "k", h); }
 StoredMatrix DumpReader::v(int l, int h) const { return view(l >= 0 && l < shape().layers ? layers_[l].v : nullptr, l, "v", h); }
 StoredMatrix DumpReader::q(int l, int h) const { return view(l >= 0 && l < shape().layers ? layers_[l].q : nullptr, l, "q", h); }
+StoredMatrix DumpReader::q_stored(int l, int h) const {
+  return view(l >= 0 && l < shape().layers ? layers_[l].q : nullptr, l, "q", h, true);
+}
 StoredMatrix DumpReader::k_pre_rope(int l, int h) const {
   return view(l >= 0 && l < shape().layers ? layers_[l].k_pre_rope : nullptr, l, "k_pre_rope", h);
 }

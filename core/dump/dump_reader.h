@@ -33,6 +33,10 @@ class DumpReader {
   StoredMatrix k(int l, int kv_head) const;
   StoredMatrix v(int l, int kv_head) const;
   StoredMatrix q(int l, int q_head) const;
+  // The query rows as stored: [q_rows(), head_dim]; row j is position meta().q_positions[j] when
+  // the dump holds queries at some positions only (dump --q-positions), else position j.
+  StoredMatrix q_stored(int l, int q_head) const;
+  int q_rows() const { return q_rows_; }
   StoredMatrix k_pre_rope(int l, int kv_head) const;
   // Layer l in f32: exactly what load_dump holds for it.
   DumpLayer load_layer(int l) const;
@@ -46,7 +50,7 @@ class DumpReader {
   struct LayerTensors {
     const TensorInfo *k = nullptr, *v = nullptr, *q = nullptr, *k_pre_rope = nullptr, *q_pre_rope = nullptr;
   };
-  StoredMatrix view(const TensorInfo* t, int l, const char* what, int head) const;
+  StoredMatrix view(const TensorInfo* t, int l, const char* what, int head, bool any_rows = false) const;
 
   std::shared_ptr<SafetensorsFile> file_;
   DumpLoadOptions opts_;

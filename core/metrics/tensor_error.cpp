@@ -1,34 +1,19 @@
 #include "core/metrics/tensor_error.h"
 
+#include "core/metrics/error_lanes.h"
+
 #include <algorithm>
 #include <cmath>
 
 namespace kvscope {
 
-// Float partial sums over short blocks (vectorizes), carried in double across blocks so long
-// tensors do not lose precision.
+// Float partial sums over short blocks in eight lanes (vectorizes), carried in double across
+// blocks so long tensors do not lose precision; the order is spelled out in error_lanes.h so the
+// quantizer kernels can sum while they encode and get the same bits.
 __attribute__((target_clones("avx2", "default"))) void ErrorSums::add(const float* x, const float* y, size_t count) {
-  constexpr size_t kBlock = 256;
-  for (size_t b = 0; b < count; b += kBlock) {
-    size_t e = std::min(count, b + kBlock);
-    float s_err = 0, s_ref = 0, s_hat = 0, s_dot = 0, m = 0;
-#pragma omp simd reduction(+ : s_err, s_ref, s_hat, s_dot) reduction(max : m)
-    for (size_t i = b; i < e; ++i) {
-      float d = x[i] - y[i];
-      s_err += d * d;
-      s_ref += x[i] * x[i];
-      s_hat += y[i] * y[i];
-      s_dot += x[i] * y[i];
-      float a = std::fabs(d);
-      m = a > m ? a : m;
-    }
-    err2 += s_err;
-    ref2 += s_ref;
-    hat2 += s_hat;
-    dot += s_dot;
-    max_abs = std::max(max_abs, static_cast<double>(m));
-  }
-  n += count;
+  ErrorLanes lanes(this);
+  lanes.add(x, y, count);
+  lanes.finish();
 }
 
 void ErrorSums::merge(const ErrorSums& o) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/metrics/error_lanes.h"
 #include "core/quant/group_math.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
@@ -14,48 +15,19 @@ namespace {
 
 using namespace group_math;
 
-// Error sums fed in pieces of any length, equal to one ErrorSums::add over their concatenation
-// (which sums in float over 256-element blocks counted from the start, then in double).
-class ErrorStream {
- public:
-  explicit ErrorStream(ErrorSums* out) : out_(out) {}
-  void push(const float* x, const float* y, size_t n) {
-    if (!out_) return;
-    while (n > 0) {
-      if (fill_ == 0 && n >= kBlock) {  // whole blocks straight from the caller's buffers
-        const size_t m = n / kBlock * kBlock;
-        out_->add(x, y, m);
-        x += m, y += m, n -= m;
-        continue;
-      }
-      const size_t m = std::min(n, kBlock - fill_);
-      std::memcpy(xb_ + fill_, x, m * sizeof(float));
-      std::memcpy(yb_ + fill_, y, m * sizeof(float));
-      fill_ += m, x += m, y += m, n -= m;
-      if (fill_ == kBlock) flush();
-    }
-  }
-  void flush() {
-    if (out_ && fill_) out_->add(xb_, yb_, fill_);
-    fill_ = 0;
-  }
-
- private:
-  static constexpr size_t kBlock = 256;  // ErrorSums::add's block
-  ErrorSums* out_;
-  size_t fill_ = 0;
-  float xb_[kBlock], yb_[kBlock];
-};
-
 struct Scratch {
   std::vector<float> x, y, sc, zc, mn, mx;
   std::vector<uint8_t> codes;
+  std::vector<uint16_t> half;
 };
 
-// Rows per tile of the token axis and of the passes over long groups: a few thousand elements.
+// Rows per tile of the token axis and of the passes over long groups: a few thousand elements
+// (x, y and codes of a tile stay in L1).
 int tile_rows(int cols) { return std::max(1, 4096 / cols); }
 // Channel groups up to this many elements are converted once and quantized from the tile.
 constexpr size_t kMaxGroupTile = 1 << 16;
+
+#define KVSCOPE_CLONES __attribute__((target_clones("avx2", "default")))
 
 // Writes n codes at element index `first` of a zero-initialised packed stream.
 void put_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out, size_t first) {
@@ -69,32 +41,148 @@ void put_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out, size_t fi
   if (i < n) pack_codes(codes + i, n - i, bits, out + (first + i) * bits / 8);
 }
 
-// Per-token groups of `rows` rows: range, parameters and codes group by group (as quantize_tensor).
-template <Mode M>
-__attribute__((target_clones("avx2", "default"))) void token_tile(const float* x, int rows, int D, int g,
-                                                                   const TensorQuant& q, int qmax, float* scales,
-                                                                   float* zeros, uint8_t* codes, float* y) {
-  const float fq = static_cast<float>(qmax);
-  size_t gi = 0;
+// v8f (core/metrics/error_lanes.h): eight floats in one AVX2 register or two SSE2 ones, GCC's
+// vector extension, so the default clone builds too. Min / max as `x < a ? x : a` skip NaN like
+// std::min(a, x). Internal helpers only (never across a library boundary): no vector ABI concern.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+// Min / max of each per-token group of `rows` rows (group order). Groups of a multiple of 8
+// elements run 8 lanes at a time (the compiler leaves this reduction scalar), then fold the
+// lanes; min / max do not depend on the order for non-NaN values, and NaN is skipped either way.
+KVSCOPE_CLONES void token_ranges(const float* x, int rows, int D, int g, float* mn, float* mx) {
+  size_t k = 0;
   for (int r = 0; r < rows; ++r)
-    for (int c0 = 0; c0 < D; c0 += g, ++gi) {
-      const size_t off = static_cast<size_t>(r) * D + c0;
-      const int n = std::min(g, D - c0);
-      GroupView v{x + off, n, 1};
-      float mn, mx;
-      range_of(v, &mn, &mx);
-      const Params p = choose_params<M>(v, mn, mx, q, qmax);
-      scales[gi] = p.s;
-      if (zeros) zeros[gi] = p.z;
-      const float* xo = x + off;
-      uint8_t* co = codes + off;
-      float* yo = y + off;
-      for (int i = 0; i < n; ++i) co[i] = encode<M>(xo[i], p.s, p.z, fq, &yo[i]);
+    for (int c0 = 0; c0 < D; c0 += g, ++k) {
+      const float* p = x + static_cast<size_t>(r) * D + c0;
+      const int n = std::min(g, D - c0), n8 = n / 8 * 8;
+      float a = INFINITY, b = -INFINITY;
+      if (n8 > 0) {
+        v8f va = load8(p), vb = va;
+        for (int i = 8; i < n8; i += 8) {
+          const v8f v = load8(p + i);
+          va = v < va ? v : va;
+          vb = vb < v ? v : vb;
+        }
+        for (int l = 0; l < 8; ++l) {
+          a = va[l] < a ? va[l] : a;
+          b = b < vb[l] ? vb[l] : b;
+        }
+      }
+      for (int i = n8; i < n; ++i) {
+        a = std::min(a, p[i]);
+        b = std::max(b, p[i]);
+      }
+      mn[k] = a;
+      mx[k] = b;
     }
 }
 
+// Parameters of n groups from their ranges (params_from_range, branch-free: one vector loop).
+template <Mode M, DType T>
+KVSCOPE_CLONES void params_loop(const float* mn, const float* mx, size_t n, float alpha, float fq, float* s, float* z) {
+  for (size_t i = 0; i < n; ++i) params_nb<M, T>(mn[i], mx[i], alpha, fq, &s[i], &z[i]);
+}
+
+template <Mode M>
+void params_many(const float* mn, const float* mx, size_t n, const TensorQuant& q, float fq, float* s, float* z) {
+  const float alpha = static_cast<float>(q.clip_ratio);
+  switch (q.scale_dtype) {
+    case DType::F16: params_loop<M, DType::F16>(mn, mx, n, alpha, fq, s, z); return;
+    case DType::BF16: params_loop<M, DType::BF16>(mn, mx, n, alpha, fq, s, z); return;
+    default: params_loop<M, DType::F32>(mn, mx, n, alpha, fq, s, z); return;
+  }
+}
+
+// Codes and reconstruction of `rows` rows of per-token groups with parameters s[k], z[k].
+template <Mode M>
+KVSCOPE_CLONES void token_encode(const float* x, int rows, int D, int g, const float* s, const float* z, float fq,
+                                 uint8_t* codes, float* y) {
+  size_t k = 0;
+  for (int r = 0; r < rows; ++r)
+    for (int c0 = 0; c0 < D; c0 += g, ++k) {
+      const size_t off = static_cast<size_t>(r) * D + c0;
+      const int n = std::min(g, D - c0);
+      const float sv = s[k], zv = z[k];
+      const float* xo = x + off;
+      uint8_t* co = codes + off;
+      float* yo = y + off;
+      for (int i = 0; i < n; ++i) co[i] = encode<M>(xo[i], sv, zv, fq, &yo[i]);
+    }
+}
+
+typedef uint8_t v8u8 __attribute__((vector_size(8)));
+typedef uint8_t v32u8 __attribute__((vector_size(32)));
+
+// encode<M> on 8 elements (the same operations in the same order, so the same bits).
+template <Mode M>
+inline v8f encode8(const v8f& x, const v8f& s, const v8f& z, float fq, uint8_t* codes) {
+  v8f v, lo, hi;
+  if constexpr (M == Mode::Sym) v = x / s, lo = v8f{} - fq, hi = v8f{} + fq;
+  else if constexpr (M == Mode::SymInverse) v = x * s, lo = v8f{} - fq, hi = v8f{} + fq;
+  else if constexpr (M == Mode::AsymFloat) v = (x - z) / s, lo = v8f{}, hi = v8f{} + fq;
+  else v = x / s, lo = -z, hi = fq - z;
+  v = v > lo ? v : lo;
+  v = v < hi ? v : hi;
+  constexpr float magic = 12582912.0f;  // rint_small
+  const v8f q = (v + magic) - magic;
+  v8f y, c;
+  if constexpr (M == Mode::Sym) y = q * s, c = q + fq;
+  else if constexpr (M == Mode::SymInverse) y = q / s, c = q + fq;
+  else if constexpr (M == Mode::AsymFloat) y = q * s + z, c = q;
+  else y = q * s, c = q + z;
+  // Low byte of each 32-bit code: a byte shuffle (a narrowing conversion compiles to scalar code).
+  const v32u8 w = reinterpret_cast<v32u8>(__builtin_convertvector(c, v8i));
+  const v8u8 b = __builtin_shufflevector(w, w, 0, 4, 8, 12, 16, 20, 24, 28);
+  std::memcpy(codes, &b, 8);
+  return y;
+}
+
+// n (a multiple of 8) elements with scalar (kColumns false) or per-column parameters: codes,
+// reconstruction if asked (y may be null), error sums into the block lanes, closed into `out`
+// whenever a block fills.
+template <Mode M, bool kColumns>
+inline void encode_span(const float* x, int n, const float* s, const float* z, float fq, uint8_t* codes, float* y,
+                        BlockLanes& blk, ErrorSums* out) {
+  v8f sv = v8f{} + s[0], zv = v8f{} + z[0];
+  for (int i = 0; i < n; i += 8) {
+    if constexpr (kColumns) sv = load8(s + i), zv = load8(z + i);
+    const v8f xv = load8(x + i);
+    const v8f yv = encode8<M>(xv, sv, zv, fq, codes + i);
+    if (y) store8(y + i, yv);
+    blk.add8(xv, yv);
+    if (blk.full()) blk.close(out), blk = BlockLanes{};
+  }
+}
+
+// token_encode + error sums in one pass, for groups of a multiple of 8 elements (D % 8 == 0,
+// g % 8 == 0, no single elements pending in `sums`); y (may be null) receives the reconstruction.
+template <Mode M>
+KVSCOPE_CLONES void token_encode_sums(const float* x, int rows, int D, int g, const float* s, const float* z, float fq,
+                                      uint8_t* codes, float* y, ErrorLanes& sums) {
+  BlockLanes blk = sums.block();  // a local copy stays in registers (the byte stores may alias `sums`)
+  size_t k = 0;
+  for (int r = 0; r < rows; ++r)
+    for (int c0 = 0; c0 < D; c0 += g, ++k) {
+      const size_t off = static_cast<size_t>(r) * D + c0;
+      encode_span<M, false>(x + off, std::min(g, D - c0), s + k, z + k, fq, codes + off, y ? y + off : nullptr, blk, sums.out());
+    }
+  sums.block() = blk;
+}
+
+// encode_rows + error sums in one pass (D % 8 == 0, nothing pending).
+template <Mode M>
+KVSCOPE_CLONES void encode_rows_sums(const float* x, int rows, int D, const float* sc, const float* zc, float fq,
+                                     uint8_t* codes, float* y, ErrorLanes& sums) {
+  BlockLanes blk = sums.block();
+  for (int r = 0; r < rows; ++r) {
+    const size_t o = static_cast<size_t>(r) * D;
+    encode_span<M, true>(x + o, D, sc, zc, fq, codes + o, y ? y + o : nullptr, blk, sums.out());
+  }
+  sums.block() = blk;
+}
+
 // Column-wise min / max folded over `rows` rows, in row order (as quantize_tensor).
-__attribute__((target_clones("avx2", "default"))) void fold_range(const float* x, int rows, int D, float* mn, float* mx) {
+KVSCOPE_CLONES void fold_range(const float* x, int rows, int D, float* mn, float* mx) {
   for (int r = 0; r < rows; ++r) {
     const float* row = x + static_cast<size_t>(r) * D;
     for (int c = 0; c < D; ++c) {
@@ -106,8 +194,8 @@ __attribute__((target_clones("avx2", "default"))) void fold_range(const float* x
 
 // Rows with per-column parameters.
 template <Mode M>
-__attribute__((target_clones("avx2", "default"))) void encode_rows(const float* x, int rows, int D, const float* sc,
-                                                                    const float* zc, float qmax, uint8_t* codes, float* y) {
+KVSCOPE_CLONES void encode_rows(const float* x, int rows, int D, const float* sc, const float* zc, float qmax,
+                                uint8_t* codes, float* y) {
   for (int r = 0; r < rows; ++r) {
     const size_t o = static_cast<size_t>(r) * D;
     const float* xr = x + o;
@@ -115,6 +203,10 @@ __attribute__((target_clones("avx2", "default"))) void encode_rows(const float* 
     float* yr = y + o;
     for (int c = 0; c < D; ++c) cr[c] = encode<M>(xr[c], sc[c], zc[c], qmax, &yr[c]);
   }
+}
+
+KVSCOPE_CLONES void to_f16_bits(const float* x, size_t n, uint16_t* out) {
+  for (size_t i = 0; i < n; ++i) out[i] = f16_bits_of(x[i]);
 }
 
 // Rows [r0, r0 + n) of X as f32: a pointer into X when it is aligned f32, else converted into buf.
@@ -133,9 +225,13 @@ float* out_rows(float* recon, int r0, int D, std::vector<float>& buf, size_t cou
   return buf.data();
 }
 
+void room(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
 class Kernel {
  public:
-  Kernel(const StoredMatrix& X, QuantizedTensor& t, ErrorStream& es, float* recon, Scratch& s)
+  Kernel(const StoredMatrix& X, QuantizedTensor& t, ErrorLanes& es, float* recon, Scratch& s)
       : X_(X), t_(t), es_(es), recon_(recon), s_(s), D_(X.cols) {}
 
   // Kept rows [r0, r1) of the matrix: fp16 bits at fp16_rows[dst_row], reconstruction as the decoder sees it.
@@ -145,10 +241,10 @@ class Kernel {
       const size_t count = static_cast<size_t>(n) * D_;
       const float* x = load_rows(X_, r, n, s_.x);
       uint16_t* bits = t_.fp16_rows.data() + static_cast<size_t>(dst_row + r - r0) * D_;
-      convert_from_f32(DType::F16, x, count, bits);
+      to_f16_bits(x, count, bits);
       float* y = out_rows(recon_, r, D_, s_.y, count);
-      convert_to_f32(DType::F16, bits, count, y);
-      es_.push(x, y, count);
+      stored_to_f32(DType::F16, bits, count, y);
+      es_.add(x, y, count);
     }
   }
 
@@ -156,18 +252,39 @@ class Kernel {
   void quantized_rows() {
     const int rq = t_.quantized_rows(), g = t_.group_len, h = t_.fp_head;
     const int qmax = qmax_of(t_.spec);
+    const float fq = static_cast<float>(qmax);
+    const bool search = t_.spec.clip_search;
     float* zeros = t_.zeros.empty() ? nullptr : t_.zeros.data();
     switch (t_.spec.axis) {
       case Axis::Token: {
         const size_t per_row = (D_ + g - 1) / g;
         for (int r0 = 0; r0 < rq; r0 += tile_rows(D_)) {
           const int n = std::min(tile_rows(D_), rq - r0);
-          const size_t count = static_cast<size_t>(n) * D_, gi = r0 * per_row;
+          const size_t count = static_cast<size_t>(n) * D_, gi = r0 * per_row, ng = n * per_row;
           const float* x = load_rows(X_, h + r0, n, s_.x);
-          float* y = out_rows(recon_, h + r0, D_, s_.y, count);
           codes_room(count);
-          token_tile<M>(x, n, D_, g, t_.spec, qmax, t_.scales.data() + gi, zeros ? zeros + gi : nullptr, s_.codes.data(), y);
-          emit(x, y, count, static_cast<size_t>(r0) * D_);
+          room(s_.mn, ng), room(s_.mx, ng), room(s_.zc, ng);
+          float* sc = t_.scales.data() + gi;
+          float* zc = zeros ? zeros + gi : s_.zc.data();
+          token_ranges(x, n, D_, g, s_.mn.data(), s_.mx.data());
+          if (search) {
+            for (size_t k = 0; k < ng; ++k) {
+              const size_t off = k / per_row * D_ + k % per_row * g;
+              const Params p = choose_params<M>(GroupView{x + off, std::min<int64_t>(g, D_ - k % per_row * g), 1},
+                                                s_.mn[k], s_.mx[k], t_.spec, qmax);
+              sc[k] = p.s, zc[k] = p.z;
+            }
+          } else {
+            params_many<M>(s_.mn.data(), s_.mx.data(), ng, t_.spec, fq, sc, zc);
+          }
+          if (D_ % 8 == 0 && g % 8 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
+            token_encode_sums<M>(x, n, D_, g, sc, zc, fq, s_.codes.data(), recon_ ? recon_ + (h + r0) * static_cast<size_t>(D_) : nullptr, es_);
+            put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
+          } else {
+            float* y = out_rows(recon_, h + r0, D_, s_.y, count);
+            token_encode<M>(x, n, D_, g, sc, zc, fq, s_.codes.data(), y);
+            emit(x, y, count, static_cast<size_t>(r0) * D_);
+          }
         }
         return;
       }
@@ -176,41 +293,56 @@ class Kernel {
           const int n = std::min(g, rq - r0);
           float* sc = t_.scales.data() + static_cast<size_t>(b) * D_;
           float* zc = zeros ? zeros + static_cast<size_t>(b) * D_ : nullptr;
-          if (static_cast<size_t>(n) * D_ <= kMaxGroupTile) {  // one tile: convert once
+          room(s_.sc, D_), room(s_.zc, D_);
+          // One tile (converted once); whole-axis groups with clip search need every element per ratio.
+          if (static_cast<size_t>(n) * D_ <= kMaxGroupTile || search) {
             const float* x = load_rows(X_, h + r0, n, s_.x);
             reset_range();
             fold_range(x, n, D_, s_.mn.data(), s_.mx.data());
-            for (int c = 0; c < D_; ++c) {
-              const Params p = choose_params<M>(GroupView{x + c, n, D_}, s_.mn[c], s_.mx[c], t_.spec, qmax);
-              set_column(c, p, sc, zc);
+            if (search) {
+              for (int c = 0; c < D_; ++c) {
+                const Params p = choose_params<M>(GroupView{x + c, n, D_}, s_.mn[c], s_.mx[c], t_.spec, qmax);
+                s_.sc[c] = p.s, s_.zc[c] = p.z;
+              }
+            } else {
+              params_many<M>(s_.mn.data(), s_.mx.data(), D_, t_.spec, fq, s_.sc.data(), s_.zc.data());
             }
+            store_columns(sc, zc);
             encode_span_of_rows<M>(x, r0, n);
-          } else {  // a long group: a range pass, then an encoding pass (no clip search here)
+          } else {  // a long group: a range pass, then an encoding pass
             reset_range();
             for (int r = r0; r < r0 + n; r += tile_rows(D_)) {
               const int m = std::min(tile_rows(D_), r0 + n - r);
               fold_range(load_rows(X_, h + r, m, s_.x), m, D_, s_.mn.data(), s_.mx.data());
             }
-            for (int c = 0; c < D_; ++c)
-              set_column(c, params_from_range(s_.mn[c], s_.mx[c], t_.spec, M, qmax, static_cast<float>(t_.spec.clip_ratio)), sc, zc);
+            params_many<M>(s_.mn.data(), s_.mx.data(), D_, t_.spec, fq, s_.sc.data(), s_.zc.data());
+            store_columns(sc, zc);
             encode_pass<M>(r0, n);
           }
         }
         return;
-      case Axis::Head: {  // one group: a range pass, then an encoding pass (no clip search here)
-        float a = INFINITY, b = -INFINITY;
-        for (int r = 0; r < rq; r += tile_rows(D_)) {
-          const int m = std::min(tile_rows(D_), rq - r);
+      case Axis::Head: {  // one group: a range pass, then an encoding pass
+        Params p;
+        if (search) {  // every element per candidate ratio: the whole region at once
+          const float* x = load_rows(X_, h, rq, s_.x);
+          const GroupView all{x, static_cast<int64_t>(rq) * D_, 1};
           float mn, mx;
-          range_of(GroupView{load_rows(X_, h + r, m, s_.x), static_cast<int64_t>(m) * D_, 1}, &mn, &mx);
-          a = std::min(a, mn);
-          b = std::max(b, mx);
+          range_of(all, &mn, &mx);
+          p = choose_params<M>(all, mn, mx, t_.spec, qmax);
+        } else {
+          float a = INFINITY, b = -INFINITY;
+          for (int r = 0; r < rq; r += tile_rows(D_)) {
+            const int m = std::min(tile_rows(D_), rq - r);
+            float mn, mx;
+            range_of(GroupView{load_rows(X_, h + r, m, s_.x), static_cast<int64_t>(m) * D_, 1}, &mn, &mx);
+            a = std::min(a, mn);
+            b = std::max(b, mx);
+          }
+          p = params_from_range(a, b, t_.spec, M, qmax, static_cast<float>(t_.spec.clip_ratio));
         }
-        const Params p = params_from_range(a, b, t_.spec, M, qmax, static_cast<float>(t_.spec.clip_ratio));
         t_.scales[0] = p.s;
         if (zeros) zeros[0] = p.z;
-        room(s_.sc, D_);
-        room(s_.zc, D_);
+        room(s_.sc, D_), room(s_.zc, D_);
         std::fill_n(s_.sc.data(), D_, p.s);
         std::fill_n(s_.zc.data(), D_, zeros ? p.z : 0.0f);
         encode_pass<M>(0, rq);
@@ -220,34 +352,33 @@ class Kernel {
   }
 
  private:
-  static void room(std::vector<float>& v, size_t n) {
-    if (v.size() < n) v.resize(n);
-  }
   void codes_room(size_t n) {
     if (s_.codes.size() < n) s_.codes.resize(n);
   }
   void reset_range() {
-    room(s_.mn, D_);
-    room(s_.mx, D_);
+    room(s_.mn, D_), room(s_.mx, D_);
     std::fill_n(s_.mn.data(), D_, INFINITY);
     std::fill_n(s_.mx.data(), D_, -INFINITY);
   }
-  // Column c's parameters into the stored arrays and the per-column expansion used to encode.
-  void set_column(int c, const Params& p, float* sc, float* zc) {
-    room(s_.sc, D_);
-    room(s_.zc, D_);
-    sc[c] = p.s;
-    if (zc) zc[c] = p.z;
-    s_.sc[c] = p.s;
-    s_.zc[c] = zc ? p.z : 0.0f;
+  // The per-column parameters in s_.sc / s_.zc into the stored arrays.
+  void store_columns(float* sc, float* zc) {
+    std::copy_n(s_.sc.data(), D_, sc);
+    if (zc) std::copy_n(s_.zc.data(), D_, zc);
   }
   // Codes of quantized rows [r0, r0 + n) held in x, with the per-column parameters in s_.sc / s_.zc.
   template <Mode M>
   void encode_span_of_rows(const float* x, int r0, int n) {
     const size_t count = static_cast<size_t>(n) * D_;
-    float* y = out_rows(recon_, t_.fp_head + r0, D_, s_.y, count);
+    const float fq = static_cast<float>(qmax_of(t_.spec));
     codes_room(count);
-    encode_rows<M>(x, n, D_, s_.sc.data(), s_.zc.data(), static_cast<float>(qmax_of(t_.spec)), s_.codes.data(), y);
+    if (D_ % 8 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
+      float* y = recon_ ? recon_ + static_cast<size_t>(t_.fp_head + r0) * D_ : nullptr;
+      encode_rows_sums<M>(x, n, D_, s_.sc.data(), s_.zc.data(), fq, s_.codes.data(), y, es_);
+      put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
+      return;
+    }
+    float* y = out_rows(recon_, t_.fp_head + r0, D_, s_.y, count);
+    encode_rows<M>(x, n, D_, s_.sc.data(), s_.zc.data(), fq, s_.codes.data(), y);
     emit(x, y, count, static_cast<size_t>(r0) * D_);
   }
   // Re-reads quantized rows [r0, r0 + n) tile by tile and encodes them.
@@ -260,12 +391,12 @@ class Kernel {
   }
   void emit(const float* x, const float* y, size_t count, size_t first_code) {
     put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), first_code);
-    es_.push(x, y, count);
+    es_.add(x, y, count);
   }
 
   const StoredMatrix& X_;
   QuantizedTensor& t_;
-  ErrorStream& es_;
+  ErrorLanes& es_;
   float* recon_;
   Scratch& s_;
   const int D_;
@@ -280,13 +411,6 @@ size_t group_count(const QuantizedTensor& t) {
     case Axis::Head: return 1;
   }
   return 0;
-}
-
-// Whole-axis groups with clip search need every element per candidate ratio: convert and use quantize_tensor.
-bool needs_fallback(const QuantizedTensor& t) {
-  if (!t.spec.clip_search || t.quantized_rows() <= 0) return false;
-  return t.spec.axis == Axis::Head ||
-         (t.spec.axis == Axis::Channel && static_cast<size_t>(std::min(t.group_len, t.quantized_rows())) * t.cols > kMaxGroupTile);
 }
 
 }  // namespace
@@ -307,15 +431,6 @@ QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, 
   t.fp_head = spec.full_precision ? rows : fp_head;
   t.fp_tail = spec.full_precision ? 0 : fp_tail;
   t.group_len = resolved_group_len(spec, t.quantized_rows(), cols);
-  if (needs_fallback(t)) {
-    std::vector<float> x(X.elems()), y;
-    stored_to_f32(X.dtype, X.data, x.size(), x.data());
-    if (!recon) y.resize(x.size());
-    float* out = recon ? recon : y.data();
-    QuantizedTensor q = quantize_tensor(x.data(), rows, cols, spec, fp_head, fp_tail, out);
-    if (err) err->add(x.data(), out, x.size());
-    return q;
-  }
   t.fp16_rows.resize(static_cast<size_t>(t.fp_head + t.fp_tail) * cols);
   const size_t ng = group_count(t);
   t.scales.resize(ng);
@@ -323,7 +438,8 @@ QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, 
   if (t.quantized_rows() > 0) t.codes.assign(packed_bytes(static_cast<size_t>(t.quantized_rows()) * cols, spec.bits), 0);
 
   thread_local Scratch scratch;
-  ErrorStream es(err);
+  ErrorSums unused;
+  ErrorLanes es(err ? err : &unused);
   Kernel k(X, t, es, recon, scratch);
   k.fp_rows(0, t.fp_head, 0);
   if (t.quantized_rows() > 0) {
@@ -335,7 +451,7 @@ QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, 
     }
   }
   k.fp_rows(rows - t.fp_tail, rows, t.fp_head);
-  es.flush();
+  es.finish();
   return t;
 }
 

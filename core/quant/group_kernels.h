@@ -5,10 +5,13 @@
 // kernel, and one pass gives packed codes, scales / zero points, the error sums against the
 // reconstruction and, when asked, the reconstruction itself.
 //
-// Results are bit-identical to quantize_tensor() on the same values converted to f32 (codes,
-// scales, zeros, fp16 rows, recon), and the error sums equal ErrorSums::add over the whole
-// matrix (same 256-element blocks). Tested exhaustively against quantize_tensor_reference.
-// Whole-axis groups with clip search fall back to converting the matrix and quantize_tensor.
+// This is the one group kernel: quantize_tensor() is quantize_stored() on an F32 matrix. Results
+// are bit-identical to quantize_tensor_reference on the same values converted to f32 (codes,
+// scales, zeros, fp16 rows; tested exhaustively), and the error sums equal ErrorSums::add over
+// the whole matrix (same 256-element blocks). The loops are branch-free so they vectorize: group
+// ranges, then the parameters of a tile's groups in one loop (f16/bf16 rounding of scales
+// included), then codes + reconstruction. Whole-axis groups with clip search hold the converted
+// region (every element is needed per candidate ratio).
 #include <vector>
 
 #include "core/metrics/tensor_error.h"

@@ -9,6 +9,7 @@
 #include "core/policy/policy.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/tensor/dtype.h"
+#include "core/tensor/dtype_branchless.h"
 
 namespace kvscope::group_math {
 
@@ -66,6 +67,38 @@ inline Params params_from_range(float mn, float mx, const TensorQuant& q, Mode m
     }
   }
   return p;
+}
+
+// ---- Branch-free forms for loops over many groups (they vectorize); equal to the above (tested) ----
+
+template <DType T>
+inline float round_meta_t(float v) {
+  if constexpr (T == DType::F16) return round_f16_value(v);
+  else if constexpr (T == DType::BF16) return round_bf16_value(v);
+  else return v;
+}
+
+// params_from_range for scale type T with selects instead of branches; fq = qmax.
+template <Mode M, DType T>
+inline void params_nb(float mn, float mx, float alpha, float fq, float* s_out, float* z_out) {
+  float s, z = 0;
+  if constexpr (M == Mode::Sym || M == Mode::SymInverse) {
+    const float a = alpha * std::max(std::fabs(mn), std::fabs(mx));
+    if constexpr (M == Mode::Sym) s = round_meta_t<T>(a / fq);
+    else s = a > 0 ? round_meta_t<T>(fq / a) : 1.0f;
+  } else {
+    const float lo = alpha * mn, hi = alpha * mx;
+    s = round_meta_t<T>((hi - lo) / fq);
+    if constexpr (M == Mode::AsymFloat) z = round_meta_t<T>(lo);
+  }
+  s = (s > 0 && s <= 3.40282347e+38f) ? s : 1.0f;  // !(s > 0) || !isfinite(s): 1
+  if constexpr (M == Mode::AsymInt) {
+    const float lo = alpha * mn;
+    z = std::nearbyint(-lo / s);
+    z = std::min(std::max(z, 0.0f), fq);
+  }
+  *s_out = s;
+  *z_out = z;
 }
 
 // Encodes one element to its unsigned code and reconstruction. Clamping before rounding gives

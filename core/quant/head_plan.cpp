@@ -18,14 +18,19 @@ int residual_tokens(const Policy& p, char kind, int T, int layer) {
   return std::min(T, R);                                                 // values slide by one
 }
 
-std::vector<double> strat1_k_mse(const KvDump& dump) {
-  const auto& s = dump.shape;
+TensorQuant strat1_spec() {
   TensorQuant q;
   q.bits = 8;
   q.symmetric = true;
   q.inverse_scale = true;
   q.scale_dtype = DType::F32;
   q.axis = Axis::Head;
+  return q;
+}
+
+std::vector<double> strat1_k_mse(const KvDump& dump) {
+  const auto& s = dump.shape;
+  const TensorQuant q = strat1_spec();
   std::vector<double> mse(static_cast<size_t>(s.layers) * s.kv_heads);
   parallel_for(static_cast<int64_t>(mse.size()), [&](int64_t i) {
     int l = static_cast<int>(i / s.kv_heads), h = static_cast<int>(i % s.kv_heads);
@@ -75,7 +80,7 @@ std::vector<std::pair<int, int>> select_outlier_heads(const KvDump& dump, const 
   return rank_outlier_heads(strat1_k_mse(dump), dump.shape.kv_heads, rule);
 }
 
-std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy) {
+std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy, const std::vector<double>* k_mse) {
   const auto& s = dump.shape;
   check_residual_layers(policy, s.layers);
   for (size_t i = 0; i < policy.outliers.heads.size(); ++i) {
@@ -90,7 +95,10 @@ std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy) {
     for (int h : policy.overrides[i].heads)
       if (h >= s.kv_heads) fail("policy", "$.overrides[{}].heads: head {} is outside the dump ({} KV heads)", i, h, s.kv_heads);
   }
-  auto outliers = select_outlier_heads(dump, policy.outliers);
+  using Rule = OutlierSelect::Rule;
+  const bool ranked = policy.outliers.rule != Rule::None && policy.outliers.rule != Rule::List;
+  auto outliers = ranked && k_mse ? rank_outlier_heads(*k_mse, s.kv_heads, policy.outliers)
+                                  : select_outlier_heads(dump, policy.outliers);
   std::vector<HeadPlan> plans;
   plans.reserve(static_cast<size_t>(s.layers) * s.kv_heads * 2);
   for (int l = 0; l < s.layers; ++l)

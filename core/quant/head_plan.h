@@ -19,7 +19,9 @@ struct HeadPlan {
 
 // Layer-major, then head, K before V. Throws Error naming the JSON path when the policy refers
 // to layers/heads the dump does not have.
-std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy);
+// k_mse: strat1_k_mse of the dump when already computed (the streamed path reads the dump's
+// layers itself; `dump` then needs only its shape and metadata).
+std::vector<HeadPlan> plan_heads(const KvDump& dump, const Policy& policy, const std::vector<double>* k_mse = nullptr);
 
 // Full-precision token counts for T cached tokens (ALGORITHMS.md §2.2 for KIVI); `layer` picks
 // residual_layers' entry (-1: the policy's residual).
@@ -28,6 +30,8 @@ int residual_tokens(const Policy& p, char kind, int T, int layer = -1);
 // kvmix strat1 K MSE of every (layer, KV head) (symmetric int8, one scale per head), the
 // statistic the outlier-head rules rank by (§6.2). Index: layer * kv_heads + head.
 std::vector<double> strat1_k_mse(const KvDump& dump);
+// The quantizer that statistic uses (symmetric int8 with an inverse scale, one group per head).
+TensorQuant strat1_spec();
 
 // The ranked rules (mse_over_median, mse_share, count) on strat1 K MSEs indexed layer * kv_heads + head;
 // shared by dumps and replay's calibration. Sorted (layer, head) pairs.

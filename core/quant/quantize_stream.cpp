@@ -9,6 +9,7 @@
 #include "core/metrics/tensor_error.h"
 #include "core/quant/group_kernels.h"
 #include "core/quant/head_plan.h"
+#include "core/quant/kvsmooth.h"
 #include "core/quant/method_registry.h"
 #include "core/tensor/compute_threads.h"
 #include "core/util/error.h"
@@ -23,8 +24,7 @@ bool quantizes_streamed(const Policy& p) {
   using SliceFn = SliceResult (*)(const SliceInput&);
   const SliceFn* f = m.quantize_slice.target<SliceFn>();
   const bool per_group = f && *f == &quantize_tensor_slice && !m.quantize_layer && !m.check_dump;
-  const bool per_head_rule = p.outliers.rule == OutlierSelect::Rule::None || p.outliers.rule == OutlierSelect::Rule::List;
-  return per_group && per_head_rule && !p.smooth && !p.rotation;
+  return per_group && !p.rotation;  // rotation stages: quantize_dump
 }
 
 QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& policy, const QuantizeOptions& opts) {
@@ -41,12 +41,34 @@ QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& poli
   KvDump header;  // shape and metadata only: what plan_heads needs for per-head rules
   header.shape = s;
   header.meta = dump.meta();
-  const std::vector<HeadPlan> plans = plan_heads(header, policy);  // layer-major, head, K before V
+  // Ranked outlier rules rank every (layer, KV head) by its strat1 K error: a first pass over
+  // the keys, layer by layer (the statistic quantize_dump computes on the loaded dump, same bits).
+  std::vector<double> k_mse;
+  using Rule = OutlierSelect::Rule;
+  if (policy.outliers.rule != Rule::None && policy.outliers.rule != Rule::List) {
+    k_mse.resize(static_cast<size_t>(s.layers) * H);
+    const TensorQuant strat1 = strat1_spec();
+    for (int l = 0; l < s.layers; ++l) {
+      if (cancelled()) throw Cancelled();
+      dump.check_intact(l);
+      parallel_for(H, [&](int64_t h) {
+        ErrorSums e;
+        quantize_stored(dump.k(l, static_cast<int>(h)), strat1, 0, 0, &e);
+        k_mse[static_cast<size_t>(l) * H + h] = e.mse();
+      });
+      dump.release_layer(l);
+    }
+  }
+  const std::vector<HeadPlan> plans = plan_heads(header, policy, k_mse.empty() ? nullptr : &k_mse);  // layer-major, head, K before V
 
   std::vector<HeadMetrics> heads(plans.size());
   std::vector<uint64_t> static_bits(plans.size());
   std::vector<ErrorSums> sums(plans.size());
-  const std::vector<int> positions = opts.attention ? sample_positions(T, opts.attn_queries) : std::vector<int>{};
+  // A dump with queries at some positions only (dump --q-positions) is measured there, as
+  // measure_dump does; when it stores those rows only, stored row j is position q_positions[j].
+  const bool q_subset = !dump.meta().q_positions.empty();
+  const std::vector<int> positions =
+      !opts.attention ? std::vector<int>{} : q_subset ? dump.meta().q_positions : sample_positions(T, opts.attn_queries);
   std::vector<AttentionSums> per(opts.attention ? static_cast<size_t>(s.layers) * H : 0);
   const double total_work = double(plans.size()) + (opts.attention ? double(s.layers * H) * 4 : 0.0);
   double done = 0;
@@ -59,19 +81,52 @@ QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& poli
     kq.resize(static_cast<size_t>(H) * he), vq.resize(kq.size()), kx.resize(kq.size()), vx.resize(kq.size());
     qx.reset(new float[static_cast<size_t>(s.q_heads) * he]);
   }
+  // KVSmooth (as quantize_dump): a smoothed layer's keys are divided by per-channel scales from
+  // the layer's max |K|, quantized, and the reconstruction multiplied back; the error is measured
+  // against the original keys. Needs the layer's keys in f32 (kx) and their reconstruction (kq).
+  const std::vector<bool> smoothed = policy.smooth ? kvsmooth_layers(*policy.smooth, s.layers, "policy") : std::vector<bool>{};
+  std::vector<float> kdiv;  // the smoothed keys of a layer
+  if (policy.smooth) kq.resize(static_cast<size_t>(H) * he), kx.resize(kq.size()), kdiv.resize(kq.size());
+  double smooth_seconds = 0;
   ScopedBlasThreads blas(1);  // one (layer, KV head) per worker thread, single-threaded GEMMs
   for (int l = 0; l < s.layers; ++l) {
     if (cancelled()) throw Cancelled();
     dump.check_intact(l);
     const size_t base = static_cast<size_t>(l) * H * 2;
+    const bool smooth = policy.smooth && smoothed[l];
+    std::vector<float> sc;  // [H * D] smoothing scales of this layer
+    if (smooth) {
+      const auto tc = std::chrono::steady_clock::now();
+      parallel_for(H, [&](int64_t h) {
+        const StoredMatrix m = dump.k(l, static_cast<int>(h));
+        stored_to_f32(m.dtype, m.data, he, kx.data() + h * he);
+      });
+      sc = kvsmooth_scales(kx.data(), H, T, D, policy.smooth->factor, dump.meta().rope_style == "interleaved");
+      for (int h = 0; h < H; ++h)
+        for (int t = 0; t < T; ++t)
+          for (int c = 0; c < D; ++c) {
+            const size_t o = h * he + static_cast<size_t>(t) * D + c;
+            kdiv[o] = kx[o] / sc[h * D + c];
+          }
+      smooth_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
+    }
     std::vector<StoredJob> jobs;
     for (int h = 0; h < H; ++h)
       for (int kind = 0; kind < 2; ++kind) {
         const HeadPlan& p = plans[base + h * 2 + kind];
-        float* recon = opts.attention ? (kind ? vq : kq).data() + h * he : nullptr;
-        jobs.push_back({kind ? dump.v(l, h) : dump.k(l, h), p.quant, p.fp_head, p.fp_tail, recon});
+        float* recon = opts.attention || (smooth && !kind) ? (kind ? vq : kq).data() + h * he : nullptr;
+        const StoredMatrix x = smooth && !kind ? StoredMatrix{kdiv.data() + h * he, DType::F32, T, D} : kind ? dump.v(l, h) : dump.k(l, h);
+        jobs.push_back({x, p.quant, p.fp_head, p.fp_tail, recon});
       }
     std::vector<StoredResult> res = quantize_stored_all(jobs);
+    if (smooth)
+      parallel_for(H, [&](int64_t h) {  // keys: reconstruction * scales, error against the original keys
+        float* y = kq.data() + h * he;
+        for (int t = 0; t < T; ++t)
+          for (int c = 0; c < D; ++c) y[static_cast<size_t>(t) * D + c] *= sc[h * D + c];
+        res[h * 2].err = ErrorSums{};
+        res[h * 2].err.add(kx.data() + h * he, y, he);
+      });
     for (size_t j = 0; j < res.size(); ++j) {
       const size_t i = base + j;
       sums[i] = res[j].err;
@@ -96,15 +151,17 @@ QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& poli
     }
     parallel_for(static_cast<int64_t>(H) * (2 + G), [&](int64_t i) {  // this layer's originals in f32
       const int h = static_cast<int>(i);
+      if (h < 2 * H && smooth && h % 2 == 0) return;  // the keys are in kx already
       if (h < 2 * H) {
         const StoredMatrix m = h % 2 ? dump.v(l, h / 2) : dump.k(l, h / 2);
         stored_to_f32(m.dtype, m.data, he, (h % 2 ? vx : kx).data() + (h / 2) * he);
         return;
       }
       const int qh = h - 2 * H;
-      const StoredMatrix m = dump.q(l, qh);
-      for (int pos : positions)
-        stored_to_f32(m.dtype, m.row_ptr(pos), D, qx.get() + qh * he + static_cast<size_t>(pos) * D);
+      const StoredMatrix m = dump.q_stored(l, qh);
+      for (size_t j = 0; j < positions.size(); ++j)
+        stored_to_f32(m.dtype, m.row_ptr(m.rows == T ? positions[j] : static_cast<int>(j)), D,
+                      qx.get() + qh * he + static_cast<size_t>(positions[j]) * D);
     });
     parallel_for(H, [&](int64_t hh) {
       if (cancelled()) throw Cancelled();
@@ -144,6 +201,7 @@ QuantizeReport quantize_dump_streamed(const DumpReader& dump, const Policy& poli
   r.static_bytes = double(sbits) / 8.0;
   r.bytes_per_token = (double(kbits + vbits - sbits) / 8.0) / T;
   r.fp16_bytes_per_token = double(s.layers) * H * D * 2 /*K,V*/ * 2 /*bytes*/;
+  r.calibration_seconds = smooth_seconds;
   r.per_head = std::move(heads);
   if (opts.attention) {
     r.attn_queries = static_cast<int>(positions.size());

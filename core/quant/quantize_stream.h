@@ -1,7 +1,7 @@
 #pragma once
 // quantize_dump one layer at a time, straight from the memory-mapped file: the methods whose
-// registry record quantizes a slice with quantize_tensor_slice (fp16, uniform, KIVI, kvmix), with
-// no ranked outlier rule and no KVSmooth, run the streaming
+// registry record quantizes a slice with quantize_tensor_slice (fp16, uniform, KIVI, kvmix; ranked
+// outlier heads come from a first pass over the keys; KVSmooth per layer), run the streaming
 // kernels on each layer's stored F16/BF16/F32 data, and attention metrics follow per layer, so
 // peak memory is about one layer of reconstruction plus the sampled query rows, whatever the
 // dump's size. The report is bit-identical to quantize_dump(load_dump(path), ...) (tested), except

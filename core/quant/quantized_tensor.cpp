@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/quant/group_kernels.h"
 #include "core/quant/group_math.h"
 #include "core/tensor/dtype.h"
 #include "core/util/error.h"
@@ -14,39 +15,10 @@ namespace {
 
 using namespace group_math;
 
-// One row with per-column scale/zero arrays: the hot loop (vectorizes; sc/zc expand the groups).
-// recon (may be null) receives the reconstruction, bit-identical to what dequantize() gives.
-template <Mode M>
-__attribute__((target_clones("avx2", "default"))) void encode_row(const float* x, const float* sc, const float* zc,
-                                                                   int n, float qmax, uint8_t* codes, float* recon) {
-  if (recon) {
-    for (int i = 0; i < n; ++i) codes[i] = encode<M>(x[i], sc[i], zc[i], qmax, &recon[i]);
-    return;
-  }
-  for (int i = 0; i < n; ++i) {
-    float y;
-    codes[i] = encode<M>(x[i], sc[i], zc[i], qmax, &y);
-  }
-}
-
 template <Mode M>
 __attribute__((target_clones("avx2", "default"))) void decode_row(const uint8_t* codes, const float* sc,
                                                                    const float* zc, int n, float qmax, float* out) {
   for (int i = 0; i < n; ++i) out[i] = decode<M>(codes[i], sc[i], zc[i], qmax);
-}
-
-// One group with scalar parameters (per-token groups are contiguous runs of a row).
-template <Mode M>
-__attribute__((target_clones("avx2", "default"))) void encode_span(const float* x, int n, float s, float z,
-                                                                    float qmax, uint8_t* codes, float* recon) {
-  if (recon) {
-    for (int i = 0; i < n; ++i) codes[i] = encode<M>(x[i], s, z, qmax, &recon[i]);
-    return;
-  }
-  for (int i = 0; i < n; ++i) {
-    float y;
-    codes[i] = encode<M>(x[i], s, z, qmax, &y);
-  }
 }
 
 template <Mode M>
@@ -115,80 +87,6 @@ QuantizedTensor prepare(const float* x, int rows, int cols, const TensorQuant& s
   t.scales.resize(ng);
   if (!spec.symmetric) t.zeros.resize(ng);
   return t;
-}
-
-template <Mode M>
-void quantize_fast(const float* x, QuantizedTensor& t, float* recon) {
-  const int D = t.cols, g = t.group_len, rq = t.quantized_rows(), qmax = qmax_of(t.spec);
-  const float* xq = x + static_cast<size_t>(t.fp_head) * D;
-  float* rq_out = recon ? recon + static_cast<size_t>(t.fp_head) * D : nullptr;
-  const bool has_z = !t.zeros.empty();
-  // 1. Group parameters.
-  switch (t.spec.axis) {
-    case Axis::Token:  // parameters and codes together, group by group (below)
-      break;
-    case Axis::Channel: {
-      std::vector<float> mn(D), mx(D);
-      for (int r0 = 0, b = 0; r0 < rq; r0 += g, ++b) {
-        int r1 = std::min(rq, r0 + g);
-        std::fill(mn.begin(), mn.end(), INFINITY);
-        std::fill(mx.begin(), mx.end(), -INFINITY);
-        for (int r = r0; r < r1; ++r) {  // row-wise min/max: contiguous, vectorizes
-          const float* row = xq + static_cast<size_t>(r) * D;
-          for (int c = 0; c < D; ++c) {
-            mn[c] = std::min(mn[c], row[c]);
-            mx[c] = std::max(mx[c], row[c]);
-          }
-        }
-        for (int c = 0; c < D; ++c) {
-          GroupView v{xq + static_cast<size_t>(r0) * D + c, r1 - r0, D};
-          Params p = choose_params<M>(v, mn[c], mx[c], t.spec, qmax);
-          t.scales[static_cast<size_t>(b) * D + c] = p.s;
-          if (has_z) t.zeros[static_cast<size_t>(b) * D + c] = p.z;
-        }
-      }
-      break;
-    }
-    case Axis::Head: {
-      GroupView v{xq, static_cast<int64_t>(rq) * D, 1};
-      float mn, mx;
-      range_of(v, &mn, &mx);
-      Params p = choose_params<M>(v, mn, mx, t.spec, qmax);
-      t.scales[0] = p.s;
-      if (has_z) t.zeros[0] = p.z;
-      break;
-    }
-  }
-  // 2. Codes: per-token groups are contiguous and take scalar parameters; the other axes go
-  // row by row with the parameters expanded per column.
-  std::vector<uint8_t> codes(static_cast<size_t>(rq) * D);
-  if (t.spec.axis == Axis::Token) {
-    size_t gi = 0;
-    for (int r = 0; r < rq; ++r)
-      for (int c0 = 0; c0 < D; c0 += g, ++gi) {
-        const size_t off = static_cast<size_t>(r) * D + c0;
-        const int n = std::min(g, D - c0);
-        GroupView v{xq + off, n, 1};
-        float mn, mx;
-        range_of(v, &mn, &mx);
-        Params p = choose_params<M>(v, mn, mx, t.spec, qmax);
-        t.scales[gi] = p.s;
-        if (has_z) t.zeros[gi] = p.z;
-        encode_span<M>(xq + off, n, p.s, p.z, static_cast<float>(qmax), codes.data() + off, rq_out ? rq_out + off : nullptr);
-      }
-    t.codes.resize(packed_bytes(codes.size(), t.spec.bits));
-    pack_codes(codes.data(), codes.size(), t.spec.bits, t.codes.data());
-    return;
-  }
-  std::vector<float> sc(D), zc(D);
-  for (int r = 0; r < rq; ++r) {
-    if (r == 0 || t.spec.axis == Axis::Token || (t.spec.axis == Axis::Channel && r % g == 0))
-      column_params(t, r, sc.data(), zc.data());
-    encode_row<M>(xq + static_cast<size_t>(r) * D, sc.data(), zc.data(), D, static_cast<float>(qmax),
-                  codes.data() + static_cast<size_t>(r) * D, rq_out ? rq_out + static_cast<size_t>(r) * D : nullptr);
-  }
-  t.codes.resize(packed_bytes(codes.size(), t.spec.bits));
-  pack_codes(codes.data(), codes.size(), t.spec.bits, t.codes.data());
 }
 
 template <Mode M>
@@ -264,7 +162,6 @@ void unpack_whole(const uint8_t* packed, size_t nbytes, uint8_t* out) {
 }  // namespace
 
 void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out) {
-  std::memset(out, 0, packed_bytes(n, bits));
   if (bits == 8) {
     std::memcpy(out, codes, n);
     return;
@@ -274,9 +171,11 @@ void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out) {
     if (per == 2) pack_whole<2>(codes, full, out);
     else if (per == 4) pack_whole<4>(codes, full, out);
     else pack_whole<8>(codes, full, out);
+    if (full * per < n) out[full] = 0;  // the partial last byte (whole bytes were written)
     for (size_t i = full * per; i < n; ++i) out[i / per] |= static_cast<uint8_t>(codes[i] << ((i % per) * bits));
     return;
   }
+  std::memset(out, 0, packed_bytes(n, bits));
   uint64_t acc = 0;
   int nacc = 0;
   size_t o = 0;
@@ -367,20 +266,8 @@ int QuantizedTensor::code_at(int row, int col) const {
 
 QuantizedTensor quantize_tensor(const float* x, int rows, int cols, const TensorQuant& spec, int fp_head, int fp_tail,
                                 float* recon) {
-  QuantizedTensor t = prepare(x, rows, cols, spec, fp_head, fp_tail);
-  if (recon) {  // the kept rows as the decoder sees them (fp16)
-    convert_to_f32(DType::F16, t.fp16_rows.data(), static_cast<size_t>(t.fp_head) * cols, recon);
-    convert_to_f32(DType::F16, t.fp16_rows.data() + static_cast<size_t>(t.fp_head) * cols,
-                   static_cast<size_t>(t.fp_tail) * cols, recon + static_cast<size_t>(rows - t.fp_tail) * cols);
-  }
-  if (t.quantized_rows() <= 0) return t;
-  switch (mode_of(spec)) {
-    case Mode::Sym: quantize_fast<Mode::Sym>(x, t, recon); break;
-    case Mode::SymInverse: quantize_fast<Mode::SymInverse>(x, t, recon); break;
-    case Mode::AsymFloat: quantize_fast<Mode::AsymFloat>(x, t, recon); break;
-    case Mode::AsymInt: quantize_fast<Mode::AsymInt>(x, t, recon); break;
-  }
-  return t;
+  // One kernel for f32 and stored f16/bf16 input (core/quant/group_kernels.cpp).
+  return quantize_stored(StoredMatrix{x, DType::F32, rows, cols}, spec, fp_head, fp_tail, nullptr, recon);
 }
 
 // ---- Reference: one group at a time, straight from the formulas, std::nearbyint ----

@@ -11,6 +11,9 @@
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 
+#include <malloc.h>
+
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -229,6 +232,10 @@ BENCHMARK(BM_stored_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_quantize_command_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 
 int main(int argc, char** argv) {
+  // Every iteration allocates the kernels' outputs (packed codes, scales: ~20 MB here) and frees
+  // them; glibc's default trim threshold hands that memory back to the kernel each time, so every
+  // iteration would also time ~5,000 page faults. A pipeline reuses its memory: keep it.
+  if (!std::getenv("KVSCOPE_BENCH_TRIM")) mallopt(M_TRIM_THRESHOLD, 1 << 30), mallopt(M_MMAP_THRESHOLD, 1 << 28);
   benchmark::Initialize(&argc, argv);
   RatioReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);

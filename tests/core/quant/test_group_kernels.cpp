@@ -161,3 +161,22 @@ TEST_CASE("group kernels over many jobs keep job order; bad input is an error", 
   CHECK_THROWS_WITH(quantize_stored(StoredMatrix{s.bytes.data(), DType::I32, 8, 8}, jobs[0].spec), Catch::Contains("F16, BF16 or F32"));
   CHECK_THROWS_WITH(quantize_stored(jobs[0].x, jobs[0].spec, 60, 10), Catch::Contains("full-precision row counts"));
 }
+
+#include "core/tensor/dtype_branchless.h"
+
+TEST_CASE("branch-free f16 / bf16 rounding of scales equals the scalar conversions", "[group_kernels]") {
+  // Every 251st f32 bit pattern (17 M values: every exponent, both signs, NaN payloads, Inf,
+  // subnormals) plus the boundaries of the f16 ranges.
+  auto check = [](uint32_t u) {
+    const float f = f32_from_bits(u);
+    const float want = round_to_f16(f), got = round_f16_value(f);
+    if (f32_bits(want) != f32_bits(got)) FAIL("round_f16_value " << std::hex << u);
+    if (f32_to_f16(f) != f16_bits_of(f)) FAIL("f16_bits_of " << std::hex << u);
+    const float wb = bf16_to_f32(f32_to_bf16(f)), gb = round_bf16_value(f);
+    if (f32_bits(wb) != f32_bits(gb)) FAIL("round_bf16_value " << std::hex << u);
+  };
+  for (uint64_t u = 0; u <= 0xffffffffull; u += 251) check(static_cast<uint32_t>(u));
+  for (uint32_t edge : {0x38800000u, 0x387fffffu, 0x477ff000u, 0x477fefffu, 0x7f800000u, 0x7f800001u, 0x7fffffffu,
+                        0x33000000u, 0x33000001u, 0x32ffffffu, 0x00000001u, 0x80000000u})
+    for (uint32_t sign : {0u, 0x80000000u}) check(edge | sign);
+}

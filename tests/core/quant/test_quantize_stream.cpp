@@ -66,7 +66,8 @@ TEST_CASE("streamed quantize equals quantize_dump bit for bit", "[quantize_strea
     const KvDump whole = load_dump(path, {.require_q = true, .load_q = true, .load_pre_rope = false});
     DumpReader reader(path, {.require_q = true, .load_q = true, .load_pre_rope = false});
     std::vector<Policy> policies;
-    for (const char* p : {"fp16", "uniform-4", "uniform-2", "kivi-2", "kivi-4", "kvmix-1", "kvmix-2"}) policies.push_back(load_preset(p));
+    for (const char* p : {"fp16", "uniform-4", "uniform-2", "kivi-2", "kivi-4", "kvmix-1", "kvmix-2", "kvmix-3", "kvsmooth-4"})
+      policies.push_back(load_preset(p));  // kvmix-3 ranks outlier heads over the whole dump (a first pass)
     policies.push_back(listed);
     for (const Policy& p : policies) {
       INFO("dtype " << dtype_name(dt) << " policy " << p.name);
@@ -78,12 +79,34 @@ TEST_CASE("streamed quantize equals quantize_dump bit for bit", "[quantize_strea
       require_same(quantize_dump_streamed(reader, p, opts), quantize_dump(whole, p, opts));
     }
   }
-  CHECK(!quantizes_streamed(load_preset("kvmix-3")));  // ranks heads over the whole dump
-  CHECK(!quantizes_streamed(load_preset("skvq-2")));
+  CHECK(!quantizes_streamed(load_preset("skvq-2")));  // groups span a layer's heads
   DumpReader reader(tmp.path("d.safetensors"));
-  CHECK_THROWS_WITH(quantize_dump_streamed(reader, load_preset("kvmix-3")), Catch::Contains("whole dump"));
+  CHECK_THROWS_WITH(quantize_dump_streamed(reader, load_preset("skvq-2")), Catch::Contains("whole dump"));
   std::atomic<bool> stop{true};
   QuantizeOptions cancel;
   cancel.cancel = &stop;
   CHECK_THROWS_AS(quantize_dump_streamed(reader, load_preset("kivi-2"), cancel), Cancelled);
+}
+
+TEST_CASE("streamed quantize of a dump with q_positions measures attention there, as quantize_dump", "[quantize_stream]") {
+  TempDir tmp;
+  SynthOptions o;
+  o.layers = 2;
+  o.kv_heads = 2;
+  o.q_heads = 4;
+  o.head_dim = 32;
+  o.tokens = 200;
+  KvDump d = make_synthetic_dump(o);
+  d.meta.q_positions = {3, 50, 51, 120, 199};
+  const std::string path = tmp.path("qpos.safetensors");
+  save_dump(path, d, DType::F16);
+  const DumpLoadOptions lo{.require_q = true, .load_q = true, .load_pre_rope = false};
+  const KvDump whole = load_dump(path, lo);
+  DumpReader reader(path, lo);
+  for (const char* p : {"kivi-2", "uniform-4"}) {
+    INFO(p);
+    const QuantizeReport streamed = quantize_dump_streamed(reader, load_preset(p), {});
+    REQUIRE(streamed.attn_queries == 5);
+    require_same(streamed, quantize_dump(whole, load_preset(p), {}));
+  }
 }
