@@ -14,7 +14,7 @@ PACKAGES=(
   xvfb xauth python3   # python3: a test reads exported CSV with the standard csv module
   # The embedded interpreter (python/): chat templates rendered with jinja2 as Transformers does,
   # policy scripts (AdaptiveQuantPolicy) whose token statistics are numpy arrays.
-  python3-dev pybind11-dev python3-jinja2 python3-numpy   # numpy also: tests/replay/numpy_replay.py (the independent replay check)
+  python3-dev pybind11-dev python3-jinja2 python3-numpy   # numpy also: tests/core/replay/numpy_replay.py (the independent replay check)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,4 +1,4 @@
-// Independent check of replay's numbers: tests/replay/numpy_replay.py (numpy only, float64 forward,
+// Independent check of replay's numbers: tests/core/replay/numpy_replay.py (numpy only, float64 forward,
 // its own KIVI fake quantization) fed the same tokens must reproduce kvscope's next-token KL, Δp
 // and perplexities for kivi-2 on tinystories-llama-8L.
 #include <catch2/catch.hpp>
