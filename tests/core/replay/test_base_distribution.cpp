@@ -42,7 +42,7 @@ TEST_CASE("replay against a saved base distribution is bit-identical to the in-r
   const std::string dir = models() + "/stories260K";
   auto model = Model::load(dir);
   auto tok = load_tokenizer(dir);
-  const std::string qa = std::string("jsonl:") + KVSCOPE_SOURCE_DIR + "/tests/replay/data/stories_qa.jsonl;max_new=6";
+  const std::string qa = std::string("jsonl:") + KVSCOPE_SOURCE_DIR + "/tests/core/replay/data/stories_qa.jsonl;max_new=6";
   const std::string text = "text:" + models() + "/../data/tinystories_validation_head.txt;window=96;n=2";
   auto slices = load_workloads({text, "passkey:len=200,depth=0.5,n=1,max_new=4", qa}, *tok, model->config().max_position_embeddings);
   slices[2].items.resize(2);  // two QA prompts are enough

@@ -64,7 +64,7 @@ TEST_CASE("numpy forward reproduces replay's KL, Δp and perplexity for kivi-2",
   const WorkloadItem& it = slices[0].items[0];
   nlohmann::json item = {{"prompt", it.prompt}, {"target", it.target}, {"bits", 2}, {"group", 32}, {"residual", 128}};
   std::ofstream(tmp.path("item.json")) << item.dump();
-  const std::string script = std::string(KVSCOPE_SOURCE_DIR) + "/tests/replay/numpy_replay.py";
+  const std::string script = std::string(KVSCOPE_SOURCE_DIR) + "/tests/core/replay/numpy_replay.py";
   const std::string cmd = shell_quote(python_with_numpy()) + " " + shell_quote(script) + " " + shell_quote(dir) + " " +
                           shell_quote(tmp.path("item.json")) + " " + shell_quote(tmp.path("out.json"));
   REQUIRE(std::system(cmd.c_str()) == 0);

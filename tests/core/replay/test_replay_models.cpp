@@ -50,7 +50,7 @@ TEST_CASE("fp16 preset replay equals the reference exactly") {
   const auto text = "text:" + data_file("tinystories_validation_head.txt") + ";window=128;n=2";
   for (const std::string model : {"stories260K", "tinystories-llama-8L"}) {
     INFO(model);
-    const std::string qa = std::string("jsonl:") + KVSCOPE_SOURCE_DIR + "/tests/replay/data/stories_qa.jsonl";
+    const std::string qa = std::string("jsonl:") + KVSCOPE_SOURCE_DIR + "/tests/core/replay/data/stories_qa.jsonl";
     const auto m = replay(model, {text, "passkey:len=200,depth=0.5,n=1,max_new=6", qa}, load_preset("fp16"));
     REQUIRE(m.size() == 3);
     for (const auto& s : m) {
@@ -66,7 +66,7 @@ TEST_CASE("fp16 preset replay equals the reference exactly") {
     CHECK(m[0].quality_main > 0.2);  // the model predicts its own training distribution
   }
   // The jsonl answers are tinystories-llama-8L's own greedy continuations (kvscope generate).
-  const std::string qa = std::string("jsonl:") + KVSCOPE_SOURCE_DIR + "/tests/replay/data/stories_qa.jsonl";
+  const std::string qa = std::string("jsonl:") + KVSCOPE_SOURCE_DIR + "/tests/core/replay/data/stories_qa.jsonl";
   const auto m = replay("tinystories-llama-8L", {qa}, load_preset("kivi-2"));
   CHECK(m[0].quality_ref == 1.0);
   CHECK(m[0].items == 6);
