@@ -68,8 +68,10 @@ std::string show_text(const StoredRun& run) {
   line("dump", r.dump_path);
   line("dump hash", run.dump_hash);
   if (r.shape.layers) {
-    line("shape", fmt::format("{} layers, {} KV heads, {} query heads, head_dim {}, {} tokens", r.shape.layers,
-                              r.shape.kv_heads, r.shape.q_heads, r.shape.head_dim, r.shape.tokens));
+    // A replay run has the model's shape but no dump length: no "0 tokens".
+    line("shape", fmt::format("{} layers, {} KV heads, {} query heads, head_dim {}{}", r.shape.layers, r.shape.kv_heads,
+                              r.shape.q_heads, r.shape.head_dim,
+                              r.shape.tokens ? fmt::format(", {} tokens", r.shape.tokens) : std::string()));
   }
   line("workload", run.workload);
   std::string tags;
@@ -96,9 +98,11 @@ std::string show_text(const StoredRun& run) {
     };
     out += "\nreplay metrics\n";
     std::vector<std::string> slices;
+    size_t slice_w = 24;  // long slice names (e.g. ruler_niah_multiquery_len4096) keep one space before the name
+    for (const auto& m : run.replay_metrics) slice_w = std::max(slice_w, m.slice.size() + 2);
     for (const auto& m : run.replay_metrics) {
       if (std::find(slices.begin(), slices.end(), m.slice) == slices.end()) slices.push_back(m.slice);
-      if (!is_stat(m.name)) out += fmt::format("  {:<24}{:<28}{:.6g}\n", m.slice, m.name, m.value);
+      if (!is_stat(m.name)) out += fmt::format("  {:<{}}{:<28}{:.6g}\n", m.slice, slice_w, m.name, m.value);
     }
     for (const auto& slice : slices) {
       std::vector<std::pair<std::string, double>> fields;
@@ -111,11 +115,13 @@ std::string show_text(const StoredRun& run) {
   }
   if (!run.replay_items.empty()) {
     out += "\nreplay items\n";
-    out += fmt::format("  {:<24}{:>5}{:>8}{:>7}{:>9}{:>9}{:>11}{:>11}{:>11}{:>10}{:>9}{:>11}{:>11}\n", "slice", "item", "prompt",
+    size_t slice_w = 24;
+    for (const auto& x : run.replay_items) slice_w = std::max(slice_w, x.slice.size() + 2);
+    out += fmt::format("  {:<{}}{:>5}{:>8}{:>7}{:>9}{:>9}{:>11}{:>11}{:>11}{:>10}{:>9}{:>11}{:>11}\n", "slice", slice_w, "item", "prompt",
                        "steps", "score", "ref", "KLD mean", "KLD 99%", "KLD max", "Δp mean", "same", "PPL(Q)", "PPL(base)");
     for (const auto& x : run.replay_items)
-      out += fmt::format("  {:<24}{:>5}{:>8}{:>7}{:>9.4g}{:>9.4g}{:>11.4g}{:>11.4g}{:>11.4g}{:>10.3g}{:>9.4g}{:>11.5g}{:>11.5g}\n",
-                         x.slice, x.item, x.prompt_tokens, x.steps, x.score, x.score_ref, x.kld_mean, x.kld_p99, x.kld_max,
+      out += fmt::format("  {:<{}}{:>5}{:>8}{:>7}{:>9.4g}{:>9.4g}{:>11.4g}{:>11.4g}{:>11.4g}{:>10.3g}{:>9.4g}{:>11.5g}{:>11.5g}\n",
+                         x.slice, slice_w, x.item, x.prompt_tokens, x.steps, x.score, x.score_ref, x.kld_mean, x.kld_p99, x.kld_max,
                          x.dp_mean, x.same_top, x.ppl, x.ppl_ref);
     // --chat prompts and a policy script's per-block bits (schema 5), item by item.
     for (const auto& x : run.replay_items) {
