@@ -106,11 +106,14 @@ float dot_stored(DType t, const void* row, const float* x, int64_t n) {
 void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
   int64_t total = 0;
   for (const auto& p : parts) total += p.w->rows;
-  // Below ~64k multiply-adds a second thread costs more than it saves.
+  // Below ~64k multiply-adds a second thread costs more than it saves. Above, pieces of ~32k
+  // multiply-adds (at most 64) that the threads claim as they go (worker_pool.h).
   const int64_t work = parts.empty() ? 0 : total * parts[0].w->cols;
-  const int nt = work < (int64_t{1} << 16) ? 1 : threads;
+  const int pieces = work < (int64_t{1} << 16) || threads <= 1
+                         ? 1
+                         : static_cast<int>(std::clamp<int64_t>(work >> 15, threads, std::min<int64_t>(64, total)));
   const bool avx2 = have_avx2();
-  run_parts(nt, [&](int part, int n_parts) {
+  run_parts(pieces, [&](int part, int n_parts) {
     long begin, end;
     part_range(static_cast<long>(total), part, n_parts, &begin, &end);
     int64_t base = 0;
