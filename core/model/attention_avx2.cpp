@@ -208,28 +208,28 @@ struct Tile {
 // the rows' running max m and sum l updated and their output rows O rescaled when m grows.
 template <int R>
 __attribute__((target("avx2,fma"))) inline void softmax_panel(const Tile& tt, int64_t kb, bool mask, const float* S,
-                                                              float* P, float* m, float* l, float* O, int d) {
+                                                              float* P, float* m, double* l, float* O, int d) {
   const __m256 vs = _mm256_set1_ps(tt.scale), ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   const __m256 iota0 = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), iota1 = _mm256_setr_ps(8, 9, 10, 11, 12, 13, 14, 15);
   const __m256 key0 = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(kb)), iota0);
   const __m256 key1 = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(kb)), iota1);
   for (int r = 0; r < R; ++r) {
-    __m256 s0 = _mm256_mul_ps(_mm256_loadu_ps(S + r * kKeys), vs);
-    __m256 s1 = _mm256_mul_ps(_mm256_loadu_ps(S + r * kKeys + 8), vs);
+    __m256 s0 = _mm256_loadu_ps(S + r * kKeys), s1 = _mm256_loadu_ps(S + r * kKeys + 8);  // unscaled
     if (mask) {  // keys outside [lo(pos), pos] of this row
       const int64_t pos = tt.first_pos + r;
       const __m256 hi = _mm256_set1_ps(static_cast<float>(pos)), lo = _mm256_set1_ps(static_cast<float>(tt.lo(pos)));
       s0 = _mm256_blendv_ps(ninf, s0, _mm256_and_ps(_mm256_cmp_ps(key0, hi, _CMP_LE_OQ), _mm256_cmp_ps(key0, lo, _CMP_GE_OQ)));
       s1 = _mm256_blendv_ps(ninf, s1, _mm256_and_ps(_mm256_cmp_ps(key1, hi, _CMP_LE_OQ), _mm256_cmp_ps(key1, lo, _CMP_GE_OQ)));
     }
-    const float mnew = std::max(m[r], hmax8(_mm256_max_ps(s0, s1)));
+    const float mnew = std::max(m[r], hmax8(_mm256_max_ps(s0, s1)) * tt.scale);  // scale > 0
     if (mnew == -std::numeric_limits<float>::infinity()) {  // nothing visible to this row yet
       _mm256_storeu_ps(P + r * kKeys, _mm256_setzero_ps());
       _mm256_storeu_ps(P + r * kKeys + 8, _mm256_setzero_ps());
       continue;
     }
     const __m256 vm = _mm256_set1_ps(mnew);
-    const __m256 p0 = exp8(_mm256_sub_ps(s0, vm)), p1 = exp8(_mm256_sub_ps(s1, vm));
+    // exp(s scale - max) with one rounding in the argument, as the sgemm path's softmax.
+    const __m256 p0 = exp8(_mm256_fmsub_ps(s0, vs, vm)), p1 = exp8(_mm256_fmsub_ps(s1, vs, vm));
     _mm256_storeu_ps(P + r * kKeys, p0);
     _mm256_storeu_ps(P + r * kKeys + 8, p1);
     if (mnew != m[r]) {
@@ -249,13 +249,14 @@ template <int R>
 __attribute__((target("avx2,fma"))) void attend_tile(const Tile& tt, const float* Q, const float* kt, const float* V,
                                                      int d, float* out, int64_t ldo) {
   alignas(32) float S[R * kKeys], P[R * kKeys];
-  float m[R], l[R];
+  float m[R];
+  double l[R];  // sums over up to all keys: double, as the softmax of the decode and sgemm paths
   thread_local std::vector<float> obuf;
   if (obuf.size() < static_cast<size_t>(R * d)) obuf.resize(static_cast<size_t>(kRows * d));
   float* O = obuf.data();
   std::fill(O, O + R * d, 0.f);
   std::fill(m, m + R, -std::numeric_limits<float>::infinity());
-  std::fill(l, l + R, 0.f);
+  std::fill(l, l + R, 0.0);
   const int64_t last_pos = tt.first_pos + R - 1;
   const int64_t first_lo = tt.lo(tt.first_pos), last_lo = tt.lo(last_pos);
   for (int64_t kb = first_lo / kKeys * kKeys; kb <= last_pos; kb += kKeys) {
@@ -265,7 +266,7 @@ __attribute__((target("avx2,fma"))) void attend_tile(const Tile& tt, const float
     pv_panel<R>(P, V + kb * d, static_cast<int>(std::min<int64_t>(kKeys, last_pos + 1 - kb)), d, O);
   }
   for (int r = 0; r < R; ++r) {
-    const __m256 inv = _mm256_set1_ps(1.f / l[r]);
+    const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / l[r]));
     for (int c = 0; c < d; c += 8) _mm256_storeu_ps(out + r * ldo + c, _mm256_mul_ps(_mm256_loadu_ps(O + r * d + c), inv));
   }
 }
