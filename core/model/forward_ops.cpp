@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/model/simd_exp.h"
 #include "core/tensor/compute_threads.h"
 #include "core/tensor/matmul.h"
 #include "core/tensor/worker_pool.h"
@@ -18,27 +19,6 @@ namespace {
 bool have_avx2() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return ok;
-}
-
-// Cephes expf: exp(x) = 2^k exp(r), r in [-ln2/2, ln2/2], degree-5 polynomial.
-__attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 v) {
-  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447504f);
-  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f);
-  const __m256 c1 = _mm256_set1_ps(0.693359375f), c2 = _mm256_set1_ps(-2.12194440e-4f);
-  const __m256 underflow = _mm256_cmp_ps(v, lo, _CMP_LT_OQ);
-  v = _mm256_max_ps(_mm256_min_ps(v, hi), lo);
-  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(v, log2e, half));
-  v = _mm256_fnmadd_ps(fx, c1, v);
-  v = _mm256_fnmadd_ps(fx, c2, v);
-  const __m256 z = _mm256_mul_ps(v, v);
-  __m256 y = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500E-4f), v, _mm256_set1_ps(1.3981999507E-3f));
-  y = _mm256_fmadd_ps(y, v, _mm256_set1_ps(8.3334519073E-3f));
-  y = _mm256_fmadd_ps(y, v, _mm256_set1_ps(4.1665795894E-2f));
-  y = _mm256_fmadd_ps(y, v, _mm256_set1_ps(1.6666665459E-1f));
-  y = _mm256_fmadd_ps(y, v, _mm256_set1_ps(5.0000001201E-1f));
-  y = _mm256_fmadd_ps(y, z, _mm256_add_ps(v, one));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(underflow, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));  // exp(-inf), tiny: 0
 }
 
 __attribute__((target("avx2,fma"))) void exp_avx2(float* x, int64_t n) {
@@ -154,7 +134,8 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
 
   if (n <= 4) {  // decode: loops, heads spread over the cores
     std::vector<float> scores(static_cast<size_t>(H) * total);
-    run_parts(H * total * d < (1 << 14) ? 1 : kernel_threads(), [&](int part, int parts) {
+    // One part per head (claimed by the threads as they go) once there is work for two threads.
+    run_parts(H * total * d < (1 << 14) || kernel_threads() <= 1 ? 1 : H, [&](int part, int parts) {
       long hb, he;
       part_range(H, part, parts, &hb, &he);
       for (int h = static_cast<int>(hb); h < he; ++h) {
@@ -164,9 +145,10 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
         for (int i = 0; i < n; ++i) {
           const int64_t pos = s.start + i, lo = lo_of(pos);
           const float* qi = q + (static_cast<int64_t>(h) * n + i) * d;
+          float* o = out + i * ldo + static_cast<int64_t>(h) * d;
+          if (attend_row_avx2(qi, K, V, lo, pos + 1, d, scale, sc, o)) continue;
           for (int64_t t = lo; t <= pos; ++t) sc[t] = dot_stored(DType::F32, K + t * d, qi, d);
           softmax_range(sc, pos + 1, lo, pos + 1, scale);
-          float* o = out + i * ldo + static_cast<int64_t>(h) * d;
           std::fill(o, o + d, 0.f);
           for (int64_t t = lo; t <= pos; ++t) {
             const float p = sc[t];
@@ -179,7 +161,8 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
     return;
   }
 
-  // Prefill: heads spread over the cores, each head's blocks of query rows run with
+  if (causal_attention_fused(q, k, v, s, out)) return;
+  // Prefill without AVX2: heads spread over the cores, each head's blocks of query rows run with
   // single-threaded GEMMs (a head's [rows, cols, d] products are too small for OpenBLAS's own
   // threads to pay off); a block sees keys [0, start + its last row + 1).
   constexpr int kBlock = 256;

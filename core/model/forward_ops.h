@@ -24,9 +24,20 @@ struct AttentionShape {
 
 // Causal softmax attention: q [heads, n, d] (post-RoPE), keys/values [kv_heads, start + n, d] with
 // head stride kv_head_stride; writes out [n, heads * d]. Query head j reads KV head j / G (GQA).
-// One position: hand-written loops over heads; several: per head, blocks of query rows run
-// through sgemm against the keys they can see (masked work skipped).
+// One position: hand-written loops over heads; several: causal_attention_fused, or (no AVX2, odd
+// head_dim) per head, blocks of query rows run through sgemm against the keys they can see.
 void causal_attention(const float* q, const float* k, const float* v, const AttentionShape& s, float* out);
+
+// The decode path of causal_attention for one query row of one head when the CPU has AVX2+FMA and
+// head_dim % 8 == 0 (else false, nothing written): out[0, d) = softmax(scale q.K[t]) V over keys
+// t in [lo, hi) (K, V rows of d floats); scores is scratch of hi floats.
+bool attend_row_avx2(const float* q, const float* K, const float* V, int64_t lo, int64_t hi, int d, float scale,
+                     float* scores, float* out);
+
+// The prefill path of causal_attention when the CPU has AVX2+FMA and head_dim % 8 == 0 (else it
+// returns false and writes nothing): fused tiles of 6 queries x 16 keys with an online softmax
+// (core/model/attention_avx2.cpp), (head, tile) units spread over the cores.
+bool causal_attention_fused(const float* q, const float* k, const float* v, const AttentionShape& s, float* out);
 
 // exp of n floats in place (vectorized Cephes polynomial, rel. error < 2e-7).
 void exp_inplace(float* x, int64_t n);

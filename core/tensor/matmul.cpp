@@ -40,24 +40,39 @@ float load1(DType t, const unsigned char* p) {
   return t == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
 }
 
-__attribute__((target("avx2,fma,f16c"))) float dot_avx2(DType t, const unsigned char* row, const float* x, int64_t n) {
-  const int64_t es = static_cast<int64_t>(dtype_size(t));
+// The stored dtype as a template parameter: no dtype branch inside the loop.
+template <DType T>
+__attribute__((target("avx2,fma,f16c"))) inline float dot_avx2_t(const unsigned char* row, const float* x, int64_t n) {
+  constexpr int64_t es = T == DType::F32 ? 4 : 2;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    a0 = _mm256_fmadd_ps(load8(t, row + i * es), _mm256_loadu_ps(x + i), a0);
-    a1 = _mm256_fmadd_ps(load8(t, row + (i + 8) * es), _mm256_loadu_ps(x + i + 8), a1);
-    a2 = _mm256_fmadd_ps(load8(t, row + (i + 16) * es), _mm256_loadu_ps(x + i + 16), a2);
-    a3 = _mm256_fmadd_ps(load8(t, row + (i + 24) * es), _mm256_loadu_ps(x + i + 24), a3);
+    a0 = _mm256_fmadd_ps(load8(T, row + i * es), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(load8(T, row + (i + 8) * es), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(load8(T, row + (i + 16) * es), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(load8(T, row + (i + 24) * es), _mm256_loadu_ps(x + i + 24), a3);
   }
-  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8(t, row + i * es), _mm256_loadu_ps(x + i), a0);
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8(T, row + i * es), _mm256_loadu_ps(x + i), a0);
   const __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
   __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
   r = _mm_hadd_ps(r, r);
   r = _mm_hadd_ps(r, r);
   float acc = _mm_cvtss_f32(r);
-  for (; i < n; ++i) acc += load1(t, row + i * es) * x[i];
+  for (; i < n; ++i) acc += load1(T, row + i * es) * x[i];
   return acc;
+}
+
+// y[r] = row r . x for rows [lo, hi) of a matrix with row_bytes per row.
+template <DType T>
+__attribute__((target("avx2,fma,f16c"))) void dot_rows_avx2(const unsigned char* data, int64_t row_bytes, int64_t lo,
+                                                            int64_t hi, const float* x, int64_t n, float* y) {
+  for (int64_t r = lo; r < hi; ++r) y[r] = dot_avx2_t<T>(data + r * row_bytes, x, n);
+}
+
+float dot_avx2(DType t, const unsigned char* row, const float* x, int64_t n) {
+  if (t == DType::F32) return dot_avx2_t<DType::F32>(row, x, n);
+  if (t == DType::F16) return dot_avx2_t<DType::F16>(row, x, n);
+  return dot_avx2_t<DType::BF16>(row, x, n);
 }
 
 float dot_plain(DType t, const unsigned char* row, const float* x, int64_t n) {
@@ -106,11 +121,14 @@ float dot_stored(DType t, const void* row, const float* x, int64_t n) {
 void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
   int64_t total = 0;
   for (const auto& p : parts) total += p.w->rows;
-  // Below ~64k multiply-adds a second thread costs more than it saves.
+  // Below ~64k multiply-adds a second thread costs more than it saves. Above, pieces of ~32k
+  // multiply-adds (at most 64) that the threads claim as they go (worker_pool.h).
   const int64_t work = parts.empty() ? 0 : total * parts[0].w->cols;
-  const int nt = work < (int64_t{1} << 16) ? 1 : threads;
+  const int pieces = work < (int64_t{1} << 16) || threads <= 1
+                         ? 1
+                         : static_cast<int>(std::clamp<int64_t>(work >> 15, threads, std::min<int64_t>(64, total)));
   const bool avx2 = have_avx2();
-  run_parts(nt, [&](int part, int n_parts) {
+  run_parts(pieces, [&](int part, int n_parts) {
     long begin, end;
     part_range(static_cast<long>(total), part, n_parts, &begin, &end);
     int64_t base = 0;
@@ -119,8 +137,11 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
       const int64_t lo = std::max<int64_t>(begin, base) - base, hi = std::min<int64_t>(end, base + w.rows) - base;
       const int64_t row_bytes = w.cols * static_cast<int64_t>(dtype_size(w.dtype));
       const auto* data = static_cast<const unsigned char*>(w.data);
-      for (int64_t r = lo; r < hi; ++r)
-        p.y[r] = avx2 ? dot_avx2(w.dtype, data + r * row_bytes, x, w.cols) : dot_plain(w.dtype, data + r * row_bytes, x, w.cols);
+      if (avx2 && w.dtype == DType::F32) dot_rows_avx2<DType::F32>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else if (avx2 && w.dtype == DType::BF16) dot_rows_avx2<DType::BF16>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else if (avx2 && w.dtype == DType::F16) dot_rows_avx2<DType::F16>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else
+        for (int64_t r = lo; r < hi; ++r) p.y[r] = dot_plain(w.dtype, data + r * row_bytes, x, w.cols);
       base += w.rows;
     }
   });

@@ -27,7 +27,8 @@ struct GemvPart {
   float* y;
 };
 
-// y_i = W_i x for every part (all share x, [cols]); the rows of all parts are split over `threads`.
+// y_i = W_i x for every part (all share x, [cols]); the rows of all parts are cut into pieces of
+// ~32k multiply-adds (at most 64) that up to `threads` threads claim (core/tensor/worker_pool.h).
 void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads);
 
 // Y[:, 0:w.rows] = X W^T for X [n, w.cols] (row stride ldx) and Y with row stride ldy.

@@ -2,7 +2,11 @@
 // A persistent pool for the model's hand-written kernels (decode mat-vecs, attention, element-wise
 // loops). parallel_for (core/util/parallel.h) starts threads per call, which costs more than a
 // whole decode mat-vec of a small model; here helpers stay alive and spin briefly between calls,
-// so a dispatch costs ~1 us while a decode step runs, and sleep when idle.
+// and sleep when idle.
+// Parts are claimed, not assigned: the caller and the helpers take the next unclaimed part until
+// none is left, so a helper that is descheduled (a busy machine) or still waking up costs nothing:
+// the caller runs its parts. Callers split work into more parts than threads (a few per thread
+// and at most ~64 per call: a claim is one atomic operation on a shared cache line).
 #include <functional>
 
 namespace kvscope {
@@ -11,9 +15,10 @@ namespace kvscope {
 // so a sweep's cells run single-threaded as their GEMMs do), at most available_cpus().
 int kernel_threads();
 
-// Calls fn(part, parts) for part in [0, parts) on up to `parts` threads (the caller runs part 0)
-// and returns when all are done. fn must not throw. When the pool is busy (another thread is
-// dispatching) the parts run one after another on the caller: results never depend on the split.
+// Calls fn(part, parts) once for each part in [0, parts) on up to kernel_threads() threads (the
+// caller is one) and returns when all are done. fn must not throw. When the pool is busy (another
+// thread is dispatching) the parts run one after another on the caller. Results must not depend
+// on which thread runs a part (they do not when each part writes its own outputs).
 void run_parts(int parts, const std::function<void(int part, int parts)>& fn);
 
 // Rows [begin, end) of n items for one part of `parts`.
