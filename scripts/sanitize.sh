@@ -47,7 +47,7 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$(pwd)/tests/lsan.supp:print_su
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cd "$BUILD_DIR"
 if [ -n "$FILTER" ]; then
-  ctest --output-on-failure --timeout 3000 -R "^($FILTER)\$"
+  ctest --output-on-failure --timeout 3000 -j "$JOBS" -R "^($FILTER)/"
 else
-  ctest --output-on-failure --timeout 3000
+  ctest --output-on-failure --timeout 3000 -j "$JOBS"
 fi
