@@ -23,5 +23,6 @@ if [ "${KVSCOPE_CI_SANITIZE:-1}" = 1 ]; then scripts/sanitize.sh build-asan; fi
 # slurm-wlm + munge if missing; ~1 min): opt in with KVSCOPE_CI_SLURM=1.
 if [ "${KVSCOPE_CI_SLURM:-0}" = 1 ]; then tests/slurm/run_local_slurm.sh build/app/kvscope "$KVSCOPE_TEST_MODELS" "$KVSCOPE_TEST_DATA"; fi
 cd build
-# One ctest test per test source file (tests/CMakeLists.txt), run on every core.
+# The test executables side by side, one per core (each test process starts libtorch in ~1.4 s of CPU,
+# so one ctest test per executable, not per file).
 ctest --output-on-failure --timeout 1500 -j "$(nproc)"
