@@ -8,7 +8,7 @@
 #   KVSCOPE_SANITIZE_TESTS=1       instrument the test code too
 #   KVSCOPE_SANITIZE_ONLY=regex    run only the ctest tests matching regex (e.g. "core|storage");
 #                                  only their executables are built
-#   KVSCOPE_SANITIZE_JOBS=N        parallel build jobs (default: nproc)
+#   KVSCOPE_SANITIZE_JOBS=N        parallel build jobs and ctest -j (default: nproc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build-asan}
