@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -177,6 +178,98 @@ void test_delay() {
   if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
 }
 
+// A policy script is planned per cell, for the cell's dump or model (and asked per block in replay).
+ScriptTarget script_target(int layers, int kv_heads, int head_dim, int tokens, const KvDump* dump,
+                           const std::string& model_id) {
+  ScriptTarget t;
+  t.model_id = model_id;
+  t.layers = layers;
+  t.kv_heads = kv_heads;
+  t.head_dim = head_dim;
+  t.tokens = tokens;
+  t.dump = dump;
+  t.source = dump ? "dump" : "replay";
+  return t;
+}
+
+// Runs `add` in one transaction with the check that no process stored the cell first: never twice.
+// False: another process stored it first.
+bool store_once(RunStore& store, const std::string& cell_hash, const std::function<void()>& add) {
+  bool stored = false;
+  store.in_transaction([&] {
+    if (store.has_done_cell(cell_hash)) return;
+    add();
+    test_delay();
+    stored = true;
+  });
+  return stored;
+}
+
+bool run_quantize_cell(const SweepSpec& spec, const SweepCell& c, SharedInputs& inputs, RunStore& store, RunContext ctx) {
+  const MethodVariant& mv = spec.methods[c.method];
+  QuantizeOptions qo;
+  qo.attn_queries = spec.attn_queries;
+  QuantizeReport r;
+  if (mv.script.empty() && quantizes_streamed(mv.policy)) {  // layer by layer from the mapped file: same report, one layer of memory
+    auto reader = inputs.reader(c.dump);
+    qo.attention = reader->has_q();
+    r = quantize_dump_streamed(*reader, mv.policy, qo);
+  } else {  // policy scripts read the whole dump (their hooks see every layer)
+    auto dump = inputs.dump(c.dump);
+    qo.attention = dump->has_q();
+    Policy policy = mv.script.empty() ? mv.policy
+                                      : plan_policy_script(mv.script, script_target(dump->shape.layers, dump->shape.kv_heads,
+                                                                                    dump->shape.head_dim, dump->shape.tokens,
+                                                                                    dump.get(), dump->meta.model_id));
+    policy.name = mv.policy.name;
+    r = quantize_dump(*dump, policy, qo);
+  }
+  r.dump_path = spec.dump_paths[c.dump];
+  ctx.dump_hash = c.dump_hash;
+  return store_once(store, c.hash, [&] { store.add_quantize_run(r, ctx); });
+}
+
+bool run_replay_cell(const SweepSpec& spec, const SweepCell& c, SharedInputs& inputs, bool share_reference, RunStore& store,
+                     const RunContext& ctx) {
+  const MethodVariant& mv = spec.methods[c.method];
+  const auto t = Clock::now();
+  auto lm = inputs.model(c.model);
+  auto slices = inputs.slices(c.model, c.workload, *lm);
+  std::shared_ptr<const BaseDistribution> base;
+  if (share_reference) base = inputs.base(c.model, c.workload, *lm, *slices);
+  ReplayOptions ro;
+  ro.base = base.get();
+  Policy policy = mv.policy;
+  std::unique_ptr<ScriptBlockHook> hook;
+  if (!mv.script.empty()) {
+    const ModelConfig& cfg = lm->model->config();
+    const ScriptTarget target = script_target(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, 0, nullptr, spec.models[c.model]);
+    policy = plan_policy_script(mv.script, target);
+    policy.name = mv.policy.name;
+    hook = ScriptBlockHook::create(mv.script, policy, target);
+    ro.block_hook = hook.get();
+  }
+  const std::vector<SliceMetrics> metrics = run_replay(*lm->model, *lm->tok, *slices, policy, ro);
+  ReplayRecord rec = replay_record(policy, policy.name, spec.models[c.model], lm->model->config(),
+                                   spec.workloads[c.workload], metrics,
+                                   std::chrono::duration<double>(Clock::now() - t).count());
+  rec.ctx.tags = ctx.tags;
+  rec.ctx.note = ctx.note;
+  rec.ctx.cell_hash = ctx.cell_hash;
+  return store_once(store, c.hash, [&] { store.add_replay_run(rec.identity, rec.ctx); });
+}
+
+// The cells not yet done in the database (created / migrated here once, before the workers open theirs).
+std::vector<const SweepCell*> pending_cells(const std::string& db, const std::vector<SweepCell>& cells) {
+  RunStore store(db);
+  const auto done_list = store.done_cell_hashes();
+  const std::set<std::string> done(done_list.begin(), done_list.end());
+  std::vector<const SweepCell*> pending;
+  for (const auto& c : cells)
+    if (!done.count(c.hash)) pending.push_back(&c);
+  return pending;
+}
+
 }  // namespace
 
 std::vector<SweepCell> shard_cells(const std::vector<SweepCell>& all, int shard, int shards) {
@@ -197,14 +290,7 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
   for (const auto& t : opts.tags)
     if (t != tags[0]) tags.push_back(t);
 
-  std::vector<const SweepCell*> pending;
-  {
-    RunStore store(opts.db);  // creates / migrates it once, before the workers open theirs
-    const auto done_list = store.done_cell_hashes();
-    const std::set<std::string> done(done_list.begin(), done_list.end());
-    for (const auto& c : cells)
-      if (!done.count(c.hash)) pending.push_back(&c);
-  }
+  const std::vector<const SweepCell*> pending = pending_cells(opts.db, cells);
   result.skipped = result.cells - static_cast<int>(pending.size());
   const int jobs = std::max(1, std::min<int>(opts.jobs, static_cast<int>(pending.size())));
   // Each cell's compute threads share the cores with the other jobs. Set before the first model
@@ -230,88 +316,6 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
   progress.finished = progress.started_with = progress.skipped = result.skipped;
   std::atomic<size_t> next{0};
 
-  // A policy script is planned per cell, for the cell's dump or model (and asked per block in replay).
-  auto script_target = [&](int layers, int kv_heads, int head_dim, int tokens, const KvDump* dump,
-                           const std::string& model_id) {
-    ScriptTarget t;
-    t.model_id = model_id;
-    t.layers = layers;
-    t.kv_heads = kv_heads;
-    t.head_dim = head_dim;
-    t.tokens = tokens;
-    t.dump = dump;
-    t.source = dump ? "dump" : "replay";
-    return t;
-  };
-
-  auto run_cell = [&](RunStore& store, const SweepCell& c) -> bool {  // false: another process stored it first
-    const MethodVariant& mv = spec.methods[c.method];
-    RunContext ctx;
-    ctx.tags = tags;
-    ctx.note = opts.note;
-    ctx.cell_hash = c.hash;
-    bool stored = false;
-    if (c.kind == CellKind::Quantize) {
-      QuantizeOptions qo;
-      qo.attn_queries = spec.attn_queries;
-      QuantizeReport r;
-      if (mv.script.empty() && quantizes_streamed(mv.policy)) {  // layer by layer from the mapped file: same report, one layer of memory
-        auto reader = inputs.reader(c.dump);
-        qo.attention = reader->has_q();
-        r = quantize_dump_streamed(*reader, mv.policy, qo);
-      } else {  // policy scripts read the whole dump (their hooks see every layer)
-        auto dump = inputs.dump(c.dump);
-        qo.attention = dump->has_q();
-        Policy policy = mv.script.empty() ? mv.policy
-                                          : plan_policy_script(mv.script, script_target(dump->shape.layers, dump->shape.kv_heads,
-                                                                                        dump->shape.head_dim, dump->shape.tokens,
-                                                                                        dump.get(), dump->meta.model_id));
-        policy.name = mv.policy.name;
-        r = quantize_dump(*dump, policy, qo);
-      }
-      r.dump_path = spec.dump_paths[c.dump];
-      ctx.dump_hash = c.dump_hash;
-      store.in_transaction([&] {  // the check and the insert in one transaction: never twice
-        if (store.has_done_cell(c.hash)) return;
-        store.add_quantize_run(r, ctx);
-        test_delay();
-        stored = true;
-      });
-    } else {
-      const auto t = Clock::now();
-      auto lm = inputs.model(c.model);
-      auto slices = inputs.slices(c.model, c.workload, *lm);
-      std::shared_ptr<const BaseDistribution> base;
-      if (opts.share_reference) base = inputs.base(c.model, c.workload, *lm, *slices);
-      ReplayOptions ro;
-      ro.base = base.get();
-      Policy policy = mv.policy;
-      std::unique_ptr<ScriptBlockHook> hook;
-      if (!mv.script.empty()) {
-        const ModelConfig& cfg = lm->model->config();
-        const ScriptTarget t = script_target(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, 0, nullptr, spec.models[c.model]);
-        policy = plan_policy_script(mv.script, t);
-        policy.name = mv.policy.name;
-        hook = ScriptBlockHook::create(mv.script, policy, t);
-        ro.block_hook = hook.get();
-      }
-      const std::vector<SliceMetrics> metrics = run_replay(*lm->model, *lm->tok, *slices, policy, ro);
-      ReplayRecord rec = replay_record(policy, policy.name, spec.models[c.model], lm->model->config(),
-                                       spec.workloads[c.workload], metrics,
-                                       std::chrono::duration<double>(Clock::now() - t).count());
-      rec.ctx.tags = ctx.tags;
-      rec.ctx.note = ctx.note;
-      rec.ctx.cell_hash = ctx.cell_hash;
-      store.in_transaction([&] {
-        if (store.has_done_cell(c.hash)) return;
-        store.add_replay_run(rec.identity, rec.ctx);
-        test_delay();
-        stored = true;
-      });
-    }
-    return stored;
-  };
-
   auto worker = [&] {
     std::unique_ptr<RunStore> store;
     for (;;) {
@@ -324,7 +328,12 @@ SweepRunResult run_sweep(const SweepSpec& spec, const std::vector<SweepCell>& ce
       bool stored = false;
       try {
         if (!store) store = std::make_unique<RunStore>(opts.db);  // one connection per worker
-        stored = run_cell(*store, c);
+        RunContext ctx;
+        ctx.tags = tags;
+        ctx.note = opts.note;
+        ctx.cell_hash = c.hash;
+        stored = c.kind == CellKind::Quantize ? run_quantize_cell(spec, c, inputs, *store, ctx)
+                                              : run_replay_cell(spec, c, inputs, opts.share_reference, *store, ctx);
       } catch (const std::exception& e) {
         error = e.what();
       }

@@ -12,6 +12,9 @@ BUILD=${1:-build}
 SHARED=${SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/shared}
 OUT=${OUT:-/work/tmp-models/bench}
 mkdir -p "$OUT"
+# scripts/test.sh leaves the benchmarks out of build/: configure them back on and build this one.
+cmake -S "$(dirname "$0")/.." -B "$BUILD" -DKVSCOPE_BUILD_BENCH=ON >/dev/null
+cmake --build "$BUILD" --target bench_forward
 RUNC="$SHARED/anchors/llama2c/run.c"
 gcc -O3 -fopenmp "$RUNC" -lm -o "$OUT/run_omp_O3"
 gcc -Ofast -march=native -fopenmp "$RUNC" -lm -o "$OUT/run_omp_Ofast"

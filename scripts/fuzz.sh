@@ -47,23 +47,42 @@ declare -A MAX_LEN=([safetensors]=32768 [dump]=32768 [sentencepiece]=16384 [llam
 declare -A DICT=([config]=json [checkpoint_index]=json [hf_tokenizer]=json [policy]=json [safetensors]=json [dump]=json
                  [workload]=workload)
 
+# One target: the regression inputs, then the time-boxed run. Writes <log>.status (exit status, or
+# "regression") for the summary below.
+fuzz_one() {
+  local t=$1 corpus="$BUILD_DIR/corpus/$1" log="$BUILD_DIR/logs/$1.log" status=0
+  mkdir -p "$corpus" "$SEEDS/$t"
+  local args=(-max_total_time="$SECONDS_EACH" -max_len="${MAX_LEN[$t]:-8192}" -timeout=10 -rss_limit_mb=2048
+              -print_final_stats=1 -artifact_prefix="$BUILD_DIR/crashes/$t-")
+  [ -n "${KVSCOPE_FUZZ_SEED:-}" ] && args+=(-seed="$KVSCOPE_FUZZ_SEED")
+  [ -n "${DICT[$t]:-}" ] && args+=(-dict="tests/fuzz/${DICT[$t]}.dict")
+  # Inputs that once crashed (tests/fuzz/regressions/<target>-*) must stay fixed.
+  local regressions=(tests/fuzz/regressions/"$t"-*)
+  if [ -e "${regressions[0]}" ] && ! "$BUILD_DIR/fuzz_$t" "${regressions[@]}" >"$log.regressions" 2>&1; then
+    echo regression >"$log.status"; return
+  fi
+  "$BUILD_DIR/fuzz_$t" "${args[@]}" "$corpus" "$SEEDS/$t" >"$log" 2>&1 || status=$?
+  echo "$status" >"$log.status"
+}
+
+# Each libFuzzer run is single-threaded: KVSCOPE_FUZZ_JOBS (default: the number of cores) run at once,
+# each for its full time.
+JOBS=${KVSCOPE_FUZZ_JOBS:-$(nproc)}
+rm -f "$BUILD_DIR"/logs/*.status
+for t in $TARGETS; do
+  while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n || true; done
+  fuzz_one "$t" &
+done
+wait
+
 failed=()
 printf '%-18s %10s %8s %8s %6s %s\n' target execs exec/s cov ft corpus >&2
 for t in $TARGETS; do
-  corpus="$BUILD_DIR/corpus/$t"
-  mkdir -p "$corpus" "$SEEDS/$t"
-  args=(-max_total_time="$SECONDS_EACH" -max_len="${MAX_LEN[$t]:-8192}" -timeout=10 -rss_limit_mb=2048
-        -print_final_stats=1 -artifact_prefix="$BUILD_DIR/crashes/$t-")
-  [ -n "${KVSCOPE_FUZZ_SEED:-}" ] && args+=(-seed="$KVSCOPE_FUZZ_SEED")
-  [ -n "${DICT[$t]:-}" ] && args+=(-dict="tests/fuzz/${DICT[$t]}.dict")
   log="$BUILD_DIR/logs/$t.log"
-  status=0
-  # Inputs that once crashed (tests/fuzz/regressions/<target>-*) must stay fixed.
-  regressions=(tests/fuzz/regressions/"$t"-*)
-  if [ -e "${regressions[0]}" ] && ! "$BUILD_DIR/fuzz_$t" "${regressions[@]}" >"$log.regressions" 2>&1; then
+  status=$(cat "$log.status" 2>/dev/null || echo "no status")
+  if [ "$status" = regression ]; then
     failed+=("$t"); echo "fuzz: fuzz_$t crashes on a regression input again; log: $log.regressions" >&2; continue
   fi
-  "$BUILD_DIR/fuzz_$t" "${args[@]}" "$corpus" "$SEEDS/$t" >"$log" 2>&1 || status=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
@@ -71,7 +90,7 @@ for t in $TARGETS; do
   ft=$(sed -n 's/.*ft: \([0-9]*\).*/\1/p' <<<"$last")
   units=$(sed -n 's/.*corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
   printf '%-18s %10s %8s %8s %6s %s\n' "$t" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "${units:-?}" >&2
-  if [ "$status" -ne 0 ]; then
+  if [ "$status" != 0 ]; then
     failed+=("$t")
     echo "fuzz: fuzz_$t failed (exit $status); log: $log" >&2
     grep -E 'ERROR|runtime error|deadly signal|uncaught|Test unit written' "$log" | head -5 >&2 || true

@@ -8,7 +8,7 @@
 #   KVSCOPE_SANITIZE_TESTS=1       instrument the test code too
 #   KVSCOPE_SANITIZE_ONLY=regex    run only the ctest tests matching regex (e.g. "core|storage");
 #                                  only their executables are built
-#   KVSCOPE_SANITIZE_JOBS=N        parallel build jobs (default: nproc)
+#   KVSCOPE_SANITIZE_JOBS=N        parallel build jobs and ctest -j (default: nproc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build-asan}
@@ -27,7 +27,7 @@ INSTRUMENT_TESTS=OFF
 # Release (NDEBUG, as CI tests) with -O0; -g1 gives line numbers in reports. GCC 12 with ASan
 # reports false -Wmaybe-uninitialized inside <regex>/<functional>, which -Werror would fail on.
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O0 -DNDEBUG" \
-  -DKVSCOPE_SANITIZE=ON -DKVSCOPE_SANITIZE_TESTS=$INSTRUMENT_TESTS -DKVSCOPE_BUILD_BENCH=OFF \
+  -DKVSCOPE_SANITIZE=ON -DKVSCOPE_SANITIZE_TESTS=$INSTRUMENT_TESTS -DKVSCOPE_BUILD_BENCH=OFF -DKVSCOPE_TEST_OPT=-O0 \
   -DCMAKE_CXX_FLAGS="-g1 -Wno-maybe-uninitialized" >/dev/null
 if [ -n "$FILTER" ]; then
   targets=(kvscope)
@@ -47,7 +47,7 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$(pwd)/tests/lsan.supp:print_su
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cd "$BUILD_DIR"
 if [ -n "$FILTER" ]; then
-  ctest --output-on-failure --timeout 3000 -R "^($FILTER)\$"
+  ctest --output-on-failure --timeout 3000 -j "$JOBS" -R "^($FILTER)\$"
 else
-  ctest --output-on-failure --timeout 3000
+  ctest --output-on-failure --timeout 3000 -j "$JOBS"
 fi

@@ -294,6 +294,13 @@ struct RunStore::Impl {
     q.bind(1, id);
     if (!q.step()) fail(path, "no run {}", id);
   }
+
+  // The steps of load_run, one table (or family of tables) each; defined next to it.
+  void load_identity(int64_t id, StoredRun& run);
+  void load_summary(int64_t id, QuantizeReport& r);
+  void load_head_metrics(int64_t id, QuantizeReport& r);
+  void load_attention_metrics(int64_t id, QuantizeReport& r);
+  void load_replay_rows(int64_t id, StoredRun& run);
 };
 
 RunStore::RunStore(const std::string& path, const RunStoreOptions& opts) : impl_(std::make_unique<Impl>(path, opts)) {
@@ -460,125 +467,127 @@ std::vector<RunListing> RunStore::list_runs(const RunFilter& f) {
   return out;
 }
 
-StoredRun RunStore::load_run(int64_t id) {
-  Impl& s = *impl_;
-  Impl::ReadTx tx(s);  // one snapshot: a concurrent delete cannot leave us half a run
-  StoredRun run;
+void RunStore::Impl::load_identity(int64_t id, StoredRun& run) {
   QuantizeReport& r = run.report;
-  {
-    auto q = s.stmt(
-        "SELECT r.id, r.uuid, coalesce(r.origin, ''), r.created_at, r.kvscope_version, r.kind, r.status,"
-        " coalesce(m.name, ''), coalesce(d.content_hash, ''), coalesce(r.dump_path, ''), coalesce(r.workload, ''),"
-        " coalesce(p.hash, ''), coalesce(p.json, ''), r.policy_name, r.method, r.wall_seconds, r.note,"
-        " coalesce(d.layers, 0), coalesce(d.kv_heads, 0), coalesce(d.q_heads, 0), coalesce(d.head_dim, 0),"
-        " coalesce(d.tokens, 0), coalesce(r.cell_hash, '')"
-        " FROM runs r LEFT JOIN models m ON m.id = r.model_id LEFT JOIN dumps d ON d.id = r.dump_id"
-        " LEFT JOIN policies p ON p.id = r.policy_id WHERE r.id = ?1");
-    q.bind(1, id);
-    if (!q.step()) fail(s.path, "no run {}", id);
-    run.id = q.i64(0);
-    run.uuid = q.text(1);
-    run.origin = q.text(2);
-    run.created_at = q.text(3);
-    run.kvscope_version = q.text(4);
-    run.kind = q.text(5);
-    run.status = q.text(6);
-    r.model_id = q.text(7);
-    run.dump_hash = q.text(8);
-    r.dump_path = q.text(9);
-    run.workload = q.text(10);
-    run.policy_hash = q.text(11);
-    r.policy_json = q.text(12);
-    r.policy_name = q.text(13);
-    r.method = q.text(14);
-    r.wall_seconds = q.real(15);
-    run.note = q.text(16);
-    r.shape = {int(q.i64(17)), int(q.i64(18)), int(q.i64(19)), int(q.i64(20)), int(q.i64(21))};
-    run.cell_hash = q.text(22);
+  auto q = stmt(
+      "SELECT r.id, r.uuid, coalesce(r.origin, ''), r.created_at, r.kvscope_version, r.kind, r.status,"
+      " coalesce(m.name, ''), coalesce(d.content_hash, ''), coalesce(r.dump_path, ''), coalesce(r.workload, ''),"
+      " coalesce(p.hash, ''), coalesce(p.json, ''), r.policy_name, r.method, r.wall_seconds, r.note,"
+      " coalesce(d.layers, 0), coalesce(d.kv_heads, 0), coalesce(d.q_heads, 0), coalesce(d.head_dim, 0),"
+      " coalesce(d.tokens, 0), coalesce(r.cell_hash, '')"
+      " FROM runs r LEFT JOIN models m ON m.id = r.model_id LEFT JOIN dumps d ON d.id = r.dump_id"
+      " LEFT JOIN policies p ON p.id = r.policy_id WHERE r.id = ?1");
+  q.bind(1, id);
+  if (!q.step()) fail(path, "no run {}", id);
+  run.id = q.i64(0);
+  run.uuid = q.text(1);
+  run.origin = q.text(2);
+  run.created_at = q.text(3);
+  run.kvscope_version = q.text(4);
+  run.kind = q.text(5);
+  run.status = q.text(6);
+  r.model_id = q.text(7);
+  run.dump_hash = q.text(8);
+  r.dump_path = q.text(9);
+  run.workload = q.text(10);
+  run.policy_hash = q.text(11);
+  r.policy_json = q.text(12);
+  r.policy_name = q.text(13);
+  r.method = q.text(14);
+  r.wall_seconds = q.real(15);
+  run.note = q.text(16);
+  r.shape = {int(q.i64(17)), int(q.i64(18)), int(q.i64(19)), int(q.i64(20)), int(q.i64(21))};
+  run.cell_hash = q.text(22);
+}
+
+void RunStore::Impl::load_summary(int64_t id, QuantizeReport& r) {
+  auto q = stmt(
+      "SELECT bits_per_element, k_bits_per_element, v_bits_per_element, bytes_per_token, static_bytes,"
+      " fp16_bytes_per_token, k_nmse, v_nmse, k_cos, v_cos, attn_cos_mean, attn_cos_min, attn_nmse,"
+      " attn_kl_mean, attn_queries, coalesce(fixed_width_bits_per_element, 0), coalesce(calibration_seconds, 0)"
+      " FROM run_summaries WHERE run_id = ?1");
+  q.bind(1, id);
+  if (q.step()) {
+    r.bits_per_element = q.real(0);
+    r.k_bits_per_element = q.real(1);
+    r.v_bits_per_element = q.real(2);
+    r.bytes_per_token = q.real(3);
+    r.static_bytes = q.real(4);
+    r.fp16_bytes_per_token = q.real(5);
+    r.k_nmse = q.real(6);
+    r.v_nmse = q.real(7);
+    r.k_cos = q.real(8);
+    r.v_cos = q.real(9);
+    r.attn_cos_mean = q.real(10);
+    r.attn_cos_min = q.real(11);
+    r.attn_nmse = q.real(12);
+    r.attn_kl_mean = q.real(13);
+    r.attn_queries = int(q.i64(14));
+    r.fixed_width_bits_per_element = q.real(15);
+    r.calibration_seconds = q.real(16);
   }
-  {
-    auto q = s.stmt(
-        "SELECT bits_per_element, k_bits_per_element, v_bits_per_element, bytes_per_token, static_bytes,"
-        " fp16_bytes_per_token, k_nmse, v_nmse, k_cos, v_cos, attn_cos_mean, attn_cos_min, attn_nmse,"
-        " attn_kl_mean, attn_queries, coalesce(fixed_width_bits_per_element, 0), coalesce(calibration_seconds, 0)"
-        " FROM run_summaries WHERE run_id = ?1");
-    q.bind(1, id);
-    if (q.step()) {
-      r.bits_per_element = q.real(0);
-      r.k_bits_per_element = q.real(1);
-      r.v_bits_per_element = q.real(2);
-      r.bytes_per_token = q.real(3);
-      r.static_bytes = q.real(4);
-      r.fp16_bytes_per_token = q.real(5);
-      r.k_nmse = q.real(6);
-      r.v_nmse = q.real(7);
-      r.k_cos = q.real(8);
-      r.v_cos = q.real(9);
-      r.attn_cos_mean = q.real(10);
-      r.attn_cos_min = q.real(11);
-      r.attn_nmse = q.real(12);
-      r.attn_kl_mean = q.real(13);
-      r.attn_queries = int(q.i64(14));
-      r.fixed_width_bits_per_element = q.real(15);
-      r.calibration_seconds = q.real(16);
-    }
+}
+
+void RunStore::Impl::load_head_metrics(int64_t id, QuantizeReport& r) {
+  auto q = stmt(
+      "SELECT layer, head, kind, nmse, cos, mse, max_abs, bits, elements, full_precision FROM head_metrics"
+      " WHERE run_id = ?1 ORDER BY layer, head, kind");
+  q.bind(1, id);
+  while (q.step()) {
+    HeadMetrics m;
+    m.layer = int(q.i64(0));
+    m.head = int(q.i64(1));
+    m.kind = q.text(2).at(0);
+    m.nmse = q.real(3);
+    m.cos = q.real(4);
+    m.mse = q.real(5);
+    m.max_abs = q.real(6);
+    m.bits = uint64_t(q.i64(7));
+    m.elements = uint64_t(q.i64(8));
+    m.full_precision = q.i64(9) != 0;
+    r.per_head.push_back(m);
   }
-  {
-    auto q = s.stmt(
-        "SELECT layer, head, kind, nmse, cos, mse, max_abs, bits, elements, full_precision FROM head_metrics"
-        " WHERE run_id = ?1 ORDER BY layer, head, kind");
-    q.bind(1, id);
-    while (q.step()) {
-      HeadMetrics m;
-      m.layer = int(q.i64(0));
-      m.head = int(q.i64(1));
-      m.kind = q.text(2).at(0);
-      m.nmse = q.real(3);
-      m.cos = q.real(4);
-      m.mse = q.real(5);
-      m.max_abs = q.real(6);
-      m.bits = uint64_t(q.i64(7));
-      m.elements = uint64_t(q.i64(8));
-      m.full_precision = q.i64(9) != 0;
-      r.per_head.push_back(m);
-    }
+}
+
+void RunStore::Impl::load_attention_metrics(int64_t id, QuantizeReport& r) {
+  auto q = stmt(
+      "SELECT layer, head, out_cos_mean, out_cos_min, out_nmse, kl_mean, prob_cos_mean, logit_rmse, logit_max_abs"
+      " FROM attention_metrics WHERE run_id = ?1 ORDER BY layer, head");
+  q.bind(1, id);
+  while (q.step()) {
+    AttentionMetrics m;
+    m.layer = int(q.i64(0));
+    m.head = int(q.i64(1));
+    m.out_cos_mean = q.real(2);
+    m.out_cos_min = q.real(3);
+    m.out_nmse = q.real(4);
+    m.kl_mean = q.real(5);
+    m.prob_cos_mean = q.real(6);
+    m.logit_rmse = q.real(7);
+    m.logit_max_abs = q.real(8);
+    r.attention.push_back(m);
   }
+}
+
+// Tags, RD points and the replay tables.
+void RunStore::Impl::load_replay_rows(int64_t id, StoredRun& run) {
   {
-    auto q = s.stmt(
-        "SELECT layer, head, out_cos_mean, out_cos_min, out_nmse, kl_mean, prob_cos_mean, logit_rmse, logit_max_abs"
-        " FROM attention_metrics WHERE run_id = ?1 ORDER BY layer, head");
-    q.bind(1, id);
-    while (q.step()) {
-      AttentionMetrics m;
-      m.layer = int(q.i64(0));
-      m.head = int(q.i64(1));
-      m.out_cos_mean = q.real(2);
-      m.out_cos_min = q.real(3);
-      m.out_nmse = q.real(4);
-      m.kl_mean = q.real(5);
-      m.prob_cos_mean = q.real(6);
-      m.logit_rmse = q.real(7);
-      m.logit_max_abs = q.real(8);
-      r.attention.push_back(m);
-    }
-  }
-  {
-    auto q = s.stmt("SELECT tag FROM run_tags WHERE run_id = ?1 ORDER BY tag");
+    auto q = stmt("SELECT tag FROM run_tags WHERE run_id = ?1 ORDER BY tag");
     q.bind(1, id);
     while (q.step()) run.tags.push_back(q.text(0));
   }
   {
-    auto q = s.stmt("SELECT method, rate, metric, value FROM rd_points WHERE run_id = ?1 ORDER BY id");
+    auto q = stmt("SELECT method, rate, metric, value FROM rd_points WHERE run_id = ?1 ORDER BY id");
     q.bind(1, id);
     while (q.step()) run.rd_points.push_back({q.text(0), q.real(1), q.text(2), q.real(3)});
   }
   {
-    auto q = s.stmt("SELECT slice, name, value FROM replay_metrics WHERE run_id = ?1 ORDER BY id");
+    auto q = stmt("SELECT slice, name, value FROM replay_metrics WHERE run_id = ?1 ORDER BY id");
     q.bind(1, id);
     while (q.step()) run.replay_metrics.push_back({q.text(0), q.text(1), q.real(2)});
   }
   {
-    auto q = s.stmt(
+    auto q = stmt(
         "SELECT slice, item, prompt_tokens, steps, score, score_ref, kld_mean, kld_p99, kld_max, dp_mean, same_top, ppl,"
         " ppl_ref, chat_text, token_ids, blocks FROM replay_items WHERE run_id = ?1 ORDER BY rowid");
     q.bind(1, id);
@@ -604,10 +613,21 @@ StoredRun RunStore::load_run(int64_t id) {
     }
   }
   {
-    auto q = s.stmt("SELECT slice, fraction, kld FROM replay_kld_quantiles WHERE run_id = ?1 ORDER BY rowid");
+    auto q = stmt("SELECT slice, fraction, kld FROM replay_kld_quantiles WHERE run_id = ?1 ORDER BY rowid");
     q.bind(1, id);
     while (q.step()) run.kld_quantiles.push_back({q.text(0), q.real(1), q.real(2)});
   }
+}
+
+StoredRun RunStore::load_run(int64_t id) {
+  Impl& s = *impl_;
+  Impl::ReadTx tx(s);  // one snapshot: a concurrent delete cannot leave us half a run
+  StoredRun run;
+  s.load_identity(id, run);
+  s.load_summary(id, run.report);
+  s.load_head_metrics(id, run.report);
+  s.load_attention_metrics(id, run.report);
+  s.load_replay_rows(id, run);
   return run;
 }
 

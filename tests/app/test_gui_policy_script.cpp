@@ -13,21 +13,14 @@
 #include "core/synth/synth.h"
 #include "views/policy_editor_view.h"
 #include "test_util.h"
+#include "tests/app/workspace_ticks.h"
 
 using namespace kvscope;
 using namespace kvscope::gui;
 
 namespace {
 
-template <typename Done>
-void tick_until(Workspace& ws, Done done, double seconds = 60) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) FAIL("workspace still busy after " << seconds << " s");
-    ws.tick();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
+using kvscope::gui::test::tick_until;
 
 void write_script(const std::string& path, int key_bits) {
   std::ofstream(path) << "class AdaptiveQuantPolicy:\n"

@@ -14,6 +14,7 @@
 #include "core/util/file.h"
 #include "storage/run_store.h"
 #include "test_util.h"
+#include "tests/app/workspace_ticks.h"
 
 using namespace kvscope;
 using namespace kvscope::gui;
@@ -21,20 +22,8 @@ using State = views::JobRow::State;
 
 namespace {
 
-// Ticks the workspace like the frame loop does until `done` holds; a hang fails the test after
-// `seconds` instead of stalling the suite.
-template <typename Done>
-void tick_until(Workspace& ws, Done done, double seconds = 60) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) FAIL("workspace jobs still running after " << seconds << " s");
-    ws.tick();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-}
-void settle(Workspace& ws) {
-  tick_until(ws, [&] { return ws.idle(); });
-}
+using kvscope::gui::test::settle;
+using kvscope::gui::test::tick_until;
 
 KvDump small_dump(int layers = 2, int tokens = 512) {  // longer than kivi's 128-token fp16 window
   SynthOptions so;

@@ -13,25 +13,18 @@
 #include "core/replay/quantized_kv_cache.h"
 #include "core/tensor/dtype.h"
 #include "core/util/error.h"
+#include "tests/core/replay/cache_fixtures.h"
 
 using namespace kvscope;
+using kvscope::test::append_range;
+using kvscope::test::policy_from;
+using kvscope::test::tiny_config;
 
 namespace {
 
 constexpr int kH = 2, kD = 8, kLayers = 1;
 
-ModelConfig config() {
-  ModelConfig c;
-  c.num_layers = kLayers;
-  c.num_heads = kH;
-  c.num_kv_heads = kH;
-  c.head_dim = kD;
-  c.hidden_size = kH * kD;
-  c.max_position_embeddings = 4096;
-  return c;
-}
-
-Policy policy_from(const std::string& text) { return parse_policy(nlohmann::json::parse(text), "test-policy"); }
+ModelConfig config() { return tiny_config(kLayers, kH, kD); }
 
 struct FnHook : BlockBitsHook {
   std::function<int(const KvBlock&)> fn;
@@ -51,16 +44,9 @@ std::vector<float> feed(QuantizedKvCache& cache, int prompt, int decode, unsigne
   const int T = prompt + decode;
   std::vector<float> x(static_cast<size_t>(2) * kH * T * kD);  // [kind][head][t][d]
   for (auto& e : x) e = round_to_f16(nd(rng));
-  auto append = [&](int first, int n) {
-    std::vector<float> k(static_cast<size_t>(kH) * n * kD), v(k.size());
-    for (int h = 0; h < kH; ++h)
-      for (int t = 0; t < n; ++t)
-        for (int d = 0; d < kD; ++d) {
-          k[(static_cast<size_t>(h) * n + t) * kD + d] = x[((0 * kH + h) * static_cast<size_t>(T) + first + t) * kD + d];
-          v[(static_cast<size_t>(h) * n + t) * kD + d] = x[((1 * kH + h) * static_cast<size_t>(T) + first + t) * kD + d];
-        }
-    cache.append(0, k.data(), v.data(), n);
-  };
+  const auto mid = x.begin() + static_cast<std::ptrdiff_t>(x.size() / 2);
+  const std::vector<float> k(x.begin(), mid), v(mid, x.end());
+  auto append = [&](int first, int n) { append_range(cache, config(), k, v, T, first, n); };
   append(0, prompt);
   cache.flush();
   for (int i = 0; i < decode; ++i) {

@@ -19,8 +19,10 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "test_util.h"
+#include "tests/core/replay/cache_fixtures.h"
 
 using namespace kvscope;
+using kvscope::test::policy_from;
 
 namespace {
 
@@ -28,8 +30,6 @@ namespace {
 // scale per 32 (relative error <= 2^-8 of the block's max), below KIVI-4's 1.2e-4 mean KL on the same
 // model (REPLAY.md); the bound leaves a factor ~10 over what 4-bit KIVI gets.
 constexpr double kQ8KlBound = 1e-4;
-
-Policy policy_from(const std::string& text) { return parse_policy(nlohmann::json::parse(text), "test-policy"); }
 
 std::string data_dir() {
   const char* env = std::getenv("KVSCOPE_TEST_DATA");
