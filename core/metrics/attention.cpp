@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include "core/quant/quantized_tensor.h"
@@ -134,6 +135,19 @@ __attribute__((target_clones("avx2", "default"))) RowStats fused_softmax_stats(f
   return s;
 }
 
+// Buffers of uninitialized floats that only grow.
+class Scratch {
+ public:
+  float* get(int i, size_t n) {
+    if (size_[i] < n) p_[i].reset(new float[n]), size_[i] = n;
+    return p_[i].get();
+  }
+
+ private:
+  std::unique_ptr<float[]> p_[5];
+  size_t size_[5] = {};
+};
+
 }  // namespace
 
 AttentionSums attention_error(const std::vector<const float*>& q, const float* k, const float* v, const float* kq,
@@ -147,9 +161,16 @@ AttentionSums attention_error(const std::vector<const float*>& q, const float* k
   // head g). The keys split at the chunk's positions: block b = keys (p_{b-1}, p_b] is seen by the
   // rows of positions b.. only, a contiguous run of rows, so every product skips the masked keys.
   constexpr int kChunk = 8;
-  std::vector<float> qc(static_cast<size_t>(G) * kChunk * D), s, sh;
-  std::vector<float> o(static_cast<size_t>(G) * kChunk * D), oh(o.size());
-  std::vector<RowStats> stats(static_cast<size_t>(G) * kChunk);
+  // Per-thread buffers sized once for the longest chunk (no zeroing, no regrowth: freshly mapped
+  // pages for every (layer, head) cost more than the products of a short sample).
+  thread_local Scratch buf;
+  const size_t rows = static_cast<size_t>(G) * kChunk;
+  float* const qc = buf.get(0, rows * D);
+  float* const s = buf.get(1, rows * T);
+  float* const sh = buf.get(2, rows * T);
+  float* const o = buf.get(3, rows * D);
+  float* const oh = buf.get(4, rows * D);
+  std::vector<RowStats> stats(rows);
   for (size_t c0 = 0; c0 < positions.size(); c0 += kChunk) {
     const int C = static_cast<int>(std::min<size_t>(kChunk, positions.size() - c0));
     const int* pos = positions.data() + c0;
@@ -158,10 +179,9 @@ AttentionSums attention_error(const std::vector<const float*>& q, const float* k
     for (int i = 0; i < C; ++i)
       for (int g = 0; g < G; ++g) {
         const float* src = q[g] + static_cast<size_t>(pos[i]) * D;
-        float* dst = qc.data() + (static_cast<size_t>(i) * G + g) * D;
+        float* dst = qc + (static_cast<size_t>(i) * G + g) * D;
         for (int d = 0; d < D; ++d) dst[d] = src[d] * scale;
       }
-    if (s.size() < static_cast<size_t>(R) * N) s.resize(static_cast<size_t>(R) * N), sh.resize(s.size());
     // Key block b: [lo, hi) = [p_{b-1} + 1, p_b + 1), rows [b * G, R).
     auto blocks = [&](auto&& f) {
       for (int b = 0, lo = 0; b < C; ++b) {
@@ -171,20 +191,20 @@ AttentionSums attention_error(const std::vector<const float*>& q, const float* k
       }
     };
     blocks([&](int r0, int m, int lo, int n, bool) {
-      const float* a = qc.data() + static_cast<size_t>(r0) * D;
+      const float* a = qc + static_cast<size_t>(r0) * D;
       const size_t at = static_cast<size_t>(r0) * N + lo;
-      sgemm(false, true, m, n, D, 1.f, a, D, k + static_cast<size_t>(lo) * D, D, 0.f, s.data() + at, N);
-      sgemm(false, true, m, n, D, 1.f, a, D, kq + static_cast<size_t>(lo) * D, D, 0.f, sh.data() + at, N);
+      sgemm(false, true, m, n, D, 1.f, a, D, k + static_cast<size_t>(lo) * D, D, 0.f, s + at, N);
+      sgemm(false, true, m, n, D, 1.f, a, D, kq + static_cast<size_t>(lo) * D, D, 0.f, sh + at, N);
     });
     // Serial: callers run one (layer, head) per worker thread (coarse grains survive a busy machine).
     for (int r = 0; r < R; ++r)
-      stats[r] = fused_softmax_stats(s.data() + static_cast<size_t>(r) * N, sh.data() + static_cast<size_t>(r) * N,
+      stats[r] = fused_softmax_stats(s + static_cast<size_t>(r) * N, sh + static_cast<size_t>(r) * N,
                                      pos[r / G] + 1, pos[r / G] + 1);  // the masked keys are never read
     blocks([&](int r0, int m, int lo, int n, bool first) {
       const size_t at = static_cast<size_t>(r0) * N + lo;
       const float beta = first ? 0.f : 1.f;
-      sgemm(false, false, m, D, n, 1.f, s.data() + at, N, v + static_cast<size_t>(lo) * D, D, beta, o.data() + r0 * D, D);
-      sgemm(false, false, m, D, n, 1.f, sh.data() + at, N, vq + static_cast<size_t>(lo) * D, D, beta, oh.data() + r0 * D, D);
+      sgemm(false, false, m, D, n, 1.f, s + at, N, v + static_cast<size_t>(lo) * D, D, beta, o + r0 * D, D);
+      sgemm(false, false, m, D, n, 1.f, sh + at, N, vq + static_cast<size_t>(lo) * D, D, beta, oh + r0 * D, D);
     });
     for (int g = 0; g < G; ++g)  // query head-major, as the sums have always been taken
       for (int i = 0; i < C; ++i) {

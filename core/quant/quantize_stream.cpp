@@ -46,10 +46,17 @@ class StreamedQuantize {
       check_cancel();
       dump_.check_intact(l);
       const std::vector<float> sc = smooth_scales(l);  // empty: layer not smoothed
+      const auto t0 = std::chrono::steady_clock::now();
       quantize_layer(l, sc);
+      const auto t1 = std::chrono::steady_clock::now();
       if (opts_.attention) measure_layer(l, !sc.empty());
       dump_.release_layer(l);
+      seconds_[0] += std::chrono::duration<double>(t1 - t0).count();
+      seconds_[1] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     }
+    if (std::getenv("KVSCOPE_PROFILE"))
+      std::fprintf(stderr, "quantize_dump_streamed: %.3f s quantizing, %.3f s converting originals, %.3f s attention products\n",
+                   seconds_[0], seconds_[1] - seconds_[2], seconds_[2]);
     return report();
   }
 
@@ -190,6 +197,7 @@ class StreamedQuantize {
         stored_to_f32(m.dtype, m.row_ptr(m.rows == T_ ? positions_[j] : static_cast<int>(j)), D_,
                       qx_.get() + qh * he_ + static_cast<size_t>(positions_[j]) * D_);
     });
+    const auto t0 = std::chrono::steady_clock::now();
     parallel_for(H_, [&](int64_t hh) {
       check_cancel();
       const int h = static_cast<int>(hh);
@@ -198,6 +206,7 @@ class StreamedQuantize {
       per_[static_cast<size_t>(l) * H_ + h] = attention_error(q, kx_.data() + h * he_, vx_.data() + h * he_,
                                                                kq_.data() + h * he_, vq_.data() + h * he_, T_, D_, positions_);
     });
+    seconds_[2] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     advance(4.0 * H_);
   }
 
@@ -233,6 +242,7 @@ class StreamedQuantize {
   std::unique_ptr<float[]> qx_;
   std::vector<bool> smoothed_;
   double smooth_seconds_ = 0, done_ = 0, total_work_ = 1;
+  double seconds_[3] = {};  // quantizing, converting + attention, attention products (KVSCOPE_PROFILE)
 };
 
 }  // namespace
