@@ -297,15 +297,15 @@ void room(std::vector<float>& v, size_t n) {
 
 class Kernel {
  public:
-  Kernel(const StoredMatrix& X, QuantizedTensor& t, ErrorLanes& es, float* recon, Scratch& s)
-      : X_(X), t_(t), es_(es), recon_(recon), s_(s), D_(X.cols) {}
+  Kernel(const StoredMatrix& X, QuantizedTensor& t, ErrorLanes& es, float* recon, float* orig, Scratch& s)
+      : X_(X), t_(t), es_(es), recon_(recon), orig_(orig), s_(s), D_(X.cols) {}
 
   // Kept rows [r0, r1) of the matrix: fp16 bits at fp16_rows[dst_row], reconstruction as the decoder sees it.
   void fp_rows(int r0, int r1, int dst_row) {
     for (int r = r0; r < r1; r += tile_rows(D_)) {
       const int n = std::min(tile_rows(D_), r1 - r);
       const size_t count = static_cast<size_t>(n) * D_;
-      const float* x = load_rows(X_, r, n, s_.x);
+      const float* x = rows(r, n);
       uint16_t* bits = t_.fp16_rows.data() + static_cast<size_t>(dst_row + r - r0) * D_;
       to_f16_bits(x, count, bits);
       float* y = out_rows(recon_, r, D_, s_.y, count);
@@ -327,7 +327,7 @@ class Kernel {
         for (int r0 = 0; r0 < rq; r0 += tile_rows(D_)) {
           const int n = std::min(tile_rows(D_), rq - r0);
           const size_t count = static_cast<size_t>(n) * D_, gi = r0 * per_row, ng = n * per_row;
-          const float* x = load_rows(X_, h + r0, n, s_.x);
+          const float* x = rows(h + r0, n);
           codes_room(count);
           room(s_.mn, ng), room(s_.mx, ng), room(s_.zc, ng);
           float* sc = t_.scales.data() + gi;
@@ -369,7 +369,7 @@ class Kernel {
           room(s_.sc, D_), room(s_.zc, D_);
           // One tile (converted once); whole-axis groups with clip search need every element per ratio.
           if (static_cast<size_t>(n) * D_ <= kMaxGroupTile || search) {
-            const float* x = load_rows(X_, h + r0, n, s_.x);
+            const float* x = rows(h + r0, n);
             reset_range();
             fold_range(x, n, D_, s_.mn.data(), s_.mx.data());
             if (search) {
@@ -386,7 +386,7 @@ class Kernel {
             reset_range();
             for (int r = r0; r < r0 + n; r += tile_rows(D_)) {
               const int m = std::min(tile_rows(D_), r0 + n - r);
-              fold_range(load_rows(X_, h + r, m, s_.x), m, D_, s_.mn.data(), s_.mx.data());
+              fold_range(rows(h + r, m), m, D_, s_.mn.data(), s_.mx.data());
             }
             params_many<M>(s_.mn.data(), s_.mx.data(), D_, t_.spec, fq, s_.sc.data(), s_.zc.data());
             store_columns(sc, zc);
@@ -397,7 +397,7 @@ class Kernel {
       case Axis::Head: {  // one group: a range pass, then an encoding pass
         Params p;
         if (search) {  // every element per candidate ratio: the whole region at once
-          const float* x = load_rows(X_, h, rq, s_.x);
+          const float* x = rows(h, rq);
           const GroupView all{x, static_cast<int64_t>(rq) * D_, 1};
           float mn, mx;
           range_of(all, &mn, &mx);
@@ -407,7 +407,7 @@ class Kernel {
           for (int r = 0; r < rq; r += tile_rows(D_)) {
             const int m = std::min(tile_rows(D_), rq - r);
             float mn, mx;
-            range_of(GroupView{load_rows(X_, h + r, m, s_.x), static_cast<int64_t>(m) * D_, 1}, &mn, &mx);
+            range_of(GroupView{rows(h + r, m), static_cast<int64_t>(m) * D_, 1}, &mn, &mx);
             a = std::min(a, mn);
             b = std::max(b, mx);
           }
@@ -430,6 +430,14 @@ class Kernel {
     const int n = std::min(tile_rows(D_), X_.rows - r);
     if (n <= 0) return {};
     return {X_.row_ptr(r), static_cast<size_t>(n) * D_ * dtype_size(X_.dtype)};
+  }
+  // Rows [r0, r0 + n) of X in f32: converted into orig_ when the caller wants the originals
+  // (load_rows otherwise).
+  const float* rows(int r0, int n) {
+    if (!orig_) return load_rows(X_, r0, n, s_.x);
+    float* dst = orig_ + static_cast<size_t>(r0) * D_;
+    stored_to_f32(X_.dtype, X_.row_ptr(r0), static_cast<size_t>(n) * D_, dst);
+    return dst;
   }
   void codes_room(size_t n) {
     if (s_.codes.size() < n) s_.codes.resize(n);
@@ -465,7 +473,7 @@ class Kernel {
   void encode_pass(int r0, int n) {
     for (int r = r0; r < r0 + n; r += tile_rows(D_)) {
       const int m = std::min(tile_rows(D_), r0 + n - r);
-      encode_span_of_rows<M>(load_rows(X_, t_.fp_head + r, m, s_.x), r, m);
+      encode_span_of_rows<M>(rows(t_.fp_head + r, m), r, m);
     }
   }
   void emit(const float* x, const float* y, size_t count, size_t first_code) {
@@ -477,6 +485,7 @@ class Kernel {
   QuantizedTensor& t_;
   ErrorLanes& es_;
   float* recon_;
+  float* orig_;
   Scratch& s_;
   const int D_;
 };
@@ -495,7 +504,7 @@ size_t group_count(const QuantizedTensor& t) {
 }  // namespace
 
 QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, int fp_head, int fp_tail, ErrorSums* err,
-                                float* recon) {
+                                float* recon, float* orig) {
   if (X.dtype != DType::F16 && X.dtype != DType::BF16 && X.dtype != DType::F32)
     throw Error("quantizer: matrices are read as F16, BF16 or F32, not " + std::string(dtype_name(X.dtype)));
   std::string problem = check_tensor_quant(spec);
@@ -519,7 +528,7 @@ QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, 
   thread_local Scratch scratch;
   ErrorSums unused;
   ErrorLanes es(err ? err : &unused);
-  Kernel k(X, t, es, recon, scratch);
+  Kernel k(X, t, es, recon, orig, scratch);
   k.fp_rows(0, t.fp_head, 0);
   if (t.quantized_rows() > 0) {
     switch (mode_of(spec)) {
@@ -538,7 +547,7 @@ std::vector<StoredResult> quantize_stored_all(const std::vector<StoredJob>& jobs
   std::vector<StoredResult> out(jobs.size());
   parallel_for(static_cast<int64_t>(jobs.size()), [&](int64_t i) {
     const StoredJob& j = jobs[i];
-    out[i].q = quantize_stored(j.x, j.spec, j.fp_head, j.fp_tail, &out[i].err, j.recon);
+    out[i].q = quantize_stored(j.x, j.spec, j.fp_head, j.fp_tail, &out[i].err, j.recon, j.orig);
   });
   return out;
 }

@@ -49,13 +49,13 @@ class StreamedQuantize {
       const auto t0 = std::chrono::steady_clock::now();
       quantize_layer(l, sc);
       const auto t1 = std::chrono::steady_clock::now();
-      if (opts_.attention) measure_layer(l, !sc.empty());
+      if (opts_.attention) measure_layer(l);
       dump_.release_layer(l);
       seconds_[0] += std::chrono::duration<double>(t1 - t0).count();
       seconds_[1] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     }
     if (std::getenv("KVSCOPE_PROFILE"))
-      std::fprintf(stderr, "quantize_dump_streamed: %.3f s quantizing, %.3f s converting originals, %.3f s attention products\n",
+      std::fprintf(stderr, "quantize_dump_streamed: %.3f s quantizing, %.3f s query rows, %.3f s attention products\n",
                    seconds_[0], seconds_[1] - seconds_[2], seconds_[2]);
     return report();
   }
@@ -150,7 +150,9 @@ class StreamedQuantize {
         float* recon = opts_.attention || (smooth && !kind) ? (kind ? vq_ : kq_).data() + h * he_ : nullptr;
         const StoredMatrix x =
             smooth && !kind ? StoredMatrix{kdiv_.data() + h * he_, DType::F32, T_, D_} : kind ? dump_.v(l, h) : dump_.k(l, h);
-        jobs.push_back({x, p.quant, p.fp_head, p.fp_tail, recon});
+        // Attention needs the originals in f32: the kernel's own conversion (smoothed keys are in kx already).
+        float* orig = opts_.attention && !(smooth && !kind) ? (kind ? vx_ : kx_).data() + h * he_ : nullptr;
+        jobs.push_back({x, p.quant, p.fp_head, p.fp_tail, recon, orig});
       }
     std::vector<StoredResult> res = quantize_stored_all(jobs);
     if (smooth)
@@ -180,18 +182,12 @@ class StreamedQuantize {
     advance(double(res.size()));
   }
 
-  // Attention of the layer's (layer, KV head) pairs; `keys_in_f32`: kx holds the keys already.
-  void measure_layer(int l, bool keys_in_f32) {
+  // Attention of the layer's (layer, KV head) pairs; the originals K, V are in kx, vx already
+  // (quantize_layer's kernels converted them).
+  void measure_layer(int l) {
     const int G = s_.group();
-    parallel_for(static_cast<int64_t>(H_) * (2 + G), [&](int64_t i) {  // this layer's originals in f32
-      const int h = static_cast<int>(i);
-      if (h < 2 * H_ && keys_in_f32 && h % 2 == 0) return;
-      if (h < 2 * H_) {
-        const StoredMatrix m = h % 2 ? dump_.v(l, h / 2) : dump_.k(l, h / 2);
-        stored_to_f32(m.dtype, m.data, he_, (h % 2 ? vx_ : kx_).data() + (h / 2) * he_);
-        return;
-      }
-      const int qh = h - 2 * H_;
+    parallel_for(static_cast<int64_t>(s_.q_heads), [&](int64_t i) {  // the sampled query rows in f32
+      const int qh = static_cast<int>(i);
       const StoredMatrix m = dump_.q_stored(l, qh);
       for (size_t j = 0; j < positions_.size(); ++j)
         stored_to_f32(m.dtype, m.row_ptr(m.rows == T_ ? positions_[j] : static_cast<int>(j)), D_,
@@ -242,7 +238,7 @@ class StreamedQuantize {
   std::unique_ptr<float[]> qx_;
   std::vector<bool> smoothed_;
   double smooth_seconds_ = 0, done_ = 0, total_work_ = 1;
-  double seconds_[3] = {};  // quantizing, converting + attention, attention products (KVSCOPE_PROFILE)
+  double seconds_[3] = {};  // quantizing, query rows + attention, attention products (KVSCOPE_PROFILE)
 };
 
 }  // namespace
