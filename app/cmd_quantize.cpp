@@ -9,6 +9,8 @@
 
 #include "app/cli.h"
 #include "app/store_options.h"
+#include "core/metrics/attention.h"
+#include "core/metrics/attention_sample.h"
 #include "core/quant/method_registry.h"
 #include "core/policy/policy.h"
 #include "core/quant/quantize_dump.h"
@@ -111,7 +113,7 @@ void print_summary(const QuantizeReport& r) {
 void register_quantize(CLI::App& app) {
   auto* cmd = app.add_subcommand("quantize", "Quantize a KV dump under a preset or policy and measure the error");
   struct Args {
-    std::string dump, preset, policy, queries = "256";
+    std::string dump, preset, policy, queries = "auto";
     bool json = false, no_attention = false;
     int threads = 0;
     StoreOptions store;
@@ -121,7 +123,9 @@ void register_quantize(CLI::App& app) {
   auto* pre = cmd->add_option("--preset", a->preset, "Method preset (see `kvscope presets`)");
   auto* pol = cmd->add_option("--policy", a->policy, "Policy JSON file, or a policy script (.py, AdaptiveQuantPolicy)");
   pre->excludes(pol);
-  cmd->add_option("--attn-queries", a->queries, "Query positions sampled per head for attention metrics, or 'all'")
+  cmd->add_option("--attn-queries", a->queries,
+                  "Query positions sampled per head for attention metrics, 'all', or 'auto': 256 unless that exceeds "
+                  "a fixed budget of attention work for the dump's shape, then fewer (at least 16)")
       ->capture_default_str();
   cmd->add_flag("--no-attention", a->no_attention, "Skip attention metrics (dumps without Q)");
   cmd->add_flag("--json", a->json, "Print a JSON object instead of the table");
@@ -137,14 +141,15 @@ void register_quantize(CLI::App& app) {
     Policy policy = a->policy.empty() ? load_preset(a->preset) : script ? load_preset("kivi-2") : load_policy_file(a->policy);
     QuantizeOptions opts;
     opts.attention = !a->no_attention;
+    const bool auto_queries = a->queries == "auto";
     if (a->queries == "all") opts.attn_queries = 0;
-    else {
+    else if (!auto_queries) {
       try {
         size_t pos = 0;
         opts.attn_queries = std::stoi(a->queries, &pos);
         if (pos != a->queries.size() || opts.attn_queries <= 0) throw std::invalid_argument("");
       } catch (const std::exception&) {
-        throw Error("--attn-queries: '" + a->queries + "' is not a positive integer or 'all'");
+        throw Error("--attn-queries: '" + a->queries + "' is not a positive integer, 'all' or 'auto'");
       }
     }
     DumpLoadOptions lo;
@@ -170,15 +175,21 @@ void register_quantize(CLI::App& app) {
         whole = load_dump(a->dump, lo);
       }
     }
+    // auto: from the dump's shape only (not timed), so stored results are reproducible.
+    auto for_shape = [&](const DumpShape& s) {
+      QuantizeOptions o = opts;
+      if (auto_queries) o.attn_queries = auto_attn_queries(s.layers, s.q_heads, s.head_dim, s.tokens);
+      return o;
+    };
     QuantizeReport r;
     try {
       std::optional<DumpReader> streamed;
       if (!whole && quantizes_streamed(policy)) streamed.emplace(a->dump, lo);
       // Layer by layer from the mapped file (memory of one layer).
       if (whole) {
-        r = quantize_dump(*whole, policy, opts);
+        r = quantize_dump(*whole, policy, for_shape(whole->shape));
       } else if (streamed) {
-        r = quantize_dump_streamed(*streamed, policy, opts);
+        r = quantize_dump_streamed(*streamed, policy, for_shape(streamed->shape()));
       } else {
         streamed.reset();
         auto t_load = std::chrono::steady_clock::now();
@@ -186,7 +197,7 @@ void register_quantize(CLI::App& app) {
         if (std::getenv("KVSCOPE_PROFILE"))
           fmt::print(stderr, "load_dump: {:.3f} s\n",
                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
-        r = quantize_dump(dump, policy, opts);
+        r = quantize_dump(dump, policy, for_shape(dump.shape));
       }
     } catch (const Error& e) {
       const std::string what = e.what();  // dump errors already name the file

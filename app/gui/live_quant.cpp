@@ -12,6 +12,7 @@
 #include "core/quant/group_kernels.h"
 #include "core/quant/method_registry.h"
 #include "core/quant/quantize_stream.h"
+#include "core/quant/report_totals.h"
 #include "core/tensor/compute_threads.h"
 #include "core/util/cancelled.h"
 #include "core/util/parallel.h"
@@ -234,50 +235,22 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
 
 QuantizeReport assemble_report(const KvDump& header, const Policy& policy, const std::vector<SliceOutcome>& slices,
                                const std::vector<AttentionOutcome>& attention, int positions) {
-  const DumpShape& s = header.shape;
-  QuantizeReport r;
-  r.method = method_name(policy.method);
-  r.policy_name = policy.name;
-  r.policy_json = canonical_policy_json(policy);
-  r.shape = s;
-  r.model_id = header.meta.model_id;
-  ErrorSums ks, vs;
-  uint64_t kbits = 0, vbits = 0, kel = 0, vel = 0, sbits = 0;
+  QuantizeReport r = report_header(policy, header.shape, header.meta.model_id);
+  std::vector<ErrorSums> sums;
+  uint64_t sbits = 0;
   for (const SliceOutcome& o : slices) {
     if (o.key.empty()) continue;
-    const bool k = o.metrics.kind == 'k';
-    (k ? ks : vs).merge(o.sums);
-    (k ? kbits : vbits) += o.metrics.bits;
-    (k ? kel : vel) += o.metrics.elements;
-    sbits += o.static_bits;
     r.per_head.push_back(o.metrics);
+    sums.push_back(o.sums);
+    sbits += o.static_bits;
   }
-  r.k_nmse = ks.nmse();
-  r.v_nmse = vs.nmse();
-  r.k_cos = ks.cos();
-  r.v_cos = vs.cos();
-  r.k_bits_per_element = kel ? double(kbits) / kel : 0;
-  r.v_bits_per_element = vel ? double(vbits) / vel : 0;
-  r.bits_per_element = (kel + vel) ? double(kbits + vbits) / double(kel + vel) : 0;
-  r.static_bytes = double(sbits) / 8.0;
-  r.bytes_per_token = (double(kbits + vbits - sbits) / 8.0) / s.tokens;
-  r.fp16_bytes_per_token = double(s.layers) * s.kv_heads * s.head_dim * 2 /*K,V*/ * 2 /*bytes*/;
-  AttentionSums all;
-  bool any = false;
-  for (size_t i = 0; i < attention.size(); ++i) {
-    if (attention[i].key.empty() || attention[i].positions != positions) continue;
-    r.attention.push_back(attention[i].sums.metrics(static_cast<int>(i / s.kv_heads), static_cast<int>(i % s.kv_heads)));
-    all.merge(attention[i].sums);
-    any = true;
-  }
-  if (any) {
-    r.attn_queries = positions;
-    AttentionMetrics agg = all.metrics(-1, -1);
-    r.attn_cos_mean = agg.out_cos_mean;
-    r.attn_cos_min = agg.out_cos_min;
-    r.attn_nmse = agg.out_nmse;
-    r.attn_kl_mean = agg.kl_mean;
-  }
+  ErrorSums ks, vs;
+  merge_kv_sums(r.per_head, sums, &ks, &vs);
+  fill_report_totals(r, ks, vs, sbits);
+  std::vector<std::pair<size_t, AttentionSums>> measured;
+  for (size_t i = 0; i < attention.size(); ++i)
+    if (!attention[i].key.empty() && attention[i].positions == positions) measured.emplace_back(i, attention[i].sums);
+  fill_attention_totals(r, measured, positions);
   return r;
 }
 

@@ -1,14 +1,15 @@
 #include "core/metrics/attention.h"
-
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+#include "core/metrics/attention_sample.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <stdexcept>
 
 #include "core/quant/quantized_tensor.h"
 #include "core/tensor/compute_threads.h"
+#include "core/tensor/matmul.h"
 
 namespace kvscope {
 
@@ -22,6 +23,18 @@ std::vector<int> sample_positions(int tokens, int n) {
   for (int i = 0; i < n; ++i) p.push_back(static_cast<int>(std::llround(double(i) * (tokens - 1) / (n - 1))));
   p.erase(std::unique(p.begin(), p.end()), p.end());
   return p;
+}
+
+double attention_products(int layers, int q_heads, int head_dim, const std::vector<int>& positions) {
+  double keys = 0;
+  for (int p : positions) keys += p + 1.0;
+  return double(layers) * q_heads * head_dim * 4.0 * keys;
+}
+
+int auto_attn_queries(int layers, int q_heads, int head_dim, int tokens) {
+  for (int n = kDefaultAttnQueries; n > kMinAutoAttnQueries; --n)
+    if (attention_products(layers, q_heads, head_dim, sample_positions(tokens, n)) <= kAttnProductBudget) return n;
+  return kMinAutoAttnQueries;
 }
 
 void AttentionSums::merge(const AttentionSums& o) {
@@ -122,9 +135,18 @@ __attribute__((target_clones("avx2", "default"))) RowStats fused_softmax_stats(f
   return s;
 }
 
-at::Tensor blob(const float* p, int64_t rows, int64_t cols) {
-  return at::from_blob(const_cast<float*>(p), {rows, cols}, at::TensorOptions().dtype(at::kFloat));
-}
+// Buffers of uninitialized floats that only grow.
+class Scratch {
+ public:
+  float* get(int i, size_t n) {
+    if (size_[i] < n) p_[i].reset(new float[n]), size_[i] = n;
+    return p_[i].get();
+  }
+
+ private:
+  std::unique_ptr<float[]> p_[5];
+  size_t size_[5] = {};
+};
 
 }  // namespace
 
@@ -135,54 +157,79 @@ AttentionSums attention_error(const std::vector<const float*>& q, const float* k
   if (!positions.empty() && positions.back() >= T) throw std::out_of_range("attention_error: position past the end");
   const int G = static_cast<int>(q.size());
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  // Chunks of sorted positions: a chunk only multiplies with keys up to its last position, so
-  // causal masking wastes little work.
+  // Chunks of sorted positions, rows position-major (row i * G + g: position i of the chunk, query
+  // head g). The keys split at the chunk's positions: block b = keys (p_{b-1}, p_b] is seen by the
+  // rows of positions b.. only, a contiguous run of rows, so every product skips the masked keys.
   constexpr int kChunk = 8;
-  std::vector<float> qc(static_cast<size_t>(G) * kChunk * D);
+  // Per-thread buffers sized once for the longest chunk (no zeroing, no regrowth: freshly mapped
+  // pages for every (layer, head) cost more than the products of a short sample).
+  thread_local Scratch buf;
+  const size_t rows = static_cast<size_t>(G) * kChunk;
+  float* const qc = buf.get(0, rows * D);
+  float* const s = buf.get(1, rows * T);
+  float* const sh = buf.get(2, rows * T);
+  float* const o = buf.get(3, rows * D);
+  float* const oh = buf.get(4, rows * D);
+  std::vector<RowStats> stats(rows);
   for (size_t c0 = 0; c0 < positions.size(); c0 += kChunk) {
     const int C = static_cast<int>(std::min<size_t>(kChunk, positions.size() - c0));
-    const int N = positions[c0 + C - 1] + 1;  // keys this chunk can see
+    const int* pos = positions.data() + c0;
+    const int N = pos[C - 1] + 1;  // keys this chunk can see
     const int R = G * C;
-    for (int g = 0; g < G; ++g)
-      for (int i = 0; i < C; ++i) {
-        const float* src = q[g] + static_cast<size_t>(positions[c0 + i]) * D;
-        float* dst = qc.data() + (static_cast<size_t>(g) * C + i) * D;
+    for (int i = 0; i < C; ++i)
+      for (int g = 0; g < G; ++g) {
+        const float* src = q[g] + static_cast<size_t>(pos[i]) * D;
+        float* dst = qc + (static_cast<size_t>(i) * G + g) * D;
         for (int d = 0; d < D; ++d) dst[d] = src[d] * scale;
       }
-    at::Tensor Q = blob(qc.data(), R, D);
-    at::Tensor S = at::mm(Q, blob(k, N, D).t());
-    at::Tensor Sh = at::mm(Q, blob(kq, N, D).t());
-    float* s = S.data_ptr<float>();
-    float* sh = Sh.data_ptr<float>();
-    // Serial: callers run one (layer, head) per worker thread (coarse grains survive a busy machine).
-    std::vector<RowStats> stats(R);
-    for (int r = 0; r < R; ++r) stats[r] = fused_softmax_stats(s + r * N, sh + r * N, positions[c0 + r % C] + 1, N);
-    at::Tensor O = at::mm(S, blob(v, N, D));
-    at::Tensor Oh = at::mm(Sh, blob(vq, N, D));
-    const float* o = O.data_ptr<float>();
-    const float* oh = Oh.data_ptr<float>();
-    for (int r = 0; r < R; ++r) {
-      const RowStats& st = stats[r];
-      double err2 = 0, ref2 = 0, hat2 = 0, dot = 0;
-      for (int d = 0; d < D; ++d) {
-        double a = o[static_cast<size_t>(r) * D + d] / st.z, b = oh[static_cast<size_t>(r) * D + d] / st.zh;
-        err2 += (a - b) * (a - b);
-        ref2 += a * a;
-        hat2 += b * b;
-        dot += a * b;
+    // Key block b: [lo, hi) = [p_{b-1} + 1, p_b + 1), rows [b * G, R).
+    auto blocks = [&](auto&& f) {
+      for (int b = 0, lo = 0; b < C; ++b) {
+        const int hi = pos[b] + 1;
+        if (hi > lo) f(b * G, R - b * G, lo, hi - lo, lo == 0);
+        lo = std::max(lo, hi);
       }
-      double cosv = (ref2 > 0 && hat2 > 0) ? dot / (std::sqrt(ref2 * hat2)) : (ref2 == hat2 ? 1.0 : 0.0);
-      total.out_err2 += err2;
-      total.out_ref2 += ref2;
-      total.out_cos_sum += cosv;
-      total.out_cos_min = std::min(total.out_cos_min, cosv);
-      total.kl_sum += st.kl;
-      total.prob_cos_sum += st.prob_cos;
-      total.logit_err2 += st.logit_err2;
-      total.logit_max_abs = std::max(total.logit_max_abs, st.logit_max);
-      total.logit_count += positions[c0 + r % C] + 1;
-      total.rows += 1;
-    }
+    };
+    blocks([&](int r0, int m, int lo, int n, bool) {
+      const float* a = qc + static_cast<size_t>(r0) * D;
+      const size_t at = static_cast<size_t>(r0) * N + lo;
+      sgemm(false, true, m, n, D, 1.f, a, D, k + static_cast<size_t>(lo) * D, D, 0.f, s + at, N);
+      sgemm(false, true, m, n, D, 1.f, a, D, kq + static_cast<size_t>(lo) * D, D, 0.f, sh + at, N);
+    });
+    // Serial: callers run one (layer, head) per worker thread (coarse grains survive a busy machine).
+    for (int r = 0; r < R; ++r)
+      stats[r] = fused_softmax_stats(s + static_cast<size_t>(r) * N, sh + static_cast<size_t>(r) * N,
+                                     pos[r / G] + 1, pos[r / G] + 1);  // the masked keys are never read
+    blocks([&](int r0, int m, int lo, int n, bool first) {
+      const size_t at = static_cast<size_t>(r0) * N + lo;
+      const float beta = first ? 0.f : 1.f;
+      sgemm(false, false, m, D, n, 1.f, s + at, N, v + static_cast<size_t>(lo) * D, D, beta, o + r0 * D, D);
+      sgemm(false, false, m, D, n, 1.f, sh + at, N, vq + static_cast<size_t>(lo) * D, D, beta, oh + r0 * D, D);
+    });
+    for (int g = 0; g < G; ++g)  // query head-major, as the sums have always been taken
+      for (int i = 0; i < C; ++i) {
+        const int r = i * G + g;
+        const RowStats& st = stats[r];
+        double err2 = 0, ref2 = 0, hat2 = 0, dot = 0;
+        for (int d = 0; d < D; ++d) {
+          double a = o[static_cast<size_t>(r) * D + d] / st.z, b = oh[static_cast<size_t>(r) * D + d] / st.zh;
+          err2 += (a - b) * (a - b);
+          ref2 += a * a;
+          hat2 += b * b;
+          dot += a * b;
+        }
+        double cosv = (ref2 > 0 && hat2 > 0) ? dot / (std::sqrt(ref2 * hat2)) : (ref2 == hat2 ? 1.0 : 0.0);
+        total.out_err2 += err2;
+        total.out_ref2 += ref2;
+        total.out_cos_sum += cosv;
+        total.out_cos_min = std::min(total.out_cos_min, cosv);
+        total.kl_sum += st.kl;
+        total.prob_cos_sum += st.prob_cos;
+        total.logit_err2 += st.logit_err2;
+        total.logit_max_abs = std::max(total.logit_max_abs, st.logit_max);
+        total.logit_count += pos[i] + 1;
+        total.rows += 1;
+      }
   }
   return total;
 }

@@ -46,6 +46,30 @@ void put_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out, size_t fi
 // std::min(a, x). Internal helpers only (never across a library boundary): no vector ABI concern.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
+// Min / max of the 8 lanes, skipping NaN lanes (+inf / -inf when all are NaN), as the scalar fold
+// `a = v[l] < a ? v[l] : a` from +inf: NaN lanes become the identity, then a shuffle tree (min and
+// max do not depend on the order for non-NaN values).
+__attribute__((always_inline)) inline float hmin8(v8f v) {
+  v = v == v ? v : v8f{} + INFINITY;
+  v8f t = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v = t < v ? t : v;
+  t = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v = t < v ? t : v;
+  t = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+  v = t < v ? t : v;
+  return v[0];
+}
+__attribute__((always_inline)) inline float hmax8(v8f v) {
+  v = v == v ? v : v8f{} - INFINITY;
+  v8f t = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v = v < t ? t : v;
+  t = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v = v < t ? t : v;
+  t = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+  v = v < t ? t : v;
+  return v[0];
+}
+
 // Min / max of each per-token group of `rows` rows (group order). Groups of a multiple of 8
 // elements run 8 lanes at a time (the compiler leaves this reduction scalar), then fold the
 // lanes; min / max do not depend on the order for non-NaN values, and NaN is skipped either way.
@@ -63,10 +87,8 @@ KVSCOPE_CLONES void token_ranges(const float* x, int rows, int D, int g, float* 
           va = v < va ? v : va;
           vb = vb < v ? v : vb;
         }
-        for (int l = 0; l < 8; ++l) {
-          a = va[l] < a ? va[l] : a;
-          b = b < vb[l] ? vb[l] : b;
-        }
+        a = hmin8(va);
+        b = hmax8(vb);
       }
       for (int i = n8; i < n; ++i) {
         a = std::min(a, p[i]);
@@ -113,18 +135,9 @@ KVSCOPE_CLONES void token_encode(const float* x, int rows, int D, int g, const f
 typedef uint8_t v8u8 __attribute__((vector_size(8)));
 typedef uint8_t v32u8 __attribute__((vector_size(32)));
 
-// encode<M> on 8 elements (the same operations in the same order, so the same bits).
+// The rest of encode<M> from the rounded value q: the reconstruction (returned) and the codes.
 template <Mode M>
-inline v8f encode8(const v8f& x, const v8f& s, const v8f& z, float fq, uint8_t* codes) {
-  v8f v, lo, hi;
-  if constexpr (M == Mode::Sym) v = x / s, lo = v8f{} - fq, hi = v8f{} + fq;
-  else if constexpr (M == Mode::SymInverse) v = x * s, lo = v8f{} - fq, hi = v8f{} + fq;
-  else if constexpr (M == Mode::AsymFloat) v = (x - z) / s, lo = v8f{}, hi = v8f{} + fq;
-  else v = x / s, lo = -z, hi = fq - z;
-  v = v > lo ? v : lo;
-  v = v < hi ? v : hi;
-  constexpr float magic = 12582912.0f;  // rint_small
-  const v8f q = (v + magic) - magic;
+__attribute__((always_inline)) inline v8f finish8(const v8f& q, const v8f& s, const v8f& z, float fq, uint8_t* codes) {
   v8f y, c;
   if constexpr (M == Mode::Sym) y = q * s, c = q + fq;
   else if constexpr (M == Mode::SymInverse) y = q / s, c = q + fq;
@@ -137,15 +150,79 @@ inline v8f encode8(const v8f& x, const v8f& s, const v8f& z, float fq, uint8_t* 
   return y;
 }
 
-// n (a multiple of 8) elements with scalar (kColumns false) or per-column parameters: codes,
-// reconstruction if asked (y may be null), error sums into the block lanes, closed into `out`
-// whenever a block fills.
+// encode<M> on 8 elements (the same operations in the same order, so the same bits).
+template <Mode M>
+__attribute__((always_inline)) inline v8f encode8(const v8f& x, const v8f& s, const v8f& z, float fq, uint8_t* codes) {
+  v8f v, lo, hi;
+  if constexpr (M == Mode::Sym) v = x / s, lo = v8f{} - fq, hi = v8f{} + fq;
+  else if constexpr (M == Mode::SymInverse) v = x * s, lo = v8f{} - fq, hi = v8f{} + fq;
+  else if constexpr (M == Mode::AsymFloat) v = (x - z) / s, lo = v8f{}, hi = v8f{} + fq;
+  else v = x / s, lo = -z, hi = fq - z;
+  v = v > lo ? v : lo;
+  v = v < hi ? v : hi;
+  constexpr float magic = 12582912.0f;  // rint_small
+  const v8f q = (v + magic) - magic;
+  return finish8<M>(q, s, z, fq, codes);
+}
+
+// The stored bytes of the next tile, prefetched while the current one is encoded (the conversion
+// of a tile would otherwise wait on memory, with nothing else to do).
+struct Ahead {
+  const unsigned char* p = nullptr;
+  size_t bytes = 0;
+  // The share of the next tile's lines matching elements [i0, i1) of this tile's `count`.
+  void fetch(size_t i0, size_t i1, size_t count) const {
+    if (!p) return;
+    const size_t b1 = std::min(bytes, i1 * bytes / count + 64);
+    for (size_t b = i0 * bytes / count / 64 * 64; b < b1; b += 64) __builtin_prefetch(p + b, 0, 3);
+  }
+};
+
+// Codes, reconstruction if asked (y may be null) and error sums of `count` contiguous elements
+// (whole rows of D, a multiple of 8; nothing pending in `sums`). kColumns: the parameters of element
+// i are those of column i % D (arrays of D); else of group i / g, groups of g = 8 * 2^k <= 256
+// elements that tile the rows, so a 256-element error block holds whole groups: the block test
+// and the parameter broadcasts leave the inner loop.
 template <Mode M, bool kColumns>
-inline void encode_span(const float* x, int n, const float* s, const float* z, float fq, uint8_t* codes, float* y,
-                        BlockLanes& blk, ErrorSums* out) {
-  v8f sv = v8f{} + s[0], zv = v8f{} + z[0];
+KVSCOPE_CLONES void encode_tile_sums(const float* x, size_t count, int D, int g, const float* s, const float* z, float fq,
+                                     uint8_t* codes, float* y, ErrorLanes& sums, const Ahead& next) {
+  BlockLanes blk = sums.block();  // a local copy stays in registers (the byte stores may alias `sums`)
+  ErrorSums* out = sums.out();
+  for (size_t i = 0; i < count;) {
+    const size_t end = std::min(count, i + (BlockLanes::kBlock - blk.pos));
+    next.fetch(i, end, count);
+    if constexpr (kColumns) {
+      for (size_t c = i % D; i < end; i += 8) {
+        const v8f xv = load8(x + i);
+        const v8f yv = encode8<M>(xv, load8(s + c), load8(z + c), fq, codes + i);
+        if (y) store8(y + i, yv);
+        blk.add8(xv, yv);
+        c += 8;
+        c = c == static_cast<size_t>(D) ? 0 : c;
+      }
+    } else {
+      for (; i < end; i += g) {
+        const v8f sv = v8f{} + s[i / g], zv = v8f{} + z[i / g];
+        for (size_t j = i; j < i + g; j += 8) {
+          const v8f xv = load8(x + j);
+          const v8f yv = encode8<M>(xv, sv, zv, fq, codes + j);
+          if (y) store8(y + j, yv);
+          blk.add8(xv, yv);
+        }
+      }
+    }
+    if (blk.full()) blk.close(out), blk = BlockLanes{};
+  }
+  sums.block() = blk;
+}
+
+// n (a multiple of 8) elements with one group's parameters: codes, reconstruction if asked (y may
+// be null), error sums into the block lanes, closed into `out` whenever a block fills.
+template <Mode M>
+inline void encode_span(const float* x, int n, float s, float z, float fq, uint8_t* codes, float* y, BlockLanes& blk,
+                        ErrorSums* out) {
+  const v8f sv = v8f{} + s, zv = v8f{} + z;
   for (int i = 0; i < n; i += 8) {
-    if constexpr (kColumns) sv = load8(s + i), zv = load8(z + i);
     const v8f xv = load8(x + i);
     const v8f yv = encode8<M>(xv, sv, zv, fq, codes + i);
     if (y) store8(y + i, yv);
@@ -155,29 +232,18 @@ inline void encode_span(const float* x, int n, const float* s, const float* z, f
 }
 
 // token_encode + error sums in one pass, for groups of a multiple of 8 elements (D % 8 == 0,
-// g % 8 == 0, no single elements pending in `sums`); y (may be null) receives the reconstruction.
+// g % 8 == 0, no single elements pending in `sums`) of any length (encode_tile_sums takes the
+// groups of a power-of-two length that tile the rows); y (may be null) receives the reconstruction.
 template <Mode M>
 KVSCOPE_CLONES void token_encode_sums(const float* x, int rows, int D, int g, const float* s, const float* z, float fq,
                                       uint8_t* codes, float* y, ErrorLanes& sums) {
-  BlockLanes blk = sums.block();  // a local copy stays in registers (the byte stores may alias `sums`)
+  BlockLanes blk = sums.block();
   size_t k = 0;
   for (int r = 0; r < rows; ++r)
     for (int c0 = 0; c0 < D; c0 += g, ++k) {
       const size_t off = static_cast<size_t>(r) * D + c0;
-      encode_span<M, false>(x + off, std::min(g, D - c0), s + k, z + k, fq, codes + off, y ? y + off : nullptr, blk, sums.out());
+      encode_span<M>(x + off, std::min(g, D - c0), s[k], z[k], fq, codes + off, y ? y + off : nullptr, blk, sums.out());
     }
-  sums.block() = blk;
-}
-
-// encode_rows + error sums in one pass (D % 8 == 0, nothing pending).
-template <Mode M>
-KVSCOPE_CLONES void encode_rows_sums(const float* x, int rows, int D, const float* sc, const float* zc, float fq,
-                                     uint8_t* codes, float* y, ErrorLanes& sums) {
-  BlockLanes blk = sums.block();
-  for (int r = 0; r < rows; ++r) {
-    const size_t o = static_cast<size_t>(r) * D;
-    encode_span<M, true>(x + o, D, sc, zc, fq, codes + o, y ? y + o : nullptr, blk, sums.out());
-  }
   sums.block() = blk;
 }
 
@@ -231,15 +297,15 @@ void room(std::vector<float>& v, size_t n) {
 
 class Kernel {
  public:
-  Kernel(const StoredMatrix& X, QuantizedTensor& t, ErrorLanes& es, float* recon, Scratch& s)
-      : X_(X), t_(t), es_(es), recon_(recon), s_(s), D_(X.cols) {}
+  Kernel(const StoredMatrix& X, QuantizedTensor& t, ErrorLanes& es, float* recon, float* orig, Scratch& s)
+      : X_(X), t_(t), es_(es), recon_(recon), orig_(orig), s_(s), D_(X.cols) {}
 
   // Kept rows [r0, r1) of the matrix: fp16 bits at fp16_rows[dst_row], reconstruction as the decoder sees it.
   void fp_rows(int r0, int r1, int dst_row) {
     for (int r = r0; r < r1; r += tile_rows(D_)) {
       const int n = std::min(tile_rows(D_), r1 - r);
       const size_t count = static_cast<size_t>(n) * D_;
-      const float* x = load_rows(X_, r, n, s_.x);
+      const float* x = rows(r, n);
       uint16_t* bits = t_.fp16_rows.data() + static_cast<size_t>(dst_row + r - r0) * D_;
       to_f16_bits(x, count, bits);
       float* y = out_rows(recon_, r, D_, s_.y, count);
@@ -261,7 +327,7 @@ class Kernel {
         for (int r0 = 0; r0 < rq; r0 += tile_rows(D_)) {
           const int n = std::min(tile_rows(D_), rq - r0);
           const size_t count = static_cast<size_t>(n) * D_, gi = r0 * per_row, ng = n * per_row;
-          const float* x = load_rows(X_, h + r0, n, s_.x);
+          const float* x = rows(h + r0, n);
           codes_room(count);
           room(s_.mn, ng), room(s_.mx, ng), room(s_.zc, ng);
           float* sc = t_.scales.data() + gi;
@@ -278,7 +344,14 @@ class Kernel {
             params_many<M>(s_.mn.data(), s_.mx.data(), ng, t_.spec, fq, sc, zc);
           }
           if (D_ % 8 == 0 && g % 8 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
-            token_encode_sums<M>(x, n, D_, g, sc, zc, fq, s_.codes.data(), recon_ ? recon_ + (h + r0) * static_cast<size_t>(D_) : nullptr, es_);
+            float* y = recon_ ? recon_ + (h + r0) * static_cast<size_t>(D_) : nullptr;
+            // Groups of 8 * 2^k <= 256 elements that tile the rows: every error block (256
+            // elements from the start, rows of D before) starts at a group boundary.
+            if (D_ % g == 0 && g <= 256 && (g & (g - 1)) == 0 && es_.block().pos % g == 0) {
+              encode_tile_sums<M, false>(x, count, D_, g, sc, zc, fq, s_.codes.data(), y, es_, ahead(h + r0 + n));
+            } else {
+              token_encode_sums<M>(x, n, D_, g, sc, zc, fq, s_.codes.data(), y, es_);
+            }
             put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
           } else {
             float* y = out_rows(recon_, h + r0, D_, s_.y, count);
@@ -296,7 +369,7 @@ class Kernel {
           room(s_.sc, D_), room(s_.zc, D_);
           // One tile (converted once); whole-axis groups with clip search need every element per ratio.
           if (static_cast<size_t>(n) * D_ <= kMaxGroupTile || search) {
-            const float* x = load_rows(X_, h + r0, n, s_.x);
+            const float* x = rows(h + r0, n);
             reset_range();
             fold_range(x, n, D_, s_.mn.data(), s_.mx.data());
             if (search) {
@@ -313,7 +386,7 @@ class Kernel {
             reset_range();
             for (int r = r0; r < r0 + n; r += tile_rows(D_)) {
               const int m = std::min(tile_rows(D_), r0 + n - r);
-              fold_range(load_rows(X_, h + r, m, s_.x), m, D_, s_.mn.data(), s_.mx.data());
+              fold_range(rows(h + r, m), m, D_, s_.mn.data(), s_.mx.data());
             }
             params_many<M>(s_.mn.data(), s_.mx.data(), D_, t_.spec, fq, s_.sc.data(), s_.zc.data());
             store_columns(sc, zc);
@@ -324,7 +397,7 @@ class Kernel {
       case Axis::Head: {  // one group: a range pass, then an encoding pass
         Params p;
         if (search) {  // every element per candidate ratio: the whole region at once
-          const float* x = load_rows(X_, h, rq, s_.x);
+          const float* x = rows(h, rq);
           const GroupView all{x, static_cast<int64_t>(rq) * D_, 1};
           float mn, mx;
           range_of(all, &mn, &mx);
@@ -334,7 +407,7 @@ class Kernel {
           for (int r = 0; r < rq; r += tile_rows(D_)) {
             const int m = std::min(tile_rows(D_), rq - r);
             float mn, mx;
-            range_of(GroupView{load_rows(X_, h + r, m, s_.x), static_cast<int64_t>(m) * D_, 1}, &mn, &mx);
+            range_of(GroupView{rows(h + r, m), static_cast<int64_t>(m) * D_, 1}, &mn, &mx);
             a = std::min(a, mn);
             b = std::max(b, mx);
           }
@@ -352,6 +425,20 @@ class Kernel {
   }
 
  private:
+  // The stored rows after a tile that ends before row `r` (as many as the tile had, at most).
+  Ahead ahead(int r) const {
+    const int n = std::min(tile_rows(D_), X_.rows - r);
+    if (n <= 0) return {};
+    return {X_.row_ptr(r), static_cast<size_t>(n) * D_ * dtype_size(X_.dtype)};
+  }
+  // Rows [r0, r0 + n) of X in f32: converted into orig_ when the caller wants the originals
+  // (load_rows otherwise).
+  const float* rows(int r0, int n) {
+    if (!orig_) return load_rows(X_, r0, n, s_.x);
+    float* dst = orig_ + static_cast<size_t>(r0) * D_;
+    stored_to_f32(X_.dtype, X_.row_ptr(r0), static_cast<size_t>(n) * D_, dst);
+    return dst;
+  }
   void codes_room(size_t n) {
     if (s_.codes.size() < n) s_.codes.resize(n);
   }
@@ -373,7 +460,7 @@ class Kernel {
     codes_room(count);
     if (D_ % 8 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
       float* y = recon_ ? recon_ + static_cast<size_t>(t_.fp_head + r0) * D_ : nullptr;
-      encode_rows_sums<M>(x, n, D_, s_.sc.data(), s_.zc.data(), fq, s_.codes.data(), y, es_);
+      encode_tile_sums<M, true>(x, count, D_, 0, s_.sc.data(), s_.zc.data(), fq, s_.codes.data(), y, es_, ahead(t_.fp_head + r0 + n));
       put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
       return;
     }
@@ -386,7 +473,7 @@ class Kernel {
   void encode_pass(int r0, int n) {
     for (int r = r0; r < r0 + n; r += tile_rows(D_)) {
       const int m = std::min(tile_rows(D_), r0 + n - r);
-      encode_span_of_rows<M>(load_rows(X_, t_.fp_head + r, m, s_.x), r, m);
+      encode_span_of_rows<M>(rows(t_.fp_head + r, m), r, m);
     }
   }
   void emit(const float* x, const float* y, size_t count, size_t first_code) {
@@ -398,6 +485,7 @@ class Kernel {
   QuantizedTensor& t_;
   ErrorLanes& es_;
   float* recon_;
+  float* orig_;
   Scratch& s_;
   const int D_;
 };
@@ -416,7 +504,7 @@ size_t group_count(const QuantizedTensor& t) {
 }  // namespace
 
 QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, int fp_head, int fp_tail, ErrorSums* err,
-                                float* recon) {
+                                float* recon, float* orig) {
   if (X.dtype != DType::F16 && X.dtype != DType::BF16 && X.dtype != DType::F32)
     throw Error("quantizer: matrices are read as F16, BF16 or F32, not " + std::string(dtype_name(X.dtype)));
   std::string problem = check_tensor_quant(spec);
@@ -440,7 +528,7 @@ QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, 
   thread_local Scratch scratch;
   ErrorSums unused;
   ErrorLanes es(err ? err : &unused);
-  Kernel k(X, t, es, recon, scratch);
+  Kernel k(X, t, es, recon, orig, scratch);
   k.fp_rows(0, t.fp_head, 0);
   if (t.quantized_rows() > 0) {
     switch (mode_of(spec)) {
@@ -459,7 +547,7 @@ std::vector<StoredResult> quantize_stored_all(const std::vector<StoredJob>& jobs
   std::vector<StoredResult> out(jobs.size());
   parallel_for(static_cast<int64_t>(jobs.size()), [&](int64_t i) {
     const StoredJob& j = jobs[i];
-    out[i].q = quantize_stored(j.x, j.spec, j.fp_head, j.fp_tail, &out[i].err, j.recon);
+    out[i].q = quantize_stored(j.x, j.spec, j.fp_head, j.fp_tail, &out[i].err, j.recon, j.orig);
   });
   return out;
 }

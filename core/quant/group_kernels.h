@@ -23,8 +23,10 @@ namespace kvscope {
 
 // Quantizes x [rows, cols]; `err` (may be null) receives the error sums of x vs its
 // reconstruction; `recon` (may be null) receives the reconstruction, rows * cols floats.
+// `orig` (may be null) receives x in f32, rows * cols floats: the conversion the kernel does
+// anyway, for a caller that needs the originals too (attention metrics) without a second pass.
 QuantizedTensor quantize_stored(const StoredMatrix& x, const TensorQuant& spec, int fp_head = 0, int fp_tail = 0,
-                                ErrorSums* err = nullptr, float* recon = nullptr);
+                                ErrorSums* err = nullptr, float* recon = nullptr, float* orig = nullptr);
 
 // One matrix of a batch (typically one (layer, KV head, kind) slice of a dump).
 struct StoredJob {
@@ -32,6 +34,7 @@ struct StoredJob {
   TensorQuant spec;
   int fp_head = 0, fp_tail = 0;
   float* recon = nullptr;  // optional
+  float* orig = nullptr;   // optional: x in f32
 };
 
 struct StoredResult {

@@ -9,6 +9,7 @@
 #include "core/quant/formats/hadamard.h"
 #include "core/quant/head_plan.h"
 #include "core/quant/kvsmooth.h"
+#include "core/quant/report_totals.h"
 #include "core/util/error.h"
 #include "core/util/parallel.h"
 
@@ -116,7 +117,7 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
   if (opts.attention && !dump.has_q())
     throw Error("dump has no queries (layers.{L}.q); attention metrics need Q — capture them or disable attention metrics");
   const DumpShape& s = dump.shape;
-  const int T = s.tokens, D = s.head_dim, H = s.kv_heads;
+  const int H = s.kv_heads;
 
   // Progress: one unit per slice quantized, one per slice measured, four per attention head.
   const double slices = double(s.layers) * H * 2;
@@ -134,36 +135,21 @@ QuantizeReport quantize_dump(const KvDump& dump, const Policy& policy, const Qua
   if (opts.progress) mo.progress = [&](int64_t n) { opts.progress(double(units += n) / total_work); };
   DumpMetrics m = measure_dump(dump, q.dequantized, mo);
 
-  QuantizeReport r;
-  r.method = method_name(policy.method);
-  r.policy_name = policy.name;
-  r.policy_json = canonical_policy_json(policy);
-  r.shape = s;
-  r.model_id = dump.meta.model_id;
-  uint64_t kbits = 0, vbits = 0, kel = 0, vel = 0, sbits = 0, fixed = 0;
+  QuantizeReport r = report_header(policy, s, dump.meta.model_id);
+  uint64_t sbits = 0, fixed = 0, elements = 0;
   for (size_t i = 0; i < q.slices.size(); ++i) {
     const SliceResult& sr = q.slices[i];
     HeadMetrics& hm = m.per_head[i];
     hm.bits = sr.bits;
     hm.full_precision = sr.full_precision;
-    (hm.kind == 'k' ? kbits : vbits) += sr.bits;
-    (hm.kind == 'k' ? kel : vel) += hm.elements;
+    elements += hm.elements;
     sbits += sr.static_bits;
     fixed += sr.fixed_width_bits;
     r.calibration_seconds += sr.calibration_seconds;  // summed over slices (CPU seconds)
   }
-  if (policy.method->entropy_coded) r.fixed_width_bits_per_element = (kel + vel) ? double(fixed) / double(kel + vel) : 0;
-  r.k_nmse = m.k.nmse();
-  r.v_nmse = m.v.nmse();
-  r.k_cos = m.k.cos();
-  r.v_cos = m.v.cos();
-  r.k_bits_per_element = kel ? double(kbits) / kel : 0;
-  r.v_bits_per_element = vel ? double(vbits) / vel : 0;
-  r.bits_per_element = (kel + vel) ? double(kbits + vbits) / double(kel + vel) : 0;
-  r.static_bytes = double(sbits) / 8.0;
-  r.bytes_per_token = (double(kbits + vbits - sbits) / 8.0) / T;
-  r.fp16_bytes_per_token = double(s.layers) * H * D * 2 /*K,V*/ * 2 /*bytes*/;
+  if (policy.method->entropy_coded) r.fixed_width_bits_per_element = elements ? double(fixed) / double(elements) : 0;
   r.per_head = std::move(m.per_head);
+  fill_report_totals(r, m.k, m.v, sbits);
   r.attn_queries = m.attn_queries;
   if (opts.attention) {
     r.attention = std::move(m.attention);

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "core/metrics/attention.h"
+#include "core/metrics/attention_sample.h"
 #include "core/metrics/tensor_error.h"
 #include "tests/tolerances.h"
 
@@ -65,6 +66,43 @@ TEST_CASE("attention metrics: fast path agrees with the double-precision referen
   CHECK(same.out_nmse == 0);
   CHECK(same.kl_mean == Approx(0).margin(1e-9));
   CHECK(same.out_cos_min == Approx(1.0).epsilon(1e-6));
+}
+
+TEST_CASE("auto attention sample: 256 positions up to the demo's shape, fewer under the work budget") {
+  // The 4096-token demo (Qwen2.5-0.5B shape) and anything smaller keep 256.
+  CHECK(auto_attn_queries(24, 14, 64, 4096) == kDefaultAttnQueries);
+  CHECK(auto_attn_queries(5, 8, 8, 512) == kDefaultAttnQueries);
+  CHECK(sample_positions(100, auto_attn_queries(5, 8, 8, 100)).size() == 100u);  // all of a short dump
+  // Llama-3-8B shape at 8192 tokens: 256 positions would be 5.5e11 multiply-adds.
+  const int n = auto_attn_queries(32, 32, 128, 8192);
+  CHECK(n < kDefaultAttnQueries);
+  CHECK(n >= kMinAutoAttnQueries);
+  CHECK(attention_products(32, 32, 128, sample_positions(8192, n)) <= kAttnProductBudget);
+  CHECK(attention_products(32, 32, 128, sample_positions(8192, n + 1)) > kAttnProductBudget);
+  CHECK(auto_attn_queries(80, 64, 128, 131072) == kMinAutoAttnQueries);  // never below the floor
+  // Products count keys up to each position: 1 + 2 + 3 keys, 4 products per key and dimension.
+  CHECK(attention_products(1, 1, 2, {0, 1, 2}) == 6 * 2 * 4);
+}
+
+TEST_CASE("attention metrics: far-apart positions (few key blocks of very different lengths)") {
+  const int T = 300, D = 8, G = 2;
+  std::mt19937 g(7);
+  std::normal_distribution<float> n(0, 1);
+  std::vector<std::vector<float>> q(G, std::vector<float>(T * D));
+  std::vector<float> k(T * D), v(T * D), kq(T * D), vq(T * D);
+  for (auto& qq : q)
+    for (auto& x : qq) x = 1.5f * n(g);
+  for (int i = 0; i < T * D; ++i) k[i] = n(g), v[i] = n(g), kq[i] = k[i] + 0.2f * n(g), vq[i] = v[i] + 0.1f * n(g);
+  std::vector<const float*> qp;
+  for (auto& qq : q) qp.push_back(qq.data());
+  for (const std::vector<int>& pos : {std::vector<int>{0, 1, 2, 299}, std::vector<int>{5, 6, 7, 8, 9, 10, 11, 12, 13, 250, 299}}) {
+    auto fast = attention_error(qp, k.data(), v.data(), kq.data(), vq.data(), T, D, pos).metrics(0, 0);
+    auto ref = attention_error_reference(qp, k.data(), v.data(), kq.data(), vq.data(), T, D, pos).metrics(0, 0);
+    CHECK(fast.out_cos_mean == Approx(ref.out_cos_mean).epsilon(1e-5));
+    CHECK(fast.out_nmse == Approx(ref.out_nmse).epsilon(1e-4));
+    CHECK(fast.kl_mean == Approx(ref.kl_mean).epsilon(test::tol::kKlFloat));
+    CHECK(fast.logit_rmse == Approx(ref.logit_rmse).epsilon(1e-4));
+  }
 }
 
 TEST_CASE("attention metrics: position 0 attends only to itself") {

@@ -69,6 +69,14 @@ void check_same(const StoredMatrix& m, const std::vector<float>& values, const T
   QuantizedTensor again = quantize_stored(m, q, head, tail, &err2);
   REQUIRE(again.codes == got.codes);
   REQUIRE(same_sums(err2, want_err));
+  // Asking for the originals in f32 too: exactly the stored values, and nothing else changes.
+  ErrorSums err3;
+  std::vector<float> orig(values.size(), -7.0f);
+  QuantizedTensor third = quantize_stored(m, q, head, tail, &err3, nullptr, orig.data());
+  REQUIRE(third.codes == got.codes);
+  REQUIRE(third.scales == got.scales);
+  REQUIRE(same_sums(err3, want_err));
+  REQUIRE(std::memcmp(orig.data(), values.data(), values.size() * sizeof(float)) == 0);
 }
 
 }  // namespace
