@@ -37,7 +37,7 @@ struct SliceOutcome {
   // dequantizes them instead of quantizing the slice again; null otherwise.
   std::shared_ptr<const QuantizedTensor> packed;
 };
-inline constexpr double kPackedBudgetBytes = 256e6;
+inline constexpr double kPackedBudgetBytes = 640e6;
 struct AttentionOutcome {
   std::string key;  // K key + V key of the pair; empty: never computed
   int positions = 0;
