@@ -15,7 +15,7 @@ namespace kvscope {
 
 namespace {
 
-constexpr int64_t kRuntimeBytes = int64_t{300} << 20;  // libtorch + OpenBLAS buffers + stacks, measured ~250 MB
+constexpr int64_t kRuntimeBytes = int64_t{300} << 20;  // OpenBLAS buffers (128 MB a thread, lazily) + stacks + slack
 constexpr int64_t kScratchBytes = int64_t{32} << 20;   // weight rows converted for one sgemm block
 
 // "Key:   123 kB" from a /proc file, in bytes; -1 when absent.

@@ -1,6 +1,5 @@
 #include "core/tensor/compute_threads.h"
 
-#include <ATen/Parallel.h>
 #include <dlfcn.h>
 
 #include <mutex>
@@ -11,7 +10,8 @@ namespace kvscope {
 
 namespace {
 
-// Debian's libtorch links the BLAS alternative (OpenBLAS pthread here); find its setter at run time.
+// The BLAS alternative is OpenBLAS (pthread) where setup.sh installed it; its setter is found at run
+// time so that another BLAS (no such function) still links and runs single-threaded by its own rules.
 void set_blas_threads(int n) {
   using SetThreads = void (*)(int);
   static auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
@@ -29,7 +29,6 @@ int blas_threads() {
 void configure_compute_threads() {
   static std::once_flag once;
   std::call_once(once, [] {
-    at::set_num_threads(1);
     set_blas_threads(worker_threads());
   });
 }

@@ -1,10 +1,9 @@
 #pragma once
-// How libtorch and BLAS use the cores, set once per process before the first tensor op that
-// matters (model forward, attention metrics): matrix products run in OpenBLAS on
-// worker_threads() threads, ATen's own OpenMP intra-op pool stays at one thread. Measured on the
-// shared 2-core machine (bench_model): with a 2-thread OpenMP pool a 256-token prefill took
-// 0.6-3.8 s instead of 0.07-0.19 s whenever another process held a core, because every small
-// elementwise op ends in an OpenMP barrier that waits for a descheduled thread.
+// How BLAS uses the cores, set once per process before the first matrix product that matters
+// (model forward, attention metrics): products run in OpenBLAS on worker_threads() threads.
+// (kvscope no longer links libtorch, whose OpenMP intra-op pool had to be kept at one thread: on
+// the shared 2-core machine a 2-thread pool made a 256-token prefill take 0.6-3.8 s instead of
+// 0.07-0.19 s whenever another process held a core.)
 namespace kvscope {
 
 void configure_compute_threads();

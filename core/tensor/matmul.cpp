@@ -1,7 +1,5 @@
 #include "core/tensor/matmul.h"
 
-#include <ATen/ATen.h>
-#include <dlfcn.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -9,6 +7,11 @@
 #include <vector>
 
 #include "core/tensor/worker_pool.h"
+
+// cblas_sgemm of the system's BLAS (OpenBLAS; core/CMakeLists.txt links libblas). Declared here:
+// Debian ships the library without a cblas.h in the runtime package.
+extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha, const float* a,
+                            int lda, const float* b, int ldb, float beta, float* c, int ldc);
 
 namespace kvscope {
 
@@ -89,14 +92,6 @@ __attribute__((target("avx2,fma,f16c"))) void convert_avx2(DType t, const unsign
   for (; i < n; ++i) dst[i] = load1(t, src + i * es);
 }
 
-// ---- sgemm through OpenBLAS's cblas (found at run time: libtorch links it) ------------------
-
-using CblasSgemm = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
-                            int);
-CblasSgemm cblas_sgemm_fn() {
-  static const auto fn = reinterpret_cast<CblasSgemm>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
-  return fn;
-}
 
 constexpr int64_t kScratchFloats = int64_t{8} << 20;  // 32 MB of converted weight rows per block
 
@@ -150,21 +145,10 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  if (auto fn = cblas_sgemm_fn()) {
-    constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
-    fn(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(m), static_cast<int>(n),
-       static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
-    return;
-  }
-  // No cblas in the process: the same product through libtorch (its BLAS), copied into C.
-  at::Tensor A = trans_a ? at::from_blob(const_cast<float*>(a), {k, m}, {lda, 1}).t()
-                         : at::from_blob(const_cast<float*>(a), {m, k}, {lda, 1});
-  at::Tensor B = trans_b ? at::from_blob(const_cast<float*>(b), {n, k}, {ldb, 1}).t()
-                         : at::from_blob(const_cast<float*>(b), {k, n}, {ldb, 1});
-  at::Tensor C = at::from_blob(c, {m, n}, {ldc, 1});
-  at::Tensor r = at::mm(A, B).mul_(alpha);
-  if (beta == 0.f) C.copy_(r);
-  else C.mul_(beta).add_(r);
+  constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+  cblas_sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
+              static_cast<int>(ldc));
 }
 
 void gemm_stored(const float* x, int64_t n, int64_t ldx, const WeightMatrix& w, float* y, int64_t ldy) {

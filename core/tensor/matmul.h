@@ -34,7 +34,7 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads);
 // Y[:, 0:w.rows] = X W^T for X [n, w.cols] (row stride ldx) and Y with row stride ldy.
 void gemm_stored(const float* x, int64_t n, int64_t ldx, const WeightMatrix& w, float* y, int64_t ldy);
 
-// Row-major C[m, n] = alpha * op(A) op(B) + beta * C (OpenBLAS cblas_sgemm; libtorch fallback).
+// Row-major C[m, n] = alpha * op(A) op(B) + beta * C (the system BLAS: OpenBLAS cblas_sgemm).
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
