@@ -1,5 +1,6 @@
 // kvscope: desktop lab for KV-cache quantization. `kvscope` alone opens the GUI on the built-in demo.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
@@ -8,6 +9,16 @@
 #include "core/model/memory_plan.h"
 #include "core/util/error.h"
 #include "core/util/interrupt.h"
+
+namespace {
+// An error exit, after the one line: everything of ours is unwound by then, so the libraries' exit
+// handlers are skipped. Under a tight address-space cap (prlimit --as of ~0.2 GB) OpenBLAS's worker
+// threads never get their buffers and its exit handler would wait for them forever.
+int error_exit(int code) {
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"kvscope " KVSCOPE_VERSION " - a lab for KV-cache quantization of LLMs"};
@@ -24,19 +35,19 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const kvscope::Error& e) {
     std::fprintf(stderr, "kvscope: error: %s\n", e.what());
-    return 1;
+    return error_exit(1);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "kvscope: error: %s\n", kvscope::out_of_memory_message().c_str());
-    return 1;
+    return error_exit(1);
   } catch (const std::exception& e) {
-    // c10::Error carries a C++ stack trace after its first line: the user gets the first line only.
+    // An exception text may carry more lines (a stack trace): the user gets the first line only.
     const std::string what = e.what();
     if (what.find("can't allocate memory") != std::string::npos || what.find("not enough memory") != std::string::npos) {
       std::fprintf(stderr, "kvscope: error: %s\n", kvscope::out_of_memory_message().c_str());
-      return 1;
+      return error_exit(1);
     }
     std::fprintf(stderr, "kvscope: internal error: %s\n", what.substr(0, what.find('\n')).c_str());
-    return 2;
+    return error_exit(2);
   }
   return 0;
 }

@@ -101,6 +101,13 @@ TEST_CASE("commands refuse in one line when the model does not fit") {
     CHECK(r.status == 1);
     CHECK(lines(r.err) == 1);
     CHECK_THAT(r.err, Catch::Contains(model) && Catch::Contains("RLIMIT_AS"));
+    // So tight that OpenBLAS's own threads get no buffers: still the one line and exit 1, no hang at
+    // exit (its exit handler waited for those threads forever; 124 = timeout's status).
+    const Run tight = run_kvscope("timeout 60 prlimit --as=200000000",
+                                  "generate --model " + model + " --prompt 'Once upon a time' --max-new 4", dir);
+    INFO(tight.err);
+    CHECK(tight.status == 1);
+    CHECK(lines(tight.err) == 1);
   }
 #endif
 }
