@@ -4,30 +4,20 @@
 // quantize_dump of the same policy, bit for bit.
 #include <catch2/catch.hpp>
 
-#include <chrono>
-#include <thread>
-
 #include "app/gui/live_quant.h"
 #include "app/gui/workspace.h"
 #include "core/quant/quantize_dump.h"
 #include "core/synth/synth.h"
 #include "test_util.h"
+#include "tests/app/workspace_ticks.h"
 
 using namespace kvscope;
 using namespace kvscope::gui;
 
 namespace {
 
-template <typename Done>
-void tick_until(Workspace& ws, Done done, double seconds = 60) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) FAIL("workspace jobs still running after " << seconds << " s");
-    ws.tick();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-}
-void settle(Workspace& ws) { tick_until(ws, [&] { return ws.idle(); }); }
+using kvscope::gui::test::settle;
+using kvscope::gui::test::tick_until;
 
 SynthOptions small_synth() {
   SynthOptions so;
