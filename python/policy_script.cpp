@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/dump/kv_dump.h"
@@ -47,22 +48,297 @@ int effective_bits(const Policy& p, int layer, int head, char kind) {
   return q.full_precision ? 16 : q.bits;
 }
 
-// One value per (layer, kind) that kvscope keeps once per policy (or per kind): all calls must agree.
+// Hooks called once per (layer, kind) with (layer_id, kv_kind, request_meta) that return one scalar,
+// in the order they are called. A Field becomes part of that (layer, kind)'s override rule; a
+// PerPolicy / PerKind value is kept once per policy (per kind): all calls must agree.
+struct KindHook {
+  const char* name;
+  enum Type { Int, Float, Bool, Family } type;
+  double lo, hi;
+  bool lo_open;
+  enum Scope { Field, PerPolicy, PerKind } scope;
+};
+const KindHook kKindHooks[] = {
+    {"group_size", KindHook::Int, 0, 1 << 20, false, KindHook::Field},
+    {"clip_ratio", KindHook::Float, 0.0, 1.0, true, KindHook::Field},
+    {"symmetric", KindHook::Bool, 0, 0, false, KindHook::Field},
+    {"quantizer_family", KindHook::Family, 0, 0, false, KindHook::PerPolicy},
+    {"sink_tokens", KindHook::Int, 0, 1 << 24, false, KindHook::PerPolicy},
+    {"outliers_ratio", KindHook::Float, 0.0, 0.5, false, KindHook::PerKind},
+    {"use_attentions", KindHook::Bool, 0, 0, false, KindHook::PerPolicy},
+    {"last_n_attentions", KindHook::Int, 1, 1 << 20, false, KindHook::PerPolicy},
+    {"target_quantization_error", KindHook::Float, 0.0, 1e30, true, KindHook::PerKind},
+    {"q_norm", KindHook::Float, 0.0, 1e30, false, KindHook::PerPolicy},
+};
+
+// One value per policy (or per kind) that all calls must agree on.
 struct Uniform {
   json value;
   std::string first_call;
-  void add(const std::string& path, const char* hook, const std::string& call_desc, const json& v) {
+  void add(const std::string& path, const char* hook, bool per_kind, const std::string& call_desc, const json& v) {
     if (value.is_null()) {
       value = v;
       first_call = call_desc;
     } else if (value != v) {
-      fail(path, "{} returned {} but {} returned {}: kvscope keeps one {} per policy{}", call_desc, v.dump(),
-           first_call, value.dump(), hook, std::string(hook) == "outliers_ratio" ? " and kind" : "");
+      fail(path, "{} returned {} but {} returned {}: kvscope keeps one {} per policy{}", call_desc, v.dump(), first_call,
+           value.dump(), hook, per_kind ? " and kind" : "");
     }
   }
 };
 
 std::string kind_arg(char kind) { return kind == 'k' ? "'k'" : "'v'"; }
+
+Policy load_base(const std::string& path, const std::string& base_name) {
+  try {
+    if (fs::path(base_name).extension() != ".json") return load_preset(base_name);
+    const fs::path p = fs::path(base_name).is_relative() ? fs::path(path).parent_path() / base_name : fs::path(base_name);
+    return load_policy_file(p.string());
+  } catch (const Error& e) {
+    fail(path, "BASE = '{}': {}", base_name, e.what());
+  }
+}
+
+// Plans one policy from a script: the base policy's JSON, then the hooks' decisions layer by layer
+// as override rules, then the values kept once per policy. Runs with the GIL held.
+class Planner {
+ public:
+  Planner(const std::string& path, const std::string& source, const ScriptTarget& target, py::object module, Hooks& pl)
+      : path_(path), source_(source), target_(target), module_(std::move(module)), pl_(pl) {}
+
+  json plan() {
+    for (const char* hook : kUnsupportedHooks)
+      if (pl_.defined(hook))
+        fail(path_, "AdaptiveQuantPolicy.{} has no kvscope equivalent yet (express it with choose_axis or quantizer_family)", hook);
+    start_doc();
+    make_meta();
+    if (pl_.defined("calibration_mode")) plan_calibration();
+    for (int l = 0; l < target_.layers; ++l) {
+      if (pl_.defined("residual_length")) plan_residual(l);
+      for (char kind : {'k', 'v'}) plan_kind(l, kind);
+    }
+    finish_doc();
+    return doc_;
+  }
+
+ private:
+  // The base policy: hooks the class leaves out keep its settings.
+  void start_doc() {
+    if (py::hasattr(module_, "BASE")) {
+      const py::object b = module_.attr("BASE");
+      if (!PyUnicode_Check(b.ptr())) fail(path_, "BASE = {}: must be a preset name or a JSON policy file", short_repr(b));
+      base_name_ = b.cast<std::string>();
+    }
+    doc_ = policy_to_json(load_base(path_, base_name_));
+    doc_.erase("script");
+    doc_["name"] = fs::path(path_).stem().string();
+    doc_["description"] = "policy script " + fs::path(path_).filename().string() + " on base " + base_name_;
+    if (py::hasattr(module_, "BUDGET")) doc_["budget"] = to_json(path_, "BUDGET", module_.attr("BUDGET"));
+    if (py::hasattr(module_, "HEAD_GROUP_SIZE"))
+      doc_["head_group_size"] = pl_.as_int("HEAD_GROUP_SIZE", module_.attr("HEAD_GROUP_SIZE"), 1, 1 << 16);
+    pre_ = parse_policy(doc_, path_);  // the base with the module's budget: validated
+    budget_ = pre_.budget.max_avg_bits;
+    entries_ = 2LL * target_.layers * target_.kv_heads;
+    if (doc_.contains("overrides")) overrides_ = doc_["overrides"];
+    for (const char* hook : kStaticHooks)
+      if (pl_.defined(hook)) used_.push_back(hook);
+  }
+
+  void make_meta() {
+    meta_["model"] = target_.model_id;
+    meta_["layers"] = target_.layers;
+    meta_["kv_heads"] = target_.kv_heads;
+    meta_["head_dim"] = target_.head_dim;
+    meta_["tokens"] = target_.tokens;
+    meta_["source"] = target_.source;
+  }
+
+  py::dict budget_state() const {
+    py::dict b;
+    b["max_avg_bits"] = budget_;
+    b["bits_spent"] = spent_;
+    b["entries_done"] = done_;
+    b["entries_total"] = entries_;
+    b["bits_left"] = budget_ > 0 ? py::object(py::float_(budget_ * static_cast<double>(entries_) - static_cast<double>(spent_)))
+                                 : py::object(py::none());
+    b["tokens"] = target_.tokens;
+    return b;
+  }
+
+  void plan_calibration() {
+    const std::string d = "calibration_mode(workload_meta, budget_state)";
+    const std::string mode = pl_.as_str(d, pl_.call("calibration_mode", d, meta_, budget_state()), {"none", "text", "online"});
+    decisions_.push_back({{"hook", "calibration_mode"}, {"value", mode}});
+    if (mode == "none") doc_.erase("calibration");
+    else doc_["calibration"]["mode"] = mode;
+  }
+
+  void plan_residual(int l) {
+    const std::string d = fmt::format("residual_length(layer_id={}, request_meta)", l);
+    const int r = static_cast<int>(pl_.as_int(d, pl_.call("residual_length", d, l, meta_), 0, 1 << 24));
+    residuals_.push_back(r);
+    decisions_.push_back({{"hook", "residual_length"}, {"layer", l}, {"value", r}});
+  }
+
+  void plan_kind(int l, char kind) {
+    const std::string kv(1, kind);
+    auto record = [&](const char* hook, const json& v) {
+      decisions_.push_back({{"hook", hook}, {"layer", l}, {"kind", kv}, {"value", v}});
+    };
+    json fields = json::object();
+    if (pl_.defined("choose_axis")) {
+      const std::string d = fmt::format("choose_axis(layer_id={}, kv_kind={})", l, kind_arg(kind));
+      const std::string axis = pl_.as_str(d, pl_.call("choose_axis", d, l, kv), {"token", "channel", "head"});
+      fields["axis"] = axis;
+      record("choose_axis", axis);
+    }
+    for (const KindHook& h : kKindHooks) {
+      if (!pl_.defined(h.name)) continue;
+      const std::string d = fmt::format("{}(layer_id={}, kv_kind={}, request_meta)", h.name, l, kind_arg(kind));
+      const json v = kind_hook_value(h, d, pl_.call(h.name, d, l, kv, meta_));
+      if (h.scope == KindHook::Field) fields[h.name] = v;
+      else uniform_[h.scope == KindHook::PerKind ? std::string(h.name) + "/" + kv : h.name].add(path_, h.name, h.scope == KindHook::PerKind, d, v);
+      record(h.name, v);
+    }
+    const auto [lo, hi] = bit_range(l, kind, record);
+    json layer_bits = json::array();
+    for (int h = 0; h < target_.kv_heads; ++h) layer_bits.push_back(effective_bits(pre_, l, h, kind));
+    // Replay asks choose_bits per block as tokens leave the window (python/policy_blocks.h), not here.
+    if (pl_.defined("choose_bits") && target_.source != "replay") {
+      choose_bits(l, kind, fields, lo, hi, layer_bits);
+    } else {
+      if (!fields.empty()) {
+        json rule = fields;
+        rule["layers"] = {l};
+        rule["kind"] = kv;
+        overrides_.push_back(rule);
+      }
+      for (const json& b : layer_bits) spent_ += b.get<int>();
+      done_ += target_.kv_heads;
+    }
+    bits_record_[kv].push_back(layer_bits);
+  }
+
+  json kind_hook_value(const KindHook& h, const std::string& d, const py::object& v) const {
+    switch (h.type) {
+      case KindHook::Int: return pl_.as_int(d, v, static_cast<long long>(h.lo), static_cast<long long>(h.hi));
+      case KindHook::Float: return pl_.as_float(d, v, h.lo, h.hi, h.lo_open);
+      case KindHook::Bool: return pl_.as_bool(d, v);
+      case KindHook::Family: {
+        std::vector<std::string> families;  // the method registry's names
+        for (const QuantMethod* m : all_methods()) families.push_back(m->name);
+        return pl_.as_str(d, v, families);
+      }
+    }
+    return json();
+  }
+
+  template <typename Record>
+  std::pair<int, int> bit_range(int l, char kind, const Record& record) {
+    if (!pl_.defined("bit_range")) return {pre_.budget.min_bits, pre_.budget.max_bits};
+    const std::string d = fmt::format("bit_range(layer_id={}, kv_kind={}, request_meta, budget_state)", l, kind_arg(kind));
+    const py::object v = pl_.call("bit_range", d, l, std::string(1, kind), meta_, budget_state());
+    if (!(PyTuple_Check(v.ptr()) || PyList_Check(v.ptr())) || py::len(v) != 2) pl_.bad(d, v, "must be a tuple (min_bits, max_bits)");
+    const py::sequence seq = py::reinterpret_borrow<py::sequence>(v);
+    const int a = static_cast<int>(pl_.as_int(d, seq[0], 1, 16)), b = static_cast<int>(pl_.as_int(d, seq[1], 1, 16));
+    if (a > b) pl_.bad(d, v, "min_bits must be <= max_bits");
+    if (a < pre_.budget.min_bits || b > pre_.budget.max_bits)
+      pl_.bad(d, v, fmt::format("outside the budget's bit_range [{}, {}]", pre_.budget.min_bits, pre_.budget.max_bits));
+    record("bit_range", json::array({a, b}));
+    return {a, b};
+  }
+
+  // choose_bits once per head group of (layer, kind), checked against the bit range and the budget.
+  void choose_bits(int l, char kind, const json& fields, int lo, int hi, json& layer_bits) {
+    const std::string kv(1, kind);
+    const int H = target_.kv_heads, G = pre_.head_group_size, groups = (H + G - 1) / G;
+    for (int g = 0; g < groups; ++g) {
+      const int h0 = g * G, h1 = std::min(H, h0 + G), n = h1 - h0;
+      const std::string d = fmt::format(
+          "choose_bits(layer_id={}, kv_kind={}, head_group={}, token_stats, budget_state={{bits_spent: {}, entries_done: {}}})", l,
+          kind_arg(kind), g, spent_, done_);
+      const KvDump* dump = target_.dump;
+      const py::object stats = dump ? py::object(token_stats(kind == 'k' ? dump->k(l, h0) : dump->v(l, h0), dump->head_elems(),
+                                                             dump->shape.tokens, dump->shape.head_dim, h0, h1))
+                                    : py::object(py::none());
+      const py::object v = pl_.call("choose_bits", d, l, kv, g, stats, budget_state());
+      const int b = static_cast<int>(pl_.as_int(d, v, 1, 16));
+      if (b != 16 && (b < lo || b > hi || b > 8))
+        pl_.bad(d, v, fmt::format("outside the bit range [{}, {}] (at most 8; 16 keeps fp16)", lo, std::min(hi, 8)));
+      if (b == 16 && hi < 16) pl_.bad(d, v, fmt::format("16 (fp16) is outside the bit range [{}, {}]", lo, hi));
+      const long long after = spent_ + static_cast<long long>(b) * n, left = entries_ - done_ - n;
+      const double total = budget_ * static_cast<double>(entries_);
+      if (budget_ > 0 && static_cast<double>(after + left * pre_.budget.min_bits) > total + 1e-9)
+        pl_.bad(d, v, fmt::format("overspends the budget of {:g} bits per KV entry ({} of {:g} bits would be spent with "
+                                  "{} entries left, which need at least {} bits each)",
+                                  budget_, after, total, left, pre_.budget.min_bits));
+      spent_ = after;
+      done_ += n;
+      json rule = fields;
+      rule["layers"] = {l};
+      rule["head_groups"] = {g};
+      rule["kind"] = kv;
+      if (b != 16) rule["bits"] = b;
+      rule["fp16"] = b == 16;
+      overrides_.push_back(rule);
+      for (int h = h0; h < h1; ++h) layer_bits[h] = b;
+      decisions_.push_back({{"hook", "choose_bits"}, {"layer", l}, {"kind", kv}, {"head_group", g}, {"value", b}});
+    }
+  }
+
+  const json& kept(const std::string& key) { return uniform_[key].value; }
+
+  // The values kept once per policy, the overrides, the budget check and the script record.
+  void finish_doc() {
+    if (!residuals_.empty()) {
+      doc_.erase("residual_layers");
+      if (std::all_of(residuals_.begin(), residuals_.end(), [&](int r) { return r == residuals_[0]; }))
+        doc_["residual"] = residuals_[0];
+      else
+        doc_["residual_layers"] = residuals_;
+    }
+    auto per_kind = [&](const char* hook, double k, double v) {
+      const json &a = kept(std::string(hook) + "/k"), &b = kept(std::string(hook) + "/v");
+      return a.is_null() && b.is_null() ? json() : json{{"k", a.is_null() ? json(k) : a}, {"v", b.is_null() ? json(v) : b}};
+    };
+    if (!kept("quantizer_family").is_null()) doc_["method"] = kept("quantizer_family");
+    if (!kept("sink_tokens").is_null()) doc_["sink_tokens"] = kept("sink_tokens");
+    if (json r = per_kind("outliers_ratio", pre_.outliers_ratio_k, pre_.outliers_ratio_v); !r.is_null()) doc_["outliers_ratio"] = r;
+    if (!kept("use_attentions").is_null()) doc_["attention"]["use_attentions"] = kept("use_attentions");
+    if (!kept("last_n_attentions").is_null()) doc_["attention"]["last_n_attentions"] = kept("last_n_attentions");
+    if (const json& q = kept("q_norm"); !q.is_null()) doc_["attention"]["q_norm"] = q.get<double>() == 0 ? json("measured") : q;
+    if (json t = per_kind("target_quantization_error", pre_.attention.target_k, pre_.attention.target_v); !t.is_null())
+      doc_["attention"]["target_quantization_error"] = t;
+    if (!overrides_.empty()) doc_["overrides"] = overrides_;
+    if (budget_ > 0 && static_cast<double>(spent_) > budget_ * static_cast<double>(entries_) + 1e-9)
+      fail(path_, "the planned bits average {:.4g} per KV entry, over BUDGET's {:g} (hooks left out keep the base's bits)",
+           static_cast<double>(spent_) / static_cast<double>(entries_), budget_);
+    const bool per_block = target_.source == "replay";
+    doc_["script"] = {{"path", fs::absolute(path_).lexically_normal().string()},
+                      {"hash", hash_text(source_)},
+                      {"source", source_},
+                      {"base", base_name_},
+                      {"hooks", used_},
+                      {"decisions", decisions_},
+                      {"choose_bits", !pl_.defined("choose_bits") ? "not defined" : per_block ? "per block" : "planned"},
+                      {"bits", bits_record_}};
+  }
+
+  const std::string& path_;
+  const std::string& source_;
+  const ScriptTarget& target_;
+  py::object module_;
+  Hooks& pl_;
+  std::string base_name_ = "kivi-2";
+  json doc_, decisions_ = json::array(), overrides_ = json::array();
+  json bits_record_ = {{"k", json::array()}, {"v", json::array()}};
+  Policy pre_;
+  double budget_ = 0;
+  long long entries_ = 0, spent_ = 0, done_ = 0;
+  py::dict meta_;
+  std::vector<int> residuals_;
+  std::map<std::string, Uniform> uniform_;
+  std::vector<std::string> used_;
+};
 
 }  // namespace
 
@@ -79,9 +355,8 @@ std::string check_policy_script(const std::string& path) {
 
 Policy plan_policy_script(const std::string& path, const ScriptTarget& target) {
   const std::string source = read_file(path, "policy script");
-  const int L = target.layers, H = target.kv_heads;
-  if (L <= 0 || H <= 0) fail(path, "nothing to plan for ({} layers x {} KV heads)", L, H);
-  json doc, record;
+  if (target.layers <= 0 || target.kv_heads <= 0) fail(path, "nothing to plan for ({} layers x {} KV heads)", target.layers, target.kv_heads);
+  json doc;
   python::with_gil([&] {
     py::object module = load_module(path, source);
     py::object cls = policy_class(path, module);
@@ -92,259 +367,9 @@ Policy plan_policy_script(const std::string& path, const ScriptTarget& target) {
       throw Error(describe(e, path) + " (in AdaptiveQuantPolicy())");
     }
     Hooks pl(path, inst);
-    for (const char* hook : kUnsupportedHooks)
-      if (pl.defined(hook))
-        fail(path, "AdaptiveQuantPolicy.{} has no kvscope equivalent yet (express it with choose_axis or quantizer_family)", hook);
-
-    // The base policy: hooks the class leaves out keep its settings.
-    std::string base_name = "kivi-2";
-    if (py::hasattr(module, "BASE")) {
-      const py::object b = module.attr("BASE");
-      if (!PyUnicode_Check(b.ptr())) fail(path, "BASE = {}: must be a preset name or a JSON policy file", short_repr(b));
-      base_name = b.cast<std::string>();
-    }
-    Policy base;
-    try {
-      if (fs::path(base_name).extension() == ".json") {
-        const fs::path p = fs::path(base_name).is_relative() ? fs::path(path).parent_path() / base_name : fs::path(base_name);
-        base = load_policy_file(p.string());
-      } else {
-        base = load_preset(base_name);
-      }
-    } catch (const Error& e) {
-      fail(path, "BASE = '{}': {}", base_name, e.what());
-    }
-    doc = policy_to_json(base);
-    doc.erase("script");
-    doc["name"] = fs::path(path).stem().string();
-    doc["description"] = "policy script " + fs::path(path).filename().string() + " on base " + base_name;
-    if (py::hasattr(module, "BUDGET")) doc["budget"] = to_json(path, "BUDGET", module.attr("BUDGET"));
-    if (py::hasattr(module, "HEAD_GROUP_SIZE"))
-      doc["head_group_size"] = pl.as_int("HEAD_GROUP_SIZE", module.attr("HEAD_GROUP_SIZE"), 1, 1 << 16);
-    const Policy pre = parse_policy(doc, path);  // the base with the module's budget: validated
-    const int G = pre.head_group_size, groups = (H + G - 1) / G;
-    const double B = pre.budget.max_avg_bits;
-    const long long entries = 2LL * L * H;
-
-    py::dict meta;
-    meta["model"] = target.model_id;
-    meta["layers"] = L;
-    meta["kv_heads"] = H;
-    meta["head_dim"] = target.head_dim;
-    meta["tokens"] = target.tokens;
-    meta["source"] = target.source;
-    long long spent = 0, done = 0;
-    auto budget_state = [&] {
-      py::dict b;
-      b["max_avg_bits"] = B;
-      b["bits_spent"] = spent;
-      b["entries_done"] = done;
-      b["entries_total"] = entries;
-      b["bits_left"] = B > 0 ? py::object(py::float_(B * static_cast<double>(entries) - static_cast<double>(spent)))
-                             : py::object(py::none());
-      b["tokens"] = target.tokens;
-      return b;
-    };
-    const std::string meta_desc = "request_meta";
-    // Replay asks choose_bits per block as tokens leave the window (python/policy_blocks.h), not here.
-    const bool per_block = target.source == "replay";
-
-    json decisions = json::array(), overrides = doc.contains("overrides") ? doc["overrides"] : json::array();
-    json bits_record = {{"k", json::array()}, {"v", json::array()}};
-    std::vector<int> residuals;
-    Uniform family, sinks, use_attn, last_n, qnorm, ratio[2], target_err[2];
-    std::vector<std::string> used;
-    for (const char* hook : kStaticHooks)
-      if (pl.defined(hook)) used.push_back(hook);
-
-    if (pl.defined("calibration_mode")) {
-      const std::string d = "calibration_mode(workload_meta, budget_state)";
-      const std::string mode = pl.as_str(d, pl.call("calibration_mode", d, meta, budget_state()), {"none", "text", "online"});
-      decisions.push_back({{"hook", "calibration_mode"}, {"value", mode}});
-      if (mode == "none") doc.erase("calibration");
-      else doc["calibration"]["mode"] = mode;
-    }
-    for (int l = 0; l < L; ++l) {
-      if (pl.defined("residual_length")) {
-        const std::string d = fmt::format("residual_length(layer_id={}, request_meta)", l);
-        const int r = static_cast<int>(pl.as_int(d, pl.call("residual_length", d, l, meta), 0, 1 << 24));
-        residuals.push_back(r);
-        decisions.push_back({{"hook", "residual_length"}, {"layer", l}, {"value", r}});
-      }
-      for (char kind : {'k', 'v'}) {
-        const std::string kv(1, kind);
-        const int ki = kind == 'k' ? 0 : 1;
-        auto args3 = [&](const char* hook) { return fmt::format("{}(layer_id={}, kv_kind={}, {})", hook, l, kind_arg(kind), meta_desc); };
-        auto record_decision = [&](const char* hook, const json& v) {
-          decisions.push_back({{"hook", hook}, {"layer", l}, {"kind", kv}, {"value", v}});
-        };
-        json fields = json::object();
-        if (pl.defined("choose_axis")) {
-          const std::string d = fmt::format("choose_axis(layer_id={}, kv_kind={})", l, kind_arg(kind));
-          const std::string axis = pl.as_str(d, pl.call("choose_axis", d, l, kv), {"token", "channel", "head"});
-          fields["axis"] = axis;
-          record_decision("choose_axis", axis);
-        }
-        if (pl.defined("group_size")) {
-          const std::string d = args3("group_size");
-          const long long g = pl.as_int(d, pl.call("group_size", d, l, kv, meta), 0, 1 << 20);
-          fields["group_size"] = g;
-          record_decision("group_size", g);
-        }
-        if (pl.defined("clip_ratio")) {
-          const std::string d = args3("clip_ratio");
-          const double c = pl.as_float(d, pl.call("clip_ratio", d, l, kv, meta), 0.0, 1.0, true);
-          fields["clip_ratio"] = c;
-          record_decision("clip_ratio", c);
-        }
-        if (pl.defined("symmetric")) {
-          const std::string d = args3("symmetric");
-          const bool s = pl.as_bool(d, pl.call("symmetric", d, l, kv, meta));
-          fields["symmetric"] = s;
-          record_decision("symmetric", s);
-        }
-        if (pl.defined("quantizer_family")) {
-          const std::string d = args3("quantizer_family");
-          std::vector<std::string> families;  // the method registry's names
-          for (const QuantMethod* m : all_methods()) families.push_back(m->name);
-          const std::string f = pl.as_str(d, pl.call("quantizer_family", d, l, kv, meta), families);
-          family.add(path, "quantizer_family", d, f);
-          record_decision("quantizer_family", f);
-        }
-        if (pl.defined("sink_tokens")) {
-          const std::string d = args3("sink_tokens");
-          const long long s = pl.as_int(d, pl.call("sink_tokens", d, l, kv, meta), 0, 1 << 24);
-          sinks.add(path, "sink_tokens", d, s);
-          record_decision("sink_tokens", s);
-        }
-        if (pl.defined("outliers_ratio")) {
-          const std::string d = args3("outliers_ratio");
-          const double r = pl.as_float(d, pl.call("outliers_ratio", d, l, kv, meta), 0.0, 0.5, false);
-          ratio[ki].add(path, "outliers_ratio", d, r);
-          record_decision("outliers_ratio", r);
-        }
-        if (pl.defined("use_attentions")) {
-          const std::string d = args3("use_attentions");
-          const bool u = pl.as_bool(d, pl.call("use_attentions", d, l, kv, meta));
-          use_attn.add(path, "use_attentions", d, u);
-          record_decision("use_attentions", u);
-        }
-        if (pl.defined("last_n_attentions")) {
-          const std::string d = args3("last_n_attentions");
-          const long long n = pl.as_int(d, pl.call("last_n_attentions", d, l, kv, meta), 1, 1 << 20);
-          last_n.add(path, "last_n_attentions", d, n);
-          record_decision("last_n_attentions", n);
-        }
-        if (pl.defined("target_quantization_error")) {
-          const std::string d = args3("target_quantization_error");
-          const double t = pl.as_float(d, pl.call("target_quantization_error", d, l, kv, meta), 0.0, 1e30, true);
-          target_err[ki].add(path, "target_quantization_error", d, t);
-          record_decision("target_quantization_error", t);
-        }
-        if (pl.defined("q_norm")) {
-          const std::string d = args3("q_norm");
-          const double q = pl.as_float(d, pl.call("q_norm", d, l, kv, meta), 0.0, 1e30, false);
-          qnorm.add(path, "q_norm", d, q);
-          record_decision("q_norm", q);
-        }
-        int lo = pre.budget.min_bits, hi = pre.budget.max_bits;
-        if (pl.defined("bit_range")) {
-          const std::string d = fmt::format("bit_range(layer_id={}, kv_kind={}, request_meta, budget_state)", l, kind_arg(kind));
-          const py::object v = pl.call("bit_range", d, l, kv, meta, budget_state());
-          if (!(PyTuple_Check(v.ptr()) || PyList_Check(v.ptr())) || py::len(v) != 2)
-            pl.bad(d, v, "must be a tuple (min_bits, max_bits)");
-          const py::sequence seq = py::reinterpret_borrow<py::sequence>(v);
-          const int a = static_cast<int>(pl.as_int(d, seq[0], 1, 16)), b = static_cast<int>(pl.as_int(d, seq[1], 1, 16));
-          if (a > b) pl.bad(d, v, "min_bits must be <= max_bits");
-          if (a < pre.budget.min_bits || b > pre.budget.max_bits)
-            pl.bad(d, v, fmt::format("outside the budget's bit_range [{}, {}]", pre.budget.min_bits, pre.budget.max_bits));
-          lo = a;
-          hi = b;
-          record_decision("bit_range", json::array({a, b}));
-        }
-        json layer_bits = json::array();
-        for (int h = 0; h < H; ++h) layer_bits.push_back(effective_bits(pre, l, h, kind));
-        if (pl.defined("choose_bits") && !per_block) {
-          for (int g = 0; g < groups; ++g) {
-            const int h0 = g * G, h1 = std::min(H, h0 + G), n = h1 - h0;
-            const std::string d = fmt::format("choose_bits(layer_id={}, kv_kind={}, head_group={}, token_stats, budget_state={{bits_spent: {}, entries_done: {}}})",
-                                              l, kind_arg(kind), g, spent, done);
-            const py::object stats = target.dump ? py::object(token_stats(kind == 'k' ? target.dump->k(l, h0) : target.dump->v(l, h0), target.dump->head_elems(),
-                                                                         target.dump->shape.tokens, target.dump->shape.head_dim, h0, h1)) : py::object(py::none());
-            const py::object v = pl.call("choose_bits", d, l, kv, g, stats, budget_state());
-            const int b = static_cast<int>(pl.as_int(d, v, 1, 16));
-            if (b != 16 && (b < lo || b > hi || b > 8))
-              pl.bad(d, v, fmt::format("outside the bit range [{}, {}] (at most 8; 16 keeps fp16)", lo, std::min(hi, 8)));
-            if (b == 16 && hi < 16) pl.bad(d, v, fmt::format("16 (fp16) is outside the bit range [{}, {}]", lo, hi));
-            const long long after = spent + static_cast<long long>(b) * n, left = entries - done - n;
-            if (B > 0 && static_cast<double>(after + left * pre.budget.min_bits) > B * static_cast<double>(entries) + 1e-9)
-              pl.bad(d, v, fmt::format("overspends the budget of {:g} bits per KV entry ({} of {:g} bits would be spent with "
-                                       "{} entries left, which need at least {} bits each)",
-                                       B, after, B * static_cast<double>(entries), left, pre.budget.min_bits));
-            spent = after;
-            done += n;
-            json rule = fields;
-            rule["layers"] = {l};
-            rule["head_groups"] = {g};
-            rule["kind"] = kv;
-            if (b == 16) {
-              rule["fp16"] = true;
-            } else {
-              rule["bits"] = b;
-              rule["fp16"] = false;
-            }
-            overrides.push_back(rule);
-            for (int h = h0; h < h1; ++h) layer_bits[h] = b;
-            decisions.push_back({{"hook", "choose_bits"}, {"layer", l}, {"kind", kv}, {"head_group", g}, {"value", b}});
-          }
-        } else {
-          if (!fields.empty()) {
-            json rule = fields;
-            rule["layers"] = {l};
-            rule["kind"] = kv;
-            overrides.push_back(rule);
-          }
-          for (int h = 0; h < H; ++h) spent += layer_bits[h].get<int>();
-          done += H;
-        }
-        bits_record[kv].push_back(layer_bits);
-      }
-    }
-    if (!residuals.empty()) {
-      doc.erase("residual_layers");
-      if (std::all_of(residuals.begin(), residuals.end(), [&](int r) { return r == residuals[0]; }))
-        doc["residual"] = residuals[0];
-      else
-        doc["residual_layers"] = residuals;
-    }
-    if (!family.value.is_null()) doc["method"] = family.value;
-    if (!sinks.value.is_null()) doc["sink_tokens"] = sinks.value;
-    if (!ratio[0].value.is_null() || !ratio[1].value.is_null())
-      doc["outliers_ratio"] = {{"k", ratio[0].value.is_null() ? json(pre.outliers_ratio_k) : ratio[0].value},
-                               {"v", ratio[1].value.is_null() ? json(pre.outliers_ratio_v) : ratio[1].value}};
-    if (!use_attn.value.is_null()) doc["attention"]["use_attentions"] = use_attn.value;
-    if (!last_n.value.is_null()) doc["attention"]["last_n_attentions"] = last_n.value;
-    if (!qnorm.value.is_null()) doc["attention"]["q_norm"] = qnorm.value.get<double>() == 0 ? json("measured") : qnorm.value;
-    if (!target_err[0].value.is_null() || !target_err[1].value.is_null())
-      doc["attention"]["target_quantization_error"] = {
-          {"k", target_err[0].value.is_null() ? json(pre.attention.target_k) : target_err[0].value},
-          {"v", target_err[1].value.is_null() ? json(pre.attention.target_v) : target_err[1].value}};
-    if (!overrides.empty()) doc["overrides"] = overrides;
-    if (B > 0 && static_cast<double>(spent) > B * static_cast<double>(entries) + 1e-9)
-      fail(path, "the planned bits average {:.4g} per KV entry, over BUDGET's {:g} (hooks left out keep the base's bits)",
-           static_cast<double>(spent) / static_cast<double>(entries), B);
-    record = {{"path", fs::absolute(path).lexically_normal().string()},
-              {"hash", hash_text(source)},
-              {"source", source},
-              {"base", base_name},
-              {"hooks", used},
-              {"decisions", decisions},
-              {"choose_bits", !pl.defined("choose_bits") ? "not defined" : per_block ? "per block" : "planned"},
-              {"bits", bits_record}};
+    doc = Planner(path, source, target, module, pl).plan();
   });
-  doc["script"] = record;
-  Policy p = parse_policy(doc, path);
-  return p;
+  return parse_policy(doc, path);
 }
 
 }  // namespace kvscope

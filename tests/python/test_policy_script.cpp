@@ -198,3 +198,61 @@ TEST_CASE("policy script: every hook error is one line naming the script, hook, 
              Catch::Matchers::Contains("quantizer_family(layer_id=2, kv_kind='k', request_meta) returned \"uniform\" but "
                                        "quantizer_family(layer_id=0, kv_kind='k', request_meta) returned \"kivi\""));
 }
+
+TEST_CASE("policy script: every per-(layer, kind) hook lands in the planned policy", "[script]") {
+  const KvDump dump = small_dump();
+  TempDir d;
+  const std::string all = write(d, "all_hooks.py",
+      "BASE = 'uniform-4'\n"
+      "class AdaptiveQuantPolicy:\n"
+      "    def group_size(self, layer_id, kv_kind, request_meta):\n"
+      "        return 64 if kv_kind == 'k' else 16\n"
+      "    def clip_ratio(self, layer_id, kv_kind, request_meta):\n"
+      "        return 0.5 + 0.1 * layer_id\n"
+      "    def symmetric(self, layer_id, kv_kind, request_meta):\n"
+      "        return kv_kind == 'v'\n"
+      "    def sink_tokens(self, layer_id, kv_kind, request_meta):\n"
+      "        return 4\n"
+      "    def outliers_ratio(self, layer_id, kv_kind, request_meta):\n"
+      "        return 0.02 if kv_kind == 'k' else 0.0\n"
+      "    def use_attentions(self, layer_id, kv_kind, request_meta):\n"
+      "        return False\n"
+      "    def last_n_attentions(self, layer_id, kv_kind, request_meta):\n"
+      "        return 7\n"
+      "    def target_quantization_error(self, layer_id, kv_kind, request_meta):\n"
+      "        return 1e-3 if kv_kind == 'k' else 0.1\n"
+      "    def q_norm(self, layer_id, kv_kind, request_meta):\n"
+      "        return 2.5\n");
+  const Policy p = plan_policy_script(all, target_of(dump));
+  CHECK(p.sink_tokens == 4);
+  CHECK(p.outliers_ratio_k == 0.02);
+  CHECK(p.outliers_ratio_v == 0.0);
+  CHECK_FALSE(p.attention.use_attentions);
+  CHECK(p.attention.last_n_attentions == 7);
+  CHECK(p.attention.target_k == 1e-3);
+  CHECK(p.attention.target_v == 0.1);
+  CHECK(p.attention.q_norm == 2.5);
+  // One rule per (layer, kind) with that call's group size, clip ratio and symmetry; bits from the base.
+  REQUIRE(p.overrides.size() == 8);
+  for (const PolicyOverride& o : p.overrides) {
+    REQUIRE(o.layers.size() == 1);
+    REQUIRE(o.k != o.v);
+    const int l = o.layers[0];
+    CAPTURE(l, o.k);
+    const TensorQuant q = apply_override(o.k ? p.k : p.v, o);
+    CHECK(q.group_size == (o.k ? 64 : 16));
+    CHECK(q.clip_ratio == Approx(0.5 + 0.1 * l).epsilon(1e-12));
+    CHECK(q.symmetric == o.v);
+    CHECK(q.bits == 4);
+  }
+  const json record = json::parse(p.script_json);
+  CHECK(record["decisions"].size() == 4 * 2 * 9);
+  CHECK(record["base"] == "uniform-4");
+
+  const std::string mixed = write(d, "mixed_target.py",
+      "class AdaptiveQuantPolicy:\n"
+      "    def target_quantization_error(self, layer_id, kv_kind, request_meta):\n"
+      "        return 0.1 if layer_id == 0 else 0.2\n");
+  CHECK_THAT(error_of([&] { plan_policy_script(mixed, target_of(dump)); }),
+             Catch::Matchers::EndsWith("kvscope keeps one target_quantization_error per policy and kind"));
+}
