@@ -9,6 +9,7 @@
 #include "core/dump/kv_dump.h"
 #include "core/tensor/safetensors.h"
 #include "storage/run_store.h"
+#include "tests/protobuf_writer.h"
 
 namespace fs = std::filesystem;
 using namespace kvscope;
@@ -21,25 +22,7 @@ void put(const fs::path& p, const std::string& bytes) {
   std::ofstream(p, std::ios::binary) << bytes;
 }
 
-std::string pb_varint(uint64_t v) {
-  std::string s;
-  do {
-    unsigned char b = v & 0x7f;
-    v >>= 7;
-    s.push_back(static_cast<char>(v ? b | 0x80 : b));
-  } while (v);
-  return s;
-}
-std::string pb_bytes(int field, const std::string& s) { return pb_varint(field << 3 | 2) + pb_varint(s.size()) + s; }
-std::string pb_int(int field, uint64_t v) { return pb_varint(field << 3) + pb_varint(v); }
-std::string pb_float(int field, float f) {
-  std::string s(4, '\0');
-  std::memcpy(s.data(), &f, 4);
-  return pb_varint(field << 3 | 5) + s;
-}
-std::string pb_piece(const std::string& text, float score, int type) {
-  return pb_bytes(1, pb_bytes(1, text) + pb_float(2, score) + pb_int(3, type));
-}
+using namespace test_pb;
 
 // SentencePiece ModelProto with control, byte-fallback, normal and user-defined pieces.
 std::string tiny_spm(bool byte_fallback) {

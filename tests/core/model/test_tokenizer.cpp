@@ -13,6 +13,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "test_util.h"
+#include "tests/protobuf_writer.h"
 
 using json = nlohmann::json;
 using namespace kvscope;
@@ -247,25 +248,7 @@ TEST_CASE("byte-level BPE rejects what it does not implement, naming the file", 
 // ---- SentencePiece on a hand-written tokenizer.model ------------------------------------------
 namespace {
 
-std::string pb_varint(uint64_t v) {
-  std::string s;
-  do {
-    unsigned char b = v & 0x7f;
-    v >>= 7;
-    s.push_back(static_cast<char>(v ? b | 0x80 : b));
-  } while (v);
-  return s;
-}
-std::string pb_bytes(int field, const std::string& s) { return pb_varint(field << 3 | 2) + pb_varint(s.size()) + s; }
-std::string pb_int(int field, uint64_t v) { return pb_varint(field << 3) + pb_varint(v); }
-std::string pb_float(int field, float f) {
-  std::string s(4, '\0');
-  std::memcpy(s.data(), &f, 4);
-  return pb_varint(field << 3 | 5) + s;
-}
-std::string pb_piece(const std::string& text, float score, int type) {
-  return pb_bytes(1, pb_bytes(1, text) + pb_float(2, score) + pb_int(3, type));
-}
+using namespace test_pb;
 
 // ModelProto: pieces (1), trainer_spec (2: model_type 3, byte_fallback 35, unk/bos/eos 40-42),
 // normalizer_spec (3: name 1, add_dummy_prefix 3, remove_extra_whitespaces 4).
