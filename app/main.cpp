@@ -1,4 +1,6 @@
 // kvscope: desktop lab for KV-cache quantization. `kvscope` alone opens the GUI on the built-in demo.
+#include <malloc.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,9 +20,20 @@ int error_exit(int code) {
   std::fflush(nullptr);
   std::_Exit(code);
 }
+
+// The quantizers' outputs (codes, scales: 0.1-1 MB a slice) and per-layer buffers are allocated and
+// freed thousands of times a run. With glibc's defaults such blocks are mmapped and trimmed back
+// to the kernel on every free, so each one costs fresh page faults and zeroing (a third of
+// `quantize` on the 8B-shaped 8k dump). Keeping freed memory up to these sizes for reuse made that
+// run 1.3x faster for +8 MB peak RSS (GLIBC_TUNABLES A/B, README). Blocks above 64 MB still map.
+void keep_freed_memory() {
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+}
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();
   CLI::App app{"kvscope " KVSCOPE_VERSION " - a lab for KV-cache quantization of LLMs"};
   app.set_version_flag("--version", std::string("kvscope ") + KVSCOPE_VERSION);
   app.require_subcommand(0, 1);
