@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -93,9 +94,30 @@ __attribute__((target("avx2,fma,f16c"))) void convert_avx2(DType t, const unsign
 }
 
 
+std::atomic<int> g_gemv_isa{static_cast<int>(GemvIsa::Auto)};
+std::atomic<int> g_gemv_max_pieces{0};  // 0: kGemvPiecesPerThread per kernel thread
+
+// Pieces per thread of a mat-vec. Measured (0.5B shape, bf16, 2 threads): at most 2 pieces per
+// thread read 52-58 GB/s over a layer's matrices where 64 pieces of ~32k multiply-adds read 43-46:
+// every piece starts a new stream for the prefetchers, and the two threads' pieces interleave in
+// memory. Two per thread still lets the caller take a helper's second piece when it is late.
+constexpr int kGemvPiecesPerThread = 2;
+
+GemvIsa gemv_isa_now() {
+  const auto forced = static_cast<GemvIsa>(g_gemv_isa.load(std::memory_order_relaxed));
+  if (forced == GemvIsa::Portable || !have_avx2()) return GemvIsa::Portable;
+  return GemvIsa::Avx2;
+}
+
 constexpr int64_t kScratchFloats = int64_t{8} << 20;  // 32 MB of converted weight rows per block
 
 }  // namespace
+
+void force_gemv_isa(GemvIsa isa) { g_gemv_isa.store(static_cast<int>(isa), std::memory_order_relaxed); }
+
+GemvIsa gemv_isa() { return gemv_isa_now(); }
+
+void set_gemv_max_pieces(int pieces) { g_gemv_max_pieces.store(pieces, std::memory_order_relaxed); }
 
 void convert_row(DType t, const void* src, int64_t n, float* dst) {
   const auto* p = static_cast<const unsigned char*>(src);
@@ -117,12 +139,15 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
   int64_t total = 0;
   for (const auto& p : parts) total += p.w->rows;
   // Below ~64k multiply-adds a second thread costs more than it saves. Above, pieces of ~32k
-  // multiply-adds (at most 64) that the threads claim as they go (worker_pool.h).
+  // multiply-adds (at most kGemvPiecesPerThread per thread) that the threads claim as they go.
   const int64_t work = parts.empty() ? 0 : total * parts[0].w->cols;
+  const int forced_max = g_gemv_max_pieces.load(std::memory_order_relaxed);
+  const int max_pieces = forced_max > 0 ? forced_max : kGemvPiecesPerThread * threads;
   const int pieces = work < (int64_t{1} << 16) || threads <= 1
                          ? 1
-                         : static_cast<int>(std::clamp<int64_t>(work >> 15, threads, std::min<int64_t>(64, total)));
-  const bool avx2 = have_avx2();
+                         : static_cast<int>(std::clamp<int64_t>(work >> 15, threads, std::min<int64_t>(max_pieces, total)));
+  const GemvIsa isa = gemv_isa_now();
+  const bool avx2 = isa != GemvIsa::Portable;
   run_parts(pieces, [&](int part, int n_parts) {
     long begin, end;
     part_range(static_cast<long>(total), part, n_parts, &begin, &end);

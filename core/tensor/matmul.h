@@ -28,8 +28,18 @@ struct GemvPart {
 };
 
 // y_i = W_i x for every part (all share x, [cols]); the rows of all parts are cut into pieces of
-// ~32k multiply-adds (at most 64) that up to `threads` threads claim (core/tensor/worker_pool.h).
+// ~32k multiply-adds (at most 2 per thread) that up to `threads` threads claim (core/tensor/worker_pool.h).
 void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads);
+
+// The mat-vec kernels: AVX2+FMA+F16C, or plain loops. Auto picks the best the CPU has
+// (__builtin_cpu_supports); forcing Portable is for tests. An AVX-512 BF16 kernel (shift/and
+// conversion, 4 rows per pass) was measured slower on this Zen 5 VM: 55-60 vs 74 GB/s on a
+// 272 MB matrix, as a plain AVX-512 read loop is (60 vs 74 GB/s): not kept.
+enum class GemvIsa { Auto, Avx2, Portable };
+void force_gemv_isa(GemvIsa isa);
+GemvIsa gemv_isa();  // the kernel gemv_stored uses now (never Auto)
+// Benchmarks: cap the pieces a mat-vec is cut into (0: the default, 2 per kernel thread).
+void set_gemv_max_pieces(int pieces);
 
 // Y[:, 0:w.rows] = X W^T for X [n, w.cols] (row stride ldx) and Y with row stride ldy.
 void gemm_stored(const float* x, int64_t n, int64_t ldx, const WeightMatrix& w, float* y, int64_t ldy);
