@@ -151,17 +151,25 @@ int main(int argc, char** argv) {
     const auto ids = bench::tokens(prefill);
     kvscope::ForwardOptions fo;
     fo.skip_logits = true;
-    double best = 1e30, sg = 0;
+    // Two prefills per rep: into a fresh cache (its buffers first touched: page faults, ~8% of the
+    // 8L prefill), then into the same cache cleared (buffers touched, as sgemm's are when timed).
+    double best = 1e30, best_fresh = 1e30, sg = 0;
     for (int rep = 0; rep < reps; ++rep) {
       sg = std::max(sg, sgemm_gflops(prefill, c.intermediate_size, c.hidden_size, 2));
       auto cache = m->new_cache(prefill);
-      const auto t0 = Clock::now();
+      auto t0 = Clock::now();
+      m->forward(ids, *cache, fo);
+      best_fresh = std::min(best_fresh, secs(t0));
+      cache->clear();
+      t0 = Clock::now();
       m->forward(ids, *cache, fo);
       best = std::min(best, secs(t0));
     }
-    const double gf = prefill_flops(c, prefill) / best / 1e9;
-    std::printf("prefill %d tokens: %.2f s, %.0f tok/s, %.1f GFLOP/s = %.0f%% of sgemm [%d x %d x %d] %.1f GFLOP/s (target >= 70%%)\n",
+    const double gf = prefill_flops(c, prefill) / best / 1e9, gf_fresh = prefill_flops(c, prefill) / best_fresh / 1e9;
+    std::printf("prefill %d tokens: %.3f s, %.0f tok/s, %.1f GFLOP/s = %.0f%% of sgemm [%d x %d x %d] %.1f GFLOP/s (target >= 70%%)\n",
                 prefill, best, prefill / best, gf, 100 * gf / sg, prefill, c.intermediate_size, c.hidden_size, sg);
+    std::printf("  (into a fresh KV cache, its first touch included: %.3f s, %.1f GFLOP/s = %.0f%% of sgemm)\n", best_fresh,
+                gf_fresh, 100 * gf_fresh / sg);
   }
   if (decode > 0) {
     // The bound: the best read bandwidth (AVX2 and AVX-512 loops) measured before and after the
