@@ -73,6 +73,35 @@ __attribute__((target("avx2,fma,f16c"))) void dot_rows_avx2(const unsigned char*
   for (int64_t r = lo; r < hi; ++r) y[r] = dot_avx2_t<T>(data + r * row_bytes, x, n);
 }
 
+// BF16 rows: 8 accumulators, 64 weights (128 bytes) per iteration. The 4-accumulator loop above
+// reads 29-35 GB/s per core on the 0.5B shape's rows; this one 34-35 (gate/up rows) and 22 -> 28
+// (down rows of 4,864: x is 19 KB of f32 there). F32 and F16 keep the loop above (the shared
+// models' golden outputs were computed with its summation order).
+__attribute__((target("avx2,fma,f16c"))) inline float dot_bf16_avx2_8(const unsigned char* row, const float* x,
+                                                                      int64_t n) {
+  __m256 a[8];
+  for (auto& v : a) v = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (int j = 0; j < 8; ++j)
+      a[j] = _mm256_fmadd_ps(load8(DType::BF16, row + (i + 8 * j) * 2), _mm256_loadu_ps(x + i + 8 * j), a[j]);
+  for (; i + 8 <= n; i += 8) a[0] = _mm256_fmadd_ps(load8(DType::BF16, row + i * 2), _mm256_loadu_ps(x + i), a[0]);
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
+                                 _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7])));
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  r = _mm_hadd_ps(r, r);
+  r = _mm_hadd_ps(r, r);
+  float acc = _mm_cvtss_f32(r);
+  for (; i < n; ++i) acc += load1(DType::BF16, row + i * 2) * x[i];
+  return acc;
+}
+
+__attribute__((target("avx2,fma,f16c"))) void dot_rows_bf16_avx2_8(const unsigned char* data, int64_t row_bytes,
+                                                                   int64_t lo, int64_t hi, const float* x, int64_t n,
+                                                                   float* y) {
+  for (int64_t r = lo; r < hi; ++r) y[r] = dot_bf16_avx2_8(data + r * row_bytes, x, n);
+}
+
 float dot_avx2(DType t, const unsigned char* row, const float* x, int64_t n) {
   if (t == DType::F32) return dot_avx2_t<DType::F32>(row, x, n);
   if (t == DType::F16) return dot_avx2_t<DType::F16>(row, x, n);
@@ -95,7 +124,7 @@ __attribute__((target("avx2,fma,f16c"))) void convert_avx2(DType t, const unsign
 
 
 std::atomic<int> g_gemv_isa{static_cast<int>(GemvIsa::Auto)};
-std::atomic<int> g_gemv_max_pieces{0};  // 0: kGemvPiecesPerThread per kernel thread
+std::atomic<bool> g_gemv_legacy{false};
 
 // Pieces per thread of a mat-vec. Measured (0.5B shape, bf16, 2 threads): at most 2 pieces per
 // thread read 52-58 GB/s over a layer's matrices where 64 pieces of ~32k multiply-adds read 43-46:
@@ -117,7 +146,7 @@ void force_gemv_isa(GemvIsa isa) { g_gemv_isa.store(static_cast<int>(isa), std::
 
 GemvIsa gemv_isa() { return gemv_isa_now(); }
 
-void set_gemv_max_pieces(int pieces) { g_gemv_max_pieces.store(pieces, std::memory_order_relaxed); }
+void set_gemv_legacy(bool on) { g_gemv_legacy.store(on, std::memory_order_relaxed); }
 
 void convert_row(DType t, const void* src, int64_t n, float* dst) {
   const auto* p = static_cast<const unsigned char*>(src);
@@ -141,8 +170,8 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
   // Below ~64k multiply-adds a second thread costs more than it saves. Above, pieces of ~32k
   // multiply-adds (at most kGemvPiecesPerThread per thread) that the threads claim as they go.
   const int64_t work = parts.empty() ? 0 : total * parts[0].w->cols;
-  const int forced_max = g_gemv_max_pieces.load(std::memory_order_relaxed);
-  const int max_pieces = forced_max > 0 ? forced_max : kGemvPiecesPerThread * threads;
+  const bool legacy = g_gemv_legacy.load(std::memory_order_relaxed);
+  const int max_pieces = legacy ? 64 : kGemvPiecesPerThread * threads;
   const int pieces = work < (int64_t{1} << 16) || threads <= 1
                          ? 1
                          : static_cast<int>(std::clamp<int64_t>(work >> 15, threads, std::min<int64_t>(max_pieces, total)));
@@ -158,6 +187,7 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
       const int64_t row_bytes = w.cols * static_cast<int64_t>(dtype_size(w.dtype));
       const auto* data = static_cast<const unsigned char*>(w.data);
       if (avx2 && w.dtype == DType::F32) dot_rows_avx2<DType::F32>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else if (avx2 && w.dtype == DType::BF16 && !legacy) dot_rows_bf16_avx2_8(data, row_bytes, lo, hi, x, w.cols, p.y);
       else if (avx2 && w.dtype == DType::BF16) dot_rows_avx2<DType::BF16>(data, row_bytes, lo, hi, x, w.cols, p.y);
       else if (avx2 && w.dtype == DType::F16) dot_rows_avx2<DType::F16>(data, row_bytes, lo, hi, x, w.cols, p.y);
       else

@@ -38,8 +38,9 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads);
 enum class GemvIsa { Auto, Avx2, Portable };
 void force_gemv_isa(GemvIsa isa);
 GemvIsa gemv_isa();  // the kernel gemv_stored uses now (never Auto)
-// Benchmarks: cap the pieces a mat-vec is cut into (0: the default, 2 per kernel thread).
-void set_gemv_max_pieces(int pieces);
+// Benchmarks (A/B in one run): the mat-vec of session 6 (up to 64 pieces, BF16 rows with the
+// 4-accumulator loop) instead of the current one.
+void set_gemv_legacy(bool on);
 
 // Y[:, 0:w.rows] = X W^T for X [n, w.cols] (row stride ldx) and Y with row stride ldy.
 void gemm_stored(const float* x, int64_t n, int64_t ldx, const WeightMatrix& w, float* y, int64_t ldy);

@@ -177,14 +177,14 @@ int main(int argc, char** argv) {
     const bool have512 = __builtin_cpu_supports("avx512f");
     double bw2 = read_bandwidth_gbs(false), bw512 = have512 ? read_bandwidth_gbs(true) : 0;
     decode_tok_s(*m, 8);  // warm: weights paged in
-    // A/B in this run, interleaved segments of decode/4 steps: mat-vecs cut into up to 64 pieces
-    // (the kernel before session 7) and the default; best segment and mean of each.
+    // A/B in this run, interleaved segments of decode/4 steps: the mat-vec before session 7 (up to
+    // 64 pieces, 4-accumulator BF16 rows) and the current one; best segment and mean of each.
     const int seg = std::max(8, decode / 4);
     double old_best = 0, old_sum = 0, best = 0, sum = 0;
     for (int rep = 0; rep < 4; ++rep) {
-      kvscope::set_gemv_max_pieces(64);
+      kvscope::set_gemv_legacy(true);
       const double o = decode_tok_s(*m, seg);
-      kvscope::set_gemv_max_pieces(0);
+      kvscope::set_gemv_legacy(false);
       const double n = decode_tok_s(*m, seg);
       old_best = std::max(old_best, o);
       old_sum += o / 4;
@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
     const double bound = bw * 1e9 / m->weight_bytes(), gb = m->weight_bytes() / 1e9;
     std::printf("read bandwidth (2 threads, sum over 1 GiB, best before/after): AVX2 loads %.2f GB/s, AVX-512 loads %.2f GB/s; bound = the higher\n",
                 bw2, bw512);
-    std::printf("decode, mat-vecs in up to 64 pieces (old): mean %.1f tok/s = %.1f GB/s (%.2f of the bound), best segment %.1f tok/s (%.2f)\n",
+    std::printf("decode, session-6 mat-vec (64 pieces, 4-acc. BF16 rows): mean %.1f tok/s = %.1f GB/s (%.2f of the bound), best segment %.1f tok/s (%.2f)\n",
                 old_sum, old_sum * gb, old_sum / bound, old_best, old_best / bound);
     std::printf("decode %d steps: mean %.1f tok/s = %.1f GB/s, best segment %.1f tok/s = %.1f GB/s; read bound %.1f tok/s (%.2f GB/s / %.1f MB per step) -> %.2f (mean) / %.2f (best) of the bound (target >= 0.8)\n",
                 4 * seg, ours, ours * gb, best, best * gb, bound, bw, m->weight_bytes() / 1e6, ours / bound, best / bound);
