@@ -126,11 +126,13 @@ __attribute__((target("avx2,fma,f16c"))) void convert_avx2(DType t, const unsign
 std::atomic<int> g_gemv_isa{static_cast<int>(GemvIsa::Auto)};
 std::atomic<bool> g_gemv_legacy{false};
 
-// Pieces per thread of a mat-vec. Measured (0.5B shape, bf16, 2 threads): at most 2 pieces per
-// thread read 52-58 GB/s over a layer's matrices where 64 pieces of ~32k multiply-adds read 43-46:
-// every piece starts a new stream for the prefetchers, and the two threads' pieces interleave in
-// memory. Two per thread still lets the caller take a helper's second piece when it is late.
-constexpr int kGemvPiecesPerThread = 2;
+// Pieces per thread of a mat-vec. Measured (0.5B shape, bf16, 2 threads, quiet machine): 4 pieces
+// in all read 52-58 GB/s over a layer's matrices, 8 read ~51, 64 pieces of ~32k multiply-adds
+// 43-46 (every piece starts a new stream for the prefetchers and the threads' pieces interleave in
+// memory). With 2 per thread the caller loses more when a helper is descheduled on a busy machine
+// (the decode A/B in bench_forward swung from +10% to -5% under load 1.5); 4 per thread kept a
+// +8-15% gain over 64 pieces in every run under the same load.
+constexpr int kGemvPiecesPerThread = 4;
 
 GemvIsa gemv_isa_now() {
   const auto forced = static_cast<GemvIsa>(g_gemv_isa.load(std::memory_order_relaxed));

@@ -28,7 +28,7 @@ struct GemvPart {
 };
 
 // y_i = W_i x for every part (all share x, [cols]); the rows of all parts are cut into pieces of
-// ~32k multiply-adds (at most 2 per thread) that up to `threads` threads claim (core/tensor/worker_pool.h).
+// ~32k multiply-adds (at most 4 per thread) that up to `threads` threads claim (core/tensor/worker_pool.h).
 void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads);
 
 // The mat-vec kernels: AVX2+FMA+F16C, or plain loops. Auto picks the best the CPU has
