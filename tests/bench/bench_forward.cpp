@@ -1,8 +1,11 @@
 // Forward speed of one model as ratios measured in the same run (not part of the test suite):
 //   prefill tok/s and its GFLOP/s as % of OpenBLAS sgemm at the model's MLP shape
 //     (FLOPs counted: q/k/v/o projections, MLP, causal attention QK^T and PV; no LM head)
+//     (timed into a KV cache already touched, as sgemm's buffers are; the fresh-cache time is printed too)
 //   decode tok/s (one token per forward from position 0, as llama2.c's run.c steps) vs
-//     - the memory-read bound: read bandwidth (2 threads, AVX2 sum over 1 GiB) / weight bytes as stored
+//     - the memory-read bound: read bandwidth (2 threads summing 1 GiB: AVX2 float, AVX-512 float and
+//       AVX2 integer adds, the highest, best of before and after the decode runs) / weight bytes as stored
+//     - the session-6 mat-vec in the same run (interleaved segments)
 //     - run.c (OpenMP) on the same weights, when --runc BIN --runc-model FILE --tokenizer FILE are given
 // Usage: bench_forward MODEL_DIR [--prefill N] [--decode N] [--reps N (prefill, best of)] [--runc ... --runc-model ... --tokenizer ...]
 // scripts/bench_forward.sh builds run.c and converts the weights (outside the repo).
