@@ -126,13 +126,6 @@ __attribute__((target("avx2,fma,f16c"))) void convert_avx2(DType t, const unsign
 std::atomic<int> g_gemv_isa{static_cast<int>(GemvIsa::Auto)};
 std::atomic<bool> g_gemv_legacy{false};
 
-// Pieces per thread of a mat-vec. Measured (0.5B shape, bf16, 2 threads, quiet machine): 4 pieces
-// in all read 52-58 GB/s over a layer's matrices, 8 read ~51, 64 pieces of ~32k multiply-adds
-// 43-46 (every piece starts a new stream for the prefetchers and the threads' pieces interleave in
-// memory). With 2 per thread the caller loses more when a helper is descheduled on a busy machine
-// (the decode A/B in bench_forward swung from +10% to -5% under load 1.5); 4 per thread kept a
-// +8-15% gain over 64 pieces in every run under the same load.
-constexpr int kGemvPiecesPerThread = 4;
 
 GemvIsa gemv_isa_now() {
   const auto forced = static_cast<GemvIsa>(g_gemv_isa.load(std::memory_order_relaxed));
@@ -169,19 +162,18 @@ float dot_stored(DType t, const void* row, const float* x, int64_t n) {
 void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
   int64_t total = 0;
   for (const auto& p : parts) total += p.w->rows;
-  // Below ~64k multiply-adds a second thread costs more than it saves. Above, pieces of ~32k
-  // multiply-adds (at most kGemvPiecesPerThread per thread) that the threads claim as they go.
+  // Below ~64k multiply-adds a second thread costs more than it saves. Above, chunks of ~32k
+  // multiply-adds (at most 64).
   const int64_t work = parts.empty() ? 0 : total * parts[0].w->cols;
   const bool legacy = g_gemv_legacy.load(std::memory_order_relaxed);
-  const int max_pieces = legacy ? 64 : kGemvPiecesPerThread * threads;
-  const int pieces = work < (int64_t{1} << 16) || threads <= 1
+  const int chunks = work < (int64_t{1} << 16) || threads <= 1
                          ? 1
-                         : static_cast<int>(std::clamp<int64_t>(work >> 15, threads, std::min<int64_t>(max_pieces, total)));
+                         : static_cast<int>(std::clamp<int64_t>(work >> 15, threads, std::min<int64_t>(64, total)));
   const GemvIsa isa = gemv_isa_now();
   const bool avx2 = isa != GemvIsa::Portable;
-  run_parts(pieces, [&](int part, int n_parts) {
+  auto rows = [&](int chunk) {
     long begin, end;
-    part_range(static_cast<long>(total), part, n_parts, &begin, &end);
+    part_range(static_cast<long>(total), chunk, chunks, &begin, &end);
     int64_t base = 0;
     for (const auto& p : parts) {
       const WeightMatrix& w = *p.w;
@@ -195,6 +187,30 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
       else
         for (int64_t r = lo; r < hi; ++r) p.y[r] = dot_plain(w.dtype, data + r * row_bytes, x, w.cols);
       base += w.rows;
+    }
+  };
+  if (legacy || chunks == 1) {  // session 6: each chunk claimed from the pool
+    run_parts(chunks, [&](int part, int) { rows(part); });
+    return;
+  }
+  // One lane of consecutive chunks per thread: a thread reads its lane front to back (one stream
+  // for the prefetchers, the threads far apart in memory), then takes what is left of the other
+  // lanes, so a helper descheduled on a busy machine costs little. Each chunk is one claim.
+  struct alignas(64) Lane {
+    std::atomic<int> next;
+    int end;
+  };
+  constexpr int kMaxLanes = 16;
+  const int lanes = std::min({threads, chunks, kMaxLanes});
+  Lane lane[kMaxLanes];
+  for (int l = 0; l < lanes; ++l) {
+    lane[l].next.store(chunks * l / lanes, std::memory_order_relaxed);
+    lane[l].end = chunks * (l + 1) / lanes;
+  }
+  run_parts(lanes, [&](int part, int) {
+    for (int k = 0; k < lanes; ++k) {
+      Lane& ln = lane[(part + k) % lanes];
+      for (int c; (c = ln.next.fetch_add(1, std::memory_order_relaxed)) < ln.end;) rows(c);
     }
   });
 }
