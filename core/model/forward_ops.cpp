@@ -80,30 +80,55 @@ void exp_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
 }
 
+// Threads for an element-wise pass over `elems` floats: one below ~32k (a dispatch costs more).
+int elementwise_parts(int64_t elems, int64_t rows) {
+  return elems < (int64_t{1} << 15) || rows < 2 ? 1 : static_cast<int>(std::min<int64_t>(rows, kernel_threads()));
+}
+
 void rms_norm_rows(const float* x, const float* w, int64_t rows, int64_t dim, double eps, float* y) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* a = x + r * dim;
-    float* b = y + r * dim;
-    double ss = 0;
-    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(a[i]) * a[i];
-    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
-    for (int64_t i = 0; i < dim; ++i) b[i] = a[i] * inv * w[i];
-  }
+  // Rows split over the cores; each row's sum in the same order as one thread (bit-identical).
+  run_parts(elementwise_parts(rows * dim, rows), [&](int part, int parts) {
+    long rb, re;
+    part_range(static_cast<long>(rows), part, parts, &rb, &re);
+    for (int64_t r = rb; r < re; ++r) {
+      const float* a = x + r * dim;
+      float* b = y + r * dim;
+      double ss = 0;
+      for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(a[i]) * a[i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
+      for (int64_t i = 0; i < dim; ++i) b[i] = a[i] * inv * w[i];
+    }
+  });
 }
 
 void rope_heads(float* x, int heads, int n, int head_dim, const float* cos, const float* sin) {
   const int half = head_dim / 2;
-  for (int h = 0; h < heads; ++h)
-    for (int t = 0; t < n; ++t) {
-      float* r = x + (static_cast<int64_t>(h) * n + t) * head_dim;
-      const float* c = cos + static_cast<int64_t>(t) * half;
-      const float* s = sin + static_cast<int64_t>(t) * half;
+  const int64_t rows = int64_t{heads} * n;
+  run_parts(elementwise_parts(rows * head_dim, rows), [&](int part, int parts) {
+    long rb, re;
+    part_range(static_cast<long>(rows), part, parts, &rb, &re);
+    for (int64_t hr = rb; hr < re; ++hr) {
+      const int64_t t = hr % n;
+      float* r = x + hr * head_dim;
+      const float* c = cos + t * half;
+      const float* s = sin + t * half;
       for (int i = 0; i < half; ++i) {
         const float x0 = r[i], x1 = r[i + half];
         r[i] = x0 * c[i] - x1 * s[i];
         r[i + half] = x1 * c[i] + x0 * s[i];
       }
     }
+  });
+}
+
+void add_rows(float* x, const float* y, int64_t n) {
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  run_parts(elementwise_parts(n, blocks), [&](int part, int parts) {
+    long b, e;
+    part_range(static_cast<long>(blocks), part, parts, &b, &e);
+    for (int64_t i = b * kBlock, end = std::min(n, e * kBlock); i < end; ++i) x[i] += y[i];
+  });
 }
 
 void silu_mul(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t inter, float* out) {

@@ -9,6 +9,9 @@ namespace kvscope {
 void rms_norm_rows(const float* x, const float* w, int64_t rows, int64_t dim, double eps, float* y);
 
 // rotate_half RoPE in place on x [heads, n, head_dim]; cos/sin [n, head_dim / 2] per position.
+// x[i] += y[i] for n floats (split over the cores when large).
+void add_rows(float* x, const float* y, int64_t n);
+
 void rope_heads(float* x, int heads, int n, int head_dim, const float* cos, const float* sin);
 
 // out[i] = silu(gate[i]) * up[i] for a [rows, inter] gate and up with row stride `ld`; out [rows, inter].

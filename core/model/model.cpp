@@ -122,10 +122,14 @@ void add_bias(float* y, int64_t n, int64_t ld, int64_t off, const std::vector<fl
 
 // [n, heads * d] rows starting at column `col` of a [n, ld] matrix -> [heads, n, d].
 void split_heads(const float* src, int64_t ld, int64_t col, int heads, int n, int d, float* dst) {
-  for (int t = 0; t < n; ++t)
-    for (int h = 0; h < heads; ++h)
-      std::memcpy(dst + (static_cast<int64_t>(h) * n + t) * d, src + t * ld + col + static_cast<int64_t>(h) * d,
-                  sizeof(float) * d);
+  run_parts(int64_t{n} * heads * d < (int64_t{1} << 15) ? 1 : kernel_threads(), [&](int part, int parts) {
+    long tb, te;
+    part_range(n, part, parts, &tb, &te);
+    for (int t = static_cast<int>(tb); t < te; ++t)
+      for (int h = 0; h < heads; ++h)
+        std::memcpy(dst + (static_cast<int64_t>(h) * n + t) * d, src + t * ld + col + static_cast<int64_t>(h) * d,
+                    sizeof(float) * d);
+  });
 }
 
 // The activation buffers of one forward call, carved from a block kept per thread between calls:
@@ -362,13 +366,13 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, KvCache& cach
     as.kv_head_stride = kv.head_stride;
     causal_attention(q, kv.k, kv.v, as, attn);
     project(attn, n, {&w.o}, h, hid);
-    for (int64_t i = 0; i < n * hid; ++i) x[i] += h[i];
+    add_rows(x, h, n * hid);
 
     rms_norm_rows(x, w.ln_mlp.data(), n, hid, c.rms_norm_eps, h);
     project(h, n, {&w.gate, &w.up}, gu, 2 * inter);
     silu_mul(gu, gu + inter, 2 * inter, n, inter, act);
     project(act, n, {&w.down}, h, hid);
-    for (int64_t i = 0; i < n * hid; ++i) x[i] += h[i];
+    add_rows(x, h, n * hid);
   }
   if (opts.skip_logits) return {};
   const int rows = opts.all_logits ? n : 1;

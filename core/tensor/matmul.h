@@ -27,9 +27,24 @@ struct GemvPart {
   float* y;
 };
 
-// y_i = W_i x for every part (all share x, [cols]); the rows of all parts are cut into pieces of
-// ~32k multiply-adds (at most 64) that up to `threads` threads claim (core/tensor/worker_pool.h).
+// y_i = W_i x for every part (all share x, [cols]); the rows of all parts are cut into chunks of
+// ~32k multiply-adds (at most 64), dealt as one lane of consecutive chunks per thread; a thread
+// that finishes its lane claims the others' leftovers. Measured (0.5B shape, bf16, 2 threads): the
+// lanes read ~49 GB/s where 64 chunks claimed in turn from the pool read ~42 (each claim jumps
+// to a new place for the prefetchers, the threads' chunks interleaved in memory); fixed halves
+// read up to ~52 on a quiet machine but lose to the claimed chunks when a helper is descheduled.
 void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads);
+
+// The mat-vec kernels: AVX2+FMA+F16C, or plain loops. Auto picks the best the CPU has
+// (__builtin_cpu_supports); forcing Portable is for tests. An AVX-512 BF16 kernel (shift/and
+// conversion, 4 rows per pass) was measured slower on this Zen 5 VM: 55-60 vs 74 GB/s on a
+// 272 MB matrix, as a plain AVX-512 read loop is (60 vs 74 GB/s): not kept.
+enum class GemvIsa { Auto, Avx2, Portable };
+void force_gemv_isa(GemvIsa isa);
+GemvIsa gemv_isa();  // the kernel gemv_stored uses now (never Auto)
+// Benchmarks (A/B in one run): the mat-vec of session 6 (up to 64 pieces, BF16 rows with the
+// 4-accumulator loop) instead of the current one.
+void set_gemv_legacy(bool on);
 
 // Y[:, 0:w.rows] = X W^T for X [n, w.cols] (row stride ldx) and Y with row stride ldy.
 void gemm_stored(const float* x, int64_t n, int64_t ldx, const WeightMatrix& w, float* y, int64_t ldy);
