@@ -7,7 +7,7 @@
 
 namespace kvscope {
 
-// Float partial sums over short blocks in eight lanes (vectorizes), carried in double across
+// Float partial sums over short blocks in sixteen lanes (vectorizes), carried in double across
 // blocks so long tensors do not lose precision; the order is spelled out in error_lanes.h so the
 // quantizer kernels can sum while they encode and get the same bits.
 __attribute__((target_clones("avx2", "default"))) void ErrorSums::add(const float* x, const float* y, size_t count) {

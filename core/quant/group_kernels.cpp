@@ -1,6 +1,8 @@
 #include "core/quant/group_kernels.h"
 
 #include <algorithm>
+#include <atomic>
+#include <immintrin.h>
 #include <cmath>
 #include <cstring>
 
@@ -41,64 +43,6 @@ void put_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out, size_t fi
   if (i < n) pack_codes(codes + i, n - i, bits, out + (first + i) * bits / 8);
 }
 
-// v8f (core/metrics/error_lanes.h): eight floats in one AVX2 register or two SSE2 ones, GCC's
-// vector extension, so the default clone builds too. Min / max as `x < a ? x : a` skip NaN like
-// std::min(a, x). Internal helpers only (never across a library boundary): no vector ABI concern.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-// Min / max of the 8 lanes, skipping NaN lanes (+inf / -inf when all are NaN), as the scalar fold
-// `a = v[l] < a ? v[l] : a` from +inf: NaN lanes become the identity, then a shuffle tree (min and
-// max do not depend on the order for non-NaN values).
-__attribute__((always_inline)) inline float hmin8(v8f v) {
-  v = v == v ? v : v8f{} + INFINITY;
-  v8f t = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
-  v = t < v ? t : v;
-  t = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
-  v = t < v ? t : v;
-  t = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
-  v = t < v ? t : v;
-  return v[0];
-}
-__attribute__((always_inline)) inline float hmax8(v8f v) {
-  v = v == v ? v : v8f{} - INFINITY;
-  v8f t = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
-  v = v < t ? t : v;
-  t = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
-  v = v < t ? t : v;
-  t = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
-  v = v < t ? t : v;
-  return v[0];
-}
-
-// Min / max of each per-token group of `rows` rows (group order). Groups of a multiple of 8
-// elements run 8 lanes at a time (the compiler leaves this reduction scalar), then fold the
-// lanes; min / max do not depend on the order for non-NaN values, and NaN is skipped either way.
-KVSCOPE_CLONES void token_ranges(const float* x, int rows, int D, int g, float* mn, float* mx) {
-  size_t k = 0;
-  for (int r = 0; r < rows; ++r)
-    for (int c0 = 0; c0 < D; c0 += g, ++k) {
-      const float* p = x + static_cast<size_t>(r) * D + c0;
-      const int n = std::min(g, D - c0), n8 = n / 8 * 8;
-      float a = INFINITY, b = -INFINITY;
-      if (n8 > 0) {
-        v8f va = load8(p), vb = va;
-        for (int i = 8; i < n8; i += 8) {
-          const v8f v = load8(p + i);
-          va = v < va ? v : va;
-          vb = vb < v ? v : vb;
-        }
-        a = hmin8(va);
-        b = hmax8(vb);
-      }
-      for (int i = n8; i < n; ++i) {
-        a = std::min(a, p[i]);
-        b = std::max(b, p[i]);
-      }
-      mn[k] = a;
-      mx[k] = b;
-    }
-}
-
 // Parameters of n groups from their ranges (params_from_range, branch-free: one vector loop).
 template <Mode M, DType T>
 KVSCOPE_CLONES void params_loop(const float* mn, const float* mx, size_t n, float alpha, float fq, float* s, float* z) {
@@ -132,39 +76,6 @@ KVSCOPE_CLONES void token_encode(const float* x, int rows, int D, int g, const f
     }
 }
 
-typedef uint8_t v8u8 __attribute__((vector_size(8)));
-typedef uint8_t v32u8 __attribute__((vector_size(32)));
-
-// The rest of encode<M> from the rounded value q: the reconstruction (returned) and the codes.
-template <Mode M>
-__attribute__((always_inline)) inline v8f finish8(const v8f& q, const v8f& s, const v8f& z, float fq, uint8_t* codes) {
-  v8f y, c;
-  if constexpr (M == Mode::Sym) y = q * s, c = q + fq;
-  else if constexpr (M == Mode::SymInverse) y = q / s, c = q + fq;
-  else if constexpr (M == Mode::AsymFloat) y = q * s + z, c = q;
-  else y = q * s, c = q + z;
-  // Low byte of each 32-bit code: a byte shuffle (a narrowing conversion compiles to scalar code).
-  const v32u8 w = reinterpret_cast<v32u8>(__builtin_convertvector(c, v8i));
-  const v8u8 b = __builtin_shufflevector(w, w, 0, 4, 8, 12, 16, 20, 24, 28);
-  std::memcpy(codes, &b, 8);
-  return y;
-}
-
-// encode<M> on 8 elements (the same operations in the same order, so the same bits).
-template <Mode M>
-__attribute__((always_inline)) inline v8f encode8(const v8f& x, const v8f& s, const v8f& z, float fq, uint8_t* codes) {
-  v8f v, lo, hi;
-  if constexpr (M == Mode::Sym) v = x / s, lo = v8f{} - fq, hi = v8f{} + fq;
-  else if constexpr (M == Mode::SymInverse) v = x * s, lo = v8f{} - fq, hi = v8f{} + fq;
-  else if constexpr (M == Mode::AsymFloat) v = (x - z) / s, lo = v8f{}, hi = v8f{} + fq;
-  else v = x / s, lo = -z, hi = fq - z;
-  v = v > lo ? v : lo;
-  v = v < hi ? v : hi;
-  constexpr float magic = 12582912.0f;  // rint_small
-  const v8f q = (v + magic) - magic;
-  return finish8<M>(q, s, z, fq, codes);
-}
-
 // The stored bytes of the next tile, prefetched while the current one is encoded (the conversion
 // of a tile would otherwise wait on memory, with nothing else to do).
 struct Ahead {
@@ -178,85 +89,37 @@ struct Ahead {
   }
 };
 
-// Codes, reconstruction if asked (y may be null) and error sums of `count` contiguous elements
-// (whole rows of D, a multiple of 8; nothing pending in `sums`). kColumns: the parameters of element
-// i are those of column i % D (arrays of D); else of group i / g, groups of g = 8 * 2^k <= 256
-// elements that tile the rows, so a 256-element error block holds whole groups: the block test
-// and the parameter broadcasts leave the inner loop.
-template <Mode M, bool kColumns>
-KVSCOPE_CLONES void encode_tile_sums(const float* x, size_t count, int D, int g, const float* s, const float* z, float fq,
-                                     uint8_t* codes, float* y, ErrorLanes& sums, const Ahead& next) {
-  BlockLanes blk = sums.block();  // a local copy stays in registers (the byte stores may alias `sums`)
-  ErrorSums* out = sums.out();
-  for (size_t i = 0; i < count;) {
-    const size_t end = std::min(count, i + (BlockLanes::kBlock - blk.pos));
-    next.fetch(i, end, count);
-    if constexpr (kColumns) {
-      for (size_t c = i % D; i < end; i += 8) {
-        const v8f xv = load8(x + i);
-        const v8f yv = encode8<M>(xv, load8(s + c), load8(z + c), fq, codes + i);
-        if (y) store8(y + i, yv);
-        blk.add8(xv, yv);
-        c += 8;
-        c = c == static_cast<size_t>(D) ? 0 : c;
-      }
-    } else {
-      for (; i < end; i += g) {
-        const v8f sv = v8f{} + s[i / g], zv = v8f{} + z[i / g];
-        for (size_t j = i; j < i + g; j += 8) {
-          const v8f xv = load8(x + j);
-          const v8f yv = encode8<M>(xv, sv, zv, fq, codes + j);
-          if (y) store8(y + j, yv);
-          blk.add8(xv, yv);
-        }
-      }
-    }
-    if (blk.full()) blk.close(out), blk = BlockLanes{};
-  }
-  sums.block() = blk;
-}
-
-// n (a multiple of 8) elements with one group's parameters: codes, reconstruction if asked (y may
-// be null), error sums into the block lanes, closed into `out` whenever a block fills.
-template <Mode M>
-inline void encode_span(const float* x, int n, float s, float z, float fq, uint8_t* codes, float* y, BlockLanes& blk,
-                        ErrorSums* out) {
-  const v8f sv = v8f{} + s, zv = v8f{} + z;
-  for (int i = 0; i < n; i += 8) {
-    const v8f xv = load8(x + i);
-    const v8f yv = encode8<M>(xv, sv, zv, fq, codes + i);
-    if (y) store8(y + i, yv);
-    blk.add8(xv, yv);
-    if (blk.full()) blk.close(out), blk = BlockLanes{};
-  }
-}
-
-// token_encode + error sums in one pass, for groups of a multiple of 8 elements (D % 8 == 0,
-// g % 8 == 0, no single elements pending in `sums`) of any length (encode_tile_sums takes the
-// groups of a power-of-two length that tile the rows); y (may be null) receives the reconstruction.
-template <Mode M>
-KVSCOPE_CLONES void token_encode_sums(const float* x, int rows, int D, int g, const float* s, const float* z, float fq,
-                                      uint8_t* codes, float* y, ErrorLanes& sums) {
-  BlockLanes blk = sums.block();
-  size_t k = 0;
-  for (int r = 0; r < rows; ++r)
-    for (int c0 = 0; c0 < D; c0 += g, ++k) {
-      const size_t off = static_cast<size_t>(r) * D + c0;
-      encode_span<M>(x + off, std::min(g, D - c0), s[k], z[k], fq, codes + off, y ? y + off : nullptr, blk, sums.out());
-    }
-  sums.block() = blk;
-}
-
-// Column-wise min / max folded over `rows` rows, in row order (as quantize_tensor).
-KVSCOPE_CLONES void fold_range(const float* x, int rows, int D, float* mn, float* mx) {
-  for (int r = 0; r < rows; ++r) {
-    const float* row = x + static_cast<size_t>(r) * D;
-    for (int c = 0; c < D; ++c) {
-      mn[c] = std::min(mn[c], row[c]);
-      mx[c] = std::max(mx[c], row[c]);
-    }
-  }
-}
+// The hot loops, once per instruction set (group_kernels_simd.inc); quantize_stored picks one at
+// run time. Functions defined between push_options and pop_options get that target; the helpers
+// they inline from headers (group_math.h, error_lanes.h, the standard library) are built for the
+// baseline elsewhere, so no AVX-512 code can leak into a shared inline copy.
+#define KV_INLINE __attribute__((always_inline)) inline
+// Vectors pass between inline helpers only (never across a library boundary): no ABI concern.
+#pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12 flags the _mm512_undefined_ps() inside _mm512_max_ps / _mm512_min_ps (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
+namespace isa_avx512 {
+#define KVSCOPE_ISA 4
+#include "core/quant/group_kernels_simd.inc"
+#undef KVSCOPE_ISA
+}  // namespace isa_avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,f16c")
+namespace isa_avx2 {
+#define KVSCOPE_ISA 3
+#include "core/quant/group_kernels_simd.inc"
+#undef KVSCOPE_ISA
+}  // namespace isa_avx2
+#pragma GCC pop_options
+namespace isa_baseline {
+#define KVSCOPE_ISA 1
+#include "core/quant/group_kernels_simd.inc"
+#undef KVSCOPE_ISA
+}  // namespace isa_baseline
+#undef KV_INLINE
 
 // Rows with per-column parameters.
 template <Mode M>
@@ -295,6 +158,8 @@ void room(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
+// L: the Leaves of one instruction set.
+template <class L>
 class Kernel {
  public:
   Kernel(const StoredMatrix& X, QuantizedTensor& t, ErrorLanes& es, float* recon, float* orig, Scratch& s)
@@ -332,7 +197,7 @@ class Kernel {
           room(s_.mn, ng), room(s_.mx, ng), room(s_.zc, ng);
           float* sc = t_.scales.data() + gi;
           float* zc = zeros ? zeros + gi : s_.zc.data();
-          token_ranges(x, n, D_, g, s_.mn.data(), s_.mx.data());
+          L::token_ranges(x, n, D_, g, s_.mn.data(), s_.mx.data());
           if (search) {
             for (size_t k = 0; k < ng; ++k) {
               const size_t off = k / per_row * D_ + k % per_row * g;
@@ -343,14 +208,14 @@ class Kernel {
           } else {
             params_many<M>(s_.mn.data(), s_.mx.data(), ng, t_.spec, fq, sc, zc);
           }
-          if (D_ % 8 == 0 && g % 8 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
+          if (D_ % 16 == 0 && g % 16 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
             float* y = recon_ ? recon_ + (h + r0) * static_cast<size_t>(D_) : nullptr;
-            // Groups of 8 * 2^k <= 256 elements that tile the rows: every error block (256
+            // Groups of 16 * 2^k <= 256 elements that tile the rows: every error block (256
             // elements from the start, rows of D before) starts at a group boundary.
             if (D_ % g == 0 && g <= 256 && (g & (g - 1)) == 0 && es_.block().pos % g == 0) {
-              encode_tile_sums<M, false>(x, count, D_, g, sc, zc, fq, s_.codes.data(), y, es_, ahead(h + r0 + n));
+              L::template encode_tile_sums<M, false>(x, count, D_, g, sc, zc, fq, s_.codes.data(), y, es_, ahead(h + r0 + n));
             } else {
-              token_encode_sums<M>(x, n, D_, g, sc, zc, fq, s_.codes.data(), y, es_);
+              L::template token_encode_sums<M>(x, n, D_, g, sc, zc, fq, s_.codes.data(), y, es_);
             }
             put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
           } else {
@@ -371,7 +236,7 @@ class Kernel {
           if (static_cast<size_t>(n) * D_ <= kMaxGroupTile || search) {
             const float* x = rows(h + r0, n);
             reset_range();
-            fold_range(x, n, D_, s_.mn.data(), s_.mx.data());
+            L::fold_range(x, n, D_, s_.mn.data(), s_.mx.data());
             if (search) {
               for (int c = 0; c < D_; ++c) {
                 const Params p = choose_params<M>(GroupView{x + c, n, D_}, s_.mn[c], s_.mx[c], t_.spec, qmax);
@@ -386,7 +251,7 @@ class Kernel {
             reset_range();
             for (int r = r0; r < r0 + n; r += tile_rows(D_)) {
               const int m = std::min(tile_rows(D_), r0 + n - r);
-              fold_range(rows(h + r, m), m, D_, s_.mn.data(), s_.mx.data());
+              L::fold_range(rows(h + r, m), m, D_, s_.mn.data(), s_.mx.data());
             }
             params_many<M>(s_.mn.data(), s_.mx.data(), D_, t_.spec, fq, s_.sc.data(), s_.zc.data());
             store_columns(sc, zc);
@@ -458,9 +323,9 @@ class Kernel {
     const size_t count = static_cast<size_t>(n) * D_;
     const float fq = static_cast<float>(qmax_of(t_.spec));
     codes_room(count);
-    if (D_ % 8 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
+    if (D_ % 16 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
       float* y = recon_ ? recon_ + static_cast<size_t>(t_.fp_head + r0) * D_ : nullptr;
-      encode_tile_sums<M, true>(x, count, D_, 0, s_.sc.data(), s_.zc.data(), fq, s_.codes.data(), y, es_, ahead(t_.fp_head + r0 + n));
+      L::template encode_tile_sums<M, true>(x, count, D_, 0, s_.sc.data(), s_.zc.data(), fq, s_.codes.data(), y, es_, ahead(t_.fp_head + r0 + n));
       put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
       return;
     }
@@ -501,7 +366,60 @@ size_t group_count(const QuantizedTensor& t) {
   return 0;
 }
 
+template <class L>
+void run_kernel(const StoredMatrix& X, QuantizedTensor& t, ErrorLanes& es, float* recon, float* orig, Scratch& scratch) {
+  Kernel<L> k(X, t, es, recon, orig, scratch);
+  k.fp_rows(0, t.fp_head, 0);
+  if (t.quantized_rows() > 0) {
+    switch (mode_of(t.spec)) {
+      case Mode::Sym: k.template quantized_rows<Mode::Sym>(); break;
+      case Mode::SymInverse: k.template quantized_rows<Mode::SymInverse>(); break;
+      case Mode::AsymFloat: k.template quantized_rows<Mode::AsymFloat>(); break;
+      case Mode::AsymInt: k.template quantized_rows<Mode::AsymInt>(); break;
+    }
+  }
+  k.fp_rows(t.rows - t.fp_tail, t.rows, t.fp_head);
+}
+
+bool cpu_has(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::Avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    case KernelIsa::Avx2: return __builtin_cpu_supports("avx2");
+    default: return true;
+  }
+}
+
+KernelIsa best_isa() {
+  for (KernelIsa i : {KernelIsa::Avx512, KernelIsa::Avx2})
+    if (cpu_has(i)) return i;
+  return KernelIsa::Baseline;
+}
+
+std::atomic<KernelIsa> g_isa{KernelIsa::Auto};
+
+KernelIsa active_isa() {
+  static const KernelIsa best = best_isa();
+  const KernelIsa forced = g_isa.load(std::memory_order_relaxed);
+  return forced == KernelIsa::Auto ? best : forced;
+}
+
 }  // namespace
+
+bool set_group_kernel_isa(KernelIsa isa) {
+  if (isa != KernelIsa::Auto && !cpu_has(isa)) return false;
+  g_isa.store(isa);
+  return true;
+}
+
+const char* group_kernel_isa_name() {
+  switch (active_isa()) {
+    case KernelIsa::Avx512: return "avx512";
+    case KernelIsa::Avx2: return "avx2";
+    default: return "baseline";
+  }
+}
 
 QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, int fp_head, int fp_tail, ErrorSums* err,
                                 float* recon, float* orig) {
@@ -528,17 +446,11 @@ QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, 
   thread_local Scratch scratch;
   ErrorSums unused;
   ErrorLanes es(err ? err : &unused);
-  Kernel k(X, t, es, recon, orig, scratch);
-  k.fp_rows(0, t.fp_head, 0);
-  if (t.quantized_rows() > 0) {
-    switch (mode_of(spec)) {
-      case Mode::Sym: k.quantized_rows<Mode::Sym>(); break;
-      case Mode::SymInverse: k.quantized_rows<Mode::SymInverse>(); break;
-      case Mode::AsymFloat: k.quantized_rows<Mode::AsymFloat>(); break;
-      case Mode::AsymInt: k.quantized_rows<Mode::AsymInt>(); break;
-    }
+  switch (active_isa()) {
+    case KernelIsa::Avx512: run_kernel<isa_avx512::Leaves>(X, t, es, recon, orig, scratch); break;
+    case KernelIsa::Avx2: run_kernel<isa_avx2::Leaves>(X, t, es, recon, orig, scratch); break;
+    default: run_kernel<isa_baseline::Leaves>(X, t, es, recon, orig, scratch); break;
   }
-  k.fp_rows(rows - t.fp_tail, rows, t.fp_head);
   es.finish();
   return t;
 }

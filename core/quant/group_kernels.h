@@ -42,6 +42,13 @@ struct StoredResult {
   ErrorSums err;
 };
 
+// The instruction set of the kernels' loops: the best the CPU has (Auto), or one forced for a test or a
+// benchmark A/B. Every choice gives the same bits. set_group_kernel_isa returns false (and changes
+// nothing) when the CPU lacks the instructions.
+enum class KernelIsa { Auto, Avx512, Avx2, Baseline };
+bool set_group_kernel_isa(KernelIsa isa);
+const char* group_kernel_isa_name();  // the one in use: "avx512", "avx2" or "baseline"
+
 // All jobs, spread over worker_threads() (parallel_for); results in job order.
 std::vector<StoredResult> quantize_stored_all(const std::vector<StoredJob>& jobs);
 

@@ -48,7 +48,7 @@ bool same_sums(const ErrorSums& a, const ErrorSums& b) {
 }
 
 // Everything the kernel returns against quantize_tensor_reference / quantize_tensor / ErrorSums.
-void check_same(const StoredMatrix& m, const std::vector<float>& values, const TensorQuant& q, int head, int tail) {
+void check_same_isa(const StoredMatrix& m, const std::vector<float>& values, const TensorQuant& q, int head, int tail) {
   ErrorSums got_err;
   std::vector<float> got_recon(values.size()), want_recon(values.size());
   QuantizedTensor got = quantize_stored(m, q, head, tail, &got_err, got_recon.data());
@@ -79,10 +79,33 @@ void check_same(const StoredMatrix& m, const std::vector<float>& values, const T
   REQUIRE(std::memcmp(orig.data(), values.data(), values.size() * sizeof(float)) == 0);
 }
 
+// The instruction sets this CPU runs (the kernels' loops exist once per set, all must agree).
+std::vector<KernelIsa> isas() {
+  std::vector<KernelIsa> out;
+  for (KernelIsa i : {KernelIsa::Avx512, KernelIsa::Avx2, KernelIsa::Baseline})
+    if (set_group_kernel_isa(i)) out.push_back(i);
+  set_group_kernel_isa(KernelIsa::Auto);
+  return out;
+}
+
+// check_same_isa with the loops of every instruction set the CPU has.
+void check_same(const StoredMatrix& m, const std::vector<float>& values, const TensorQuant& q, int head, int tail) {
+  static const std::vector<KernelIsa> all = isas();
+  for (KernelIsa isa : all) {
+    REQUIRE(set_group_kernel_isa(isa));
+    INFO("kernel loops " << group_kernel_isa_name());
+    check_same_isa(m, values, q, head, tail);
+  }
+  set_group_kernel_isa(KernelIsa::Auto);
+}
+
 }  // namespace
 
 TEST_CASE("group kernels equal the reference for every configuration and stored dtype", "[group_kernels]") {
-  const int R = 150, C = 40;  // C % 32 = 8 and R % 7, R % 32 leave ragged last groups
+  // C = 40: C % 16 = 8 and R % 7, R % 32 leave ragged last groups (the general loops);
+  // C = 64: whole 16-element chunks, groups of 16 / 32 / 64 tile the rows (the one-pass loops).
+  const int R = 150;
+  const int C = GENERATE(40, 64);
   const std::vector<float> raw = awkward(R, C, 9);
   const DType stored_types[] = {DType::F16, DType::BF16, DType::F32};
   const DType scale_types[] = {DType::F16, DType::BF16, DType::F32};
@@ -91,7 +114,7 @@ TEST_CASE("group kernels equal the reference for every configuration and stored 
     const StoredMatrix m{s.bytes.data(), st, R, C};
     for (int bits = 1; bits <= 8; ++bits)
       for (Axis axis : {Axis::Token, Axis::Channel, Axis::Head})
-        for (int group : {0, 7, 32})
+        for (int group : {0, 7, 16, 32, 48})
           for (int mode = 0; mode < 4; ++mode) {
             TensorQuant q;
             q.bits = bits;
@@ -106,7 +129,7 @@ TEST_CASE("group kernels equal the reference for every configuration and stored 
             q.clip_search = (bits == 3 && group == 7) || (bits == 5 && group == 0);  // the latter: whole-axis fallback
             q.clip_step = 0.05;
             for (auto [head, tail] : {std::pair{0, 0}, std::pair{5, 13}, std::pair{0, 128}}) {
-              INFO("stored " << dtype_name(st) << " bits " << bits << " axis " << int(axis) << " group " << group
+              INFO("cols " << C << " stored " << dtype_name(st) << " bits " << bits << " axis " << int(axis) << " group " << group
                              << " mode " << mode << " fp " << head << "/" << tail);
               check_same(m, s.values, q, head, tail);
             }
@@ -115,7 +138,8 @@ TEST_CASE("group kernels equal the reference for every configuration and stored 
 }
 
 TEST_CASE("group kernels: long groups (two passes), full precision, unaligned f32, no rows", "[group_kernels]") {
-  const int R = 1700, C = 40;  // 68000 elements: whole-axis groups take the range pass + encoding pass
+  const int R = 1700;  // 68000 / 217600 elements: whole-axis groups take the range pass + encoding pass
+  const int C = GENERATE(40, 128);
   const std::vector<float> raw = awkward(R, C, 3);
   const Stored s = store(raw, DType::F16);
   const StoredMatrix m{s.bytes.data(), DType::F16, R, C};
