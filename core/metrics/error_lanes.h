@@ -40,14 +40,14 @@ struct Lanes16 {
 typedef float v4f __attribute__((vector_size(16)));
 
 // The tree of the header comment, as vector operations (the same additions in the same order).
-inline float fold16_sum(const Lanes16& v) {
+__attribute__((always_inline)) inline float fold16_sum(const Lanes16& v) {
   const v8f t = v.lo + v.hi;
   const v4f u = __builtin_shufflevector(t, t, 0, 1, 2, 3) + __builtin_shufflevector(t, t, 4, 5, 6, 7);
   const v4f w = u + __builtin_shufflevector(u, u, 2, 3, 2, 3);  // u0 + u2, u1 + u3
   return w[0] + w[1];
 }
 // Max over the lanes, NaN lanes skipped (floor 0: the lanes hold absolute values).
-inline float fold16_max(const Lanes16& v) {
+__attribute__((always_inline)) inline float fold16_max(const Lanes16& v) {
   const v8f lo = v.lo == v.lo ? v.lo : v8f{}, hi = v.hi == v.hi ? v.hi : v8f{};
   const v8f t = hi > lo ? hi : lo;
   const v4f a = __builtin_shufflevector(t, t, 0, 1, 2, 3), b = __builtin_shufflevector(t, t, 4, 5, 6, 7);
@@ -82,7 +82,7 @@ struct BlockLanes {
   }
   bool full() const { return pos == kBlock; }
   // The block's sums into `out` (in double).
-  void close(ErrorSums* out) const {
+  __attribute__((always_inline)) void close(ErrorSums* out) const {
     out->err2 += fold16_sum(err);
     out->ref2 += fold16_sum(ref);
     out->hat2 += fold16_sum(hat);

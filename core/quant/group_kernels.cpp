@@ -31,31 +31,14 @@ constexpr size_t kMaxGroupTile = 1 << 16;
 
 #define KVSCOPE_CLONES __attribute__((target_clones("avx2", "default")))
 
-// Writes n codes at element index `first` of a zero-initialised packed stream.
-void put_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out, size_t first) {
-  size_t i = 0;
-  for (; i < n && ((first + i) * bits) % 8 != 0; ++i) {  // at most 7 codes up to a byte boundary
-    const size_t bit = (first + i) * bits;
-    const unsigned v = static_cast<unsigned>(codes[i]) << (bit % 8);
-    out[bit / 8] |= static_cast<uint8_t>(v);
-    if (bit % 8 + bits > 8) out[bit / 8 + 1] |= static_cast<uint8_t>(v >> 8);
-  }
-  if (i < n) pack_codes(codes + i, n - i, bits, out + (first + i) * bits / 8);
-}
-
-// Parameters of n groups from their ranges (params_from_range, branch-free: one vector loop).
-template <Mode M, DType T>
-KVSCOPE_CLONES void params_loop(const float* mn, const float* mx, size_t n, float alpha, float fq, float* s, float* z) {
-  for (size_t i = 0; i < n; ++i) params_nb<M, T>(mn[i], mx[i], alpha, fq, &s[i], &z[i]);
-}
-
-template <Mode M>
+// Parameters of n groups from their ranges (params_from_range, branch-free: L::params, one vector loop).
+template <class L, Mode M>
 void params_many(const float* mn, const float* mx, size_t n, const TensorQuant& q, float fq, float* s, float* z) {
   const float alpha = static_cast<float>(q.clip_ratio);
   switch (q.scale_dtype) {
-    case DType::F16: params_loop<M, DType::F16>(mn, mx, n, alpha, fq, s, z); return;
-    case DType::BF16: params_loop<M, DType::BF16>(mn, mx, n, alpha, fq, s, z); return;
-    default: params_loop<M, DType::F32>(mn, mx, n, alpha, fq, s, z); return;
+    case DType::F16: L::template params<M, DType::F16>(mn, mx, n, alpha, fq, s, z); return;
+    case DType::BF16: L::template params<M, DType::BF16>(mn, mx, n, alpha, fq, s, z); return;
+    default: L::template params<M, DType::F32>(mn, mx, n, alpha, fq, s, z); return;
   }
 }
 
@@ -99,7 +82,7 @@ struct Ahead {
 // GCC 12 flags the _mm512_undefined_ps() inside _mm512_max_ps / _mm512_min_ps (a false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,f16c,prefer-vector-width=512")
 namespace isa_avx512 {
 #define KVSCOPE_ISA 4
 #include "core/quant/group_kernels_simd.inc"
@@ -139,12 +122,13 @@ KVSCOPE_CLONES void to_f16_bits(const float* x, size_t n, uint16_t* out) {
 }
 
 // Rows [r0, r0 + n) of X as f32: a pointer into X when it is aligned f32, else converted into buf.
+template <class L>
 const float* load_rows(const StoredMatrix& X, int r0, int n, std::vector<float>& buf) {
   const size_t count = static_cast<size_t>(n) * X.cols;
   const unsigned char* p = X.row_ptr(r0);
   if (X.dtype == DType::F32 && reinterpret_cast<uintptr_t>(p) % alignof(float) == 0) return reinterpret_cast<const float*>(p);
   if (buf.size() < count) buf.resize(count);
-  stored_to_f32(X.dtype, p, count, buf.data());
+  L::to_f32(X.dtype, p, count, buf.data());
   return buf.data();
 }
 
@@ -156,6 +140,20 @@ float* out_rows(float* recon, int r0, int D, std::vector<float>& buf, size_t cou
 
 void room(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
+}
+
+// Writes n codes at element index `first` of a zero-initialised packed stream (L::pack: the
+// packing loop of one instruction set).
+template <class L>
+void put_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out, size_t first) {
+  size_t i = 0;
+  for (; i < n && ((first + i) * bits) % 8 != 0; ++i) {  // at most 7 codes up to a byte boundary
+    const size_t bit = (first + i) * bits;
+    const unsigned v = static_cast<unsigned>(codes[i]) << (bit % 8);
+    out[bit / 8] |= static_cast<uint8_t>(v);
+    if (bit % 8 + bits > 8) out[bit / 8 + 1] |= static_cast<uint8_t>(v >> 8);
+  }
+  if (i < n) L::pack(codes + i, n - i, bits, out + (first + i) * bits / 8);
 }
 
 // L: the Leaves of one instruction set.
@@ -206,7 +204,7 @@ class Kernel {
               sc[k] = p.s, zc[k] = p.z;
             }
           } else {
-            params_many<M>(s_.mn.data(), s_.mx.data(), ng, t_.spec, fq, sc, zc);
+            params_many<L, M>(s_.mn.data(), s_.mx.data(), ng, t_.spec, fq, sc, zc);
           }
           if (D_ % 16 == 0 && g % 16 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
             float* y = recon_ ? recon_ + (h + r0) * static_cast<size_t>(D_) : nullptr;
@@ -217,7 +215,7 @@ class Kernel {
             } else {
               L::template token_encode_sums<M>(x, n, D_, g, sc, zc, fq, s_.codes.data(), y, es_);
             }
-            put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
+            put_codes<L>(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
           } else {
             float* y = out_rows(recon_, h + r0, D_, s_.y, count);
             token_encode<M>(x, n, D_, g, sc, zc, fq, s_.codes.data(), y);
@@ -243,7 +241,7 @@ class Kernel {
                 s_.sc[c] = p.s, s_.zc[c] = p.z;
               }
             } else {
-              params_many<M>(s_.mn.data(), s_.mx.data(), D_, t_.spec, fq, s_.sc.data(), s_.zc.data());
+              params_many<L, M>(s_.mn.data(), s_.mx.data(), D_, t_.spec, fq, s_.sc.data(), s_.zc.data());
             }
             store_columns(sc, zc);
             encode_span_of_rows<M>(x, r0, n);
@@ -253,7 +251,7 @@ class Kernel {
               const int m = std::min(tile_rows(D_), r0 + n - r);
               L::fold_range(rows(h + r, m), m, D_, s_.mn.data(), s_.mx.data());
             }
-            params_many<M>(s_.mn.data(), s_.mx.data(), D_, t_.spec, fq, s_.sc.data(), s_.zc.data());
+            params_many<L, M>(s_.mn.data(), s_.mx.data(), D_, t_.spec, fq, s_.sc.data(), s_.zc.data());
             store_columns(sc, zc);
             encode_pass<M>(r0, n);
           }
@@ -299,9 +297,9 @@ class Kernel {
   // Rows [r0, r0 + n) of X in f32: converted into orig_ when the caller wants the originals
   // (load_rows otherwise).
   const float* rows(int r0, int n) {
-    if (!orig_) return load_rows(X_, r0, n, s_.x);
+    if (!orig_) return load_rows<L>(X_, r0, n, s_.x);
     float* dst = orig_ + static_cast<size_t>(r0) * D_;
-    stored_to_f32(X_.dtype, X_.row_ptr(r0), static_cast<size_t>(n) * D_, dst);
+    L::to_f32(X_.dtype, X_.row_ptr(r0), static_cast<size_t>(n) * D_, dst);
     return dst;
   }
   void codes_room(size_t n) {
@@ -326,7 +324,7 @@ class Kernel {
     if (D_ % 16 == 0 && es_.pending() == 0) {  // one pass: codes, reconstruction if asked, error sums
       float* y = recon_ ? recon_ + static_cast<size_t>(t_.fp_head + r0) * D_ : nullptr;
       L::template encode_tile_sums<M, true>(x, count, D_, 0, s_.sc.data(), s_.zc.data(), fq, s_.codes.data(), y, es_, ahead(t_.fp_head + r0 + n));
-      put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
+      put_codes<L>(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), static_cast<size_t>(r0) * D_);
       return;
     }
     float* y = out_rows(recon_, t_.fp_head + r0, D_, s_.y, count);
@@ -342,7 +340,7 @@ class Kernel {
     }
   }
   void emit(const float* x, const float* y, size_t count, size_t first_code) {
-    put_codes(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), first_code);
+    put_codes<L>(s_.codes.data(), count, t_.spec.bits, t_.codes.data(), first_code);
     es_.add(x, y, count);
   }
 
