@@ -1,5 +1,9 @@
 #include "app/gui/job_runner.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <utility>
 
 #include "core/util/cancelled.h"
@@ -34,7 +38,22 @@ uint64_t JobRunner::submit(std::string name, Work work, std::string slot) {
   return job.id;
 }
 
+namespace {
+
+// Jobs run below the UI thread's priority (nice +8, the calling thread only on Linux; threads the
+// job starts, e.g. parallel_for's, inherit it): on a machine whose cores the workers fill, a frame
+// then waits for its share of CPU less often (measured under Xvfb on 2 cores: frame work p99 44 ->
+// see the note of this change). Best effort: a failure leaves the priority as it was.
+void below_ui_priority() {
+  const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
+  const int now = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
+  if (now < 8) setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 8);
+}
+
+}  // namespace
+
 void JobRunner::run(Job* job, Work work) {
+  below_ui_priority();
   Completion done;
   State state = State::Done;
   std::string message;

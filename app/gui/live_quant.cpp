@@ -41,13 +41,9 @@ struct PairBuffers {
   size_t q_size = 0;
 };
 
-size_t packed_bytes(const QuantizedTensor& q) {
-  return q.codes.size() + sizeof(float) * (q.scales.size() + q.zeros.size()) + sizeof(uint16_t) * q.fp16_rows.size();
-}
-
-// `packed`: the slices' codes where known (dequantized: bit-identical to quantizing again), else null.
-void load_pair(const DumpSource& src, const LivePass& pass, const std::vector<std::shared_ptr<const QuantizedTensor>>& packed,
-               int l, int h, const std::vector<int>& positions, PairBuffers& b) {
+// The pair's originals and reconstructions: one kernel pass per slice gives both (quantizing again
+// costs about what converting the stored values alone did, so no codes are kept between passes).
+void load_pair(const DumpSource& src, const LivePass& pass, int l, int h, const std::vector<int>& positions, PairBuffers& b) {
   const DumpShape& s = src.shape();
   const size_t n = static_cast<size_t>(s.tokens) * s.head_dim;
   const int G = s.group();
@@ -59,10 +55,8 @@ void load_pair(const DumpSource& src, const LivePass& pass, const std::vector<st
   const size_t base = (static_cast<size_t>(l) * s.kv_heads + h) * 2;
   for (int kind = 0; kind < 2; ++kind) {
     const HeadPlan& p = pass.plans[base + kind];
-    const StoredMatrix m = src.slice(l, h, kind ? 'v' : 'k');
-    stored_to_f32(m.dtype, m.data, n, (kind ? b.v : b.k).data());
-    if (base + kind < packed.size() && packed[base + kind]) packed[base + kind]->dequantize((kind ? b.vq : b.kq).data());
-    else (void)quantize_stored(m, p.quant, p.fp_head, p.fp_tail, nullptr, (kind ? b.vq : b.kq).data());
+    (void)quantize_stored(src.slice(l, h, kind ? 'v' : 'k'), p.quant, p.fp_head, p.fp_tail, nullptr,
+                          (kind ? b.vq : b.kq).data(), (kind ? b.v : b.k).data());
   }
   for (int g = 0; g < G; ++g) src.read_q_rows(l, h * G + g, positions, b.q.get() + g * n);  // HF repeat_kv
 }
@@ -108,7 +102,7 @@ int choose_query_positions(const DumpSource& src, const LivePass& pass, double b
   ScopedBlasThreads blas(1);
   PairBuffers b;
   const auto t0 = Clock::now();
-  load_pair(src, pass, {}, s.layers / 2, 0, probe, b);  // as if nothing were cached: the costlier case
+  load_pair(src, pass, s.layers / 2, 0, probe, b);  // as if nothing were cached: the costlier case
   const double fixed = seconds_since(t0);  // per pair: conversion + reconstruction
   const auto t1 = Clock::now();
   (void)measure_pair(src, probe, b);
@@ -142,9 +136,6 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
 
   const bool profile = std::getenv("KVSCOPE_PROFILE") != nullptr;
   const auto t0 = Clock::now();
-  std::vector<std::shared_ptr<const QuantizedTensor>> packed = pass.packed;
-  packed.resize(pass.keys.size());
-  const double packed_limit = kPackedBudgetBytes / double(std::max<size_t>(1, pass.keys.size()));
   // Tensor metrics, a layer at a time.
   for (size_t i = 0; i < pass.slices.size();) {
     check();
@@ -180,8 +171,6 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
       m.elements = n;
       m.full_precision = p.quant.full_precision;
       o.static_bits = r.q.static_bits();
-      if (double(packed_bytes(r.q)) <= packed_limit) o.packed = std::make_shared<const QuantizedTensor>(std::move(res[j - i].q));
-      packed[si] = o.packed;
       u.slices.emplace_back(si, std::move(o));
     }
     inbox.push(std::move(u));
@@ -209,7 +198,7 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
       check();
       thread_local PairBuffers b;  // reused across pairs: the query rows are rewritten at the same positions
       const int h = static_cast<int>(pass.attention[i + j] % H);
-      load_pair(src, pass, packed, l, h, positions, b);
+      load_pair(src, pass, l, h, positions, b);
       sums[j] = measure_pair(src, positions, b);
     });
     LayerUpdate u;

@@ -33,11 +33,7 @@ struct SliceOutcome {
   HeadMetrics metrics;
   ErrorSums sums;
   uint64_t static_bits = 0;
-  // The packed codes, kept when small (kPackedBudgetBytes over all slices) so the attention pass
-  // dequantizes them instead of quantizing the slice again; null otherwise.
-  std::shared_ptr<const QuantizedTensor> packed;
 };
-inline constexpr double kPackedBudgetBytes = 640e6;
 struct AttentionOutcome {
   std::string key;  // K key + V key of the pair; empty: never computed
   int positions = 0;
@@ -52,7 +48,6 @@ struct LivePass {
   std::vector<std::string> keys;      // every slice
   std::vector<size_t> slices;         // to re-quantize, ascending
   std::vector<size_t> attention;      // (layer * kv_heads + head) to re-measure, ascending
-  std::vector<std::shared_ptr<const QuantizedTensor>> packed;  // every slice: the cache's codes when unchanged (may be null)
   std::vector<int> positions;         // query positions; empty with `attention`: choose them first
   double attention_budget_s = 1.0;    // what choosing aims a whole-dump attention pass at
 };

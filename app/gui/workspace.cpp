@@ -278,10 +278,8 @@ void Workspace::maybe_requantize() {
   live_gen_ = gen;
   whole_tensor_pending_ = whole_attention_pending_ = false;
   deq_.reset();
-  pass->packed.resize(slices_.size());
   for (size_t i = 0; i < slices_.size(); ++i)
     if (slices_[i].key != target_keys_[i]) pass->slices.push_back(i);
-    else pass->packed[i] = slices_[i].packed;  // attention dequantizes these instead of quantizing again
   if (dump_->has_q())
     for (size_t i = 0; i < pairs; ++i)
       if (attn_positions_ == 0 || attn_[i].positions != attn_positions_ || attn_[i].key != pair_key(i)) pass->attention.push_back(i);
