@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -77,10 +78,13 @@ class Pool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (busy_) return false;
+      try {
+        while (static_cast<int>(threads_.size()) < helpers) threads_.emplace_back([this] { loop(); });
+      } catch (const std::system_error&) {  // no more threads: the ones there are (or the caller alone)
+      }
       busy_ = true;
-      while (static_cast<int>(threads_.size()) < helpers) threads_.emplace_back([this] { loop(); });
       items_ = &items;
-      slots_ = helpers;
+      slots_ = std::min<int>(helpers, static_cast<int>(threads_.size()));
       ++gen_;
     }
     wake_.notify_all();
@@ -142,11 +146,14 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   items.n = n;
   if (!pool().run(items, nt - 1)) {  // the pool is busy with another caller: threads of our own
     std::vector<std::thread> own;
-    for (int t = 1; t < nt; ++t)
-      own.emplace_back([&items] {
-        Depth d;
-        items.work();
-      });
+    try {
+      for (int t = 1; t < nt; ++t)
+        own.emplace_back([&items] {
+          Depth d;
+          items.work();
+        });
+    } catch (const std::system_error&) {  // no more threads: the ones made (and the caller) do the items
+    }
     {
       Depth d;
       items.work();

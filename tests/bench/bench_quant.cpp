@@ -168,6 +168,18 @@ void BM_ours_uniform4(benchmark::State& st) { run_ours(st, "uniform-4"); }
 void BM_ours_kivi2(benchmark::State& st) { run_ours(st, "kivi-2"); }
 void BM_stored_uniform4(benchmark::State& st) { run_stored(st, "uniform-4"); }
 void BM_stored_kivi2(benchmark::State& st) { run_stored(st, "kivi-2"); }
+// The same kernels with the loops of a narrower instruction set forced (same bits; what a CPU
+// without AVX-512 runs): the A/B of the per-set loops in this run.
+void run_stored_isa(benchmark::State& st, const char* preset, KernelIsa isa) {
+  if (!set_group_kernel_isa(isa)) {
+    st.SkipWithError("this CPU lacks the instruction set");
+    return;
+  }
+  run_stored(st, preset);
+  set_group_kernel_isa(KernelIsa::Auto);
+}
+void BM_stored_kivi2_avx2(benchmark::State& st) { run_stored_isa(st, "kivi-2", KernelIsa::Avx2); }
+void BM_stored_kivi2_baseline(benchmark::State& st) { run_stored_isa(st, "kivi-2", KernelIsa::Baseline); }
 void BM_torch_uniform4(benchmark::State& st) { run_torch(st, "uniform-4"); }
 void BM_torch_kivi2(benchmark::State& st) { run_torch(st, "kivi-2"); }
 
@@ -214,6 +226,13 @@ class RatioReporter : public benchmark::ConsoleReporter {
                     m, el, by, mem > 0 ? 100 * by / mem : 0.0, mem, torch > 0 ? el / torch : 0.0,
                     items(std::string("BM_ours_") + m) > 0 ? el / items(std::string("BM_ours_") + m) : 0.0);
     }
+    const double best = items("BM_stored_kivi2");
+    for (const char* isa : {"avx2", "baseline"}) {
+      const double el = items(std::string("BM_stored_kivi2_") + isa);
+      if (el > 0 && best > 0)
+        std::printf("  kivi2 with the %-8s loops: %5.2f G elements/s (the CPU's best loops, %s: %.2fx)\n", isa, el,
+                    group_kernel_isa_name(), best / el);
+    }
   }
 
  private:
@@ -229,6 +248,8 @@ BENCHMARK(BM_ours_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_torch_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_stored_uniform4)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_stored_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_stored_kivi2_avx2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_stored_kivi2_baseline)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_quantize_command_kivi2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 
 int main(int argc, char** argv) {
