@@ -380,6 +380,7 @@ void run_kernel(const StoredMatrix& X, QuantizedTensor& t, ErrorLanes& es, float
 }
 
 bool cpu_has(KernelIsa isa) {
+  __builtin_cpu_init();  // needed when this runs before main (a static initializer)
   switch (isa) {
     case KernelIsa::Avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
