@@ -4,6 +4,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <utility>
 
 #include "core/util/cancelled.h"
@@ -40,14 +42,18 @@ uint64_t JobRunner::submit(std::string name, Work work, std::string slot) {
 
 namespace {
 
-// Jobs run below the UI thread's priority (nice +8, the calling thread only on Linux; threads the
-// job starts, e.g. parallel_for's, inherit it): on a machine whose cores the workers fill, a frame
-// then waits for its share of CPU less often (measured under Xvfb on 2 cores: frame work p99 44 ->
-// see the note of this change). Best effort: a failure leaves the priority as it was.
+// Jobs run below the UI thread's priority (nice +8 by default, KVSCOPE_JOB_NICE to change it;
+// on Linux it applies to the calling thread only, and the threads a job starts inherit it): on a
+// machine whose cores the workers fill, a frame then rarely waits for its share of CPU. Best effort:
+// a failure leaves the priority as it was.
 void below_ui_priority() {
+  static const int nice = [] {
+    const char* e = std::getenv("KVSCOPE_JOB_NICE");
+    return e ? std::clamp(std::atoi(e), 0, 19) : 8;
+  }();
   const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
   const int now = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
-  if (now < 8) setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 8);
+  if (now < nice) setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice);
 }
 
 }  // namespace

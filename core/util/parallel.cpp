@@ -1,6 +1,9 @@
 #include "core/util/parallel.h"
 
 #include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -35,6 +38,14 @@ void set_worker_threads(int n) { g_threads.store(n); }
 
 namespace {
 
+int this_thread_nice() { return getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))); }
+
+// Raises this thread's nice value to n (Linux: per thread); returns the value now in effect.
+int raise_nice(int n) {
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), n);
+  return this_thread_nice();
+}
+
 // Inside a parallel_for (a pool thread, or a caller while it works): nested calls run inline, the
 // cores being busy already.
 thread_local int t_depth = 0;
@@ -48,6 +59,7 @@ struct Depth {
 struct Items {
   const std::function<void(int64_t)>* fn = nullptr;
   int64_t n = 0;
+  int nice = 0;  // the caller's: a helper runs the items at least this nice
   std::atomic<int64_t> next{0};
   std::mutex error_mu;
   std::exception_ptr error;
@@ -103,6 +115,7 @@ class Pool {
  private:
   void loop() {
     Depth d;
+    nice_ = this_thread_nice();  // inherited from the thread that made the pool
     uint64_t seen = 0;
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
@@ -112,6 +125,9 @@ class Pool {
       ++running_;
       Items* items = items_;
       lock.unlock();
+      // Work of a caller below normal priority (a GUI job) stays below it on the helpers too
+      // (raised only: lowering needs privileges; the GUI's callers all share one value).
+      if (items->nice > nice_) nice_ = raise_nice(items->nice);
       items->work();
       lock.lock();
       if (--running_ == 0) idle_.notify_all();
@@ -126,7 +142,10 @@ class Pool {
   int slots_ = 0;     // helpers that may still join the current run
   int running_ = 0;   // helpers inside the current run
   Items* items_ = nullptr;
+  static thread_local int nice_;
 };
+
+thread_local int Pool::nice_ = 0;
 
 Pool& pool() {
   static Pool* p = new Pool;  // never destroyed: its threads wait until the process ends
@@ -144,6 +163,7 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   Items items;
   items.fn = &fn;
   items.n = n;
+  items.nice = this_thread_nice();
   if (!pool().run(items, nt - 1)) {  // the pool is busy with another caller: threads of our own
     std::vector<std::thread> own;
     try {

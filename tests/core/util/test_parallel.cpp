@@ -11,6 +11,10 @@
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "core/util/parallel.h"
 
 using namespace kvscope;
@@ -86,4 +90,23 @@ TEST_CASE("parallel_for rethrows the first exception on the caller and stays usa
   // One thread: inline, exceptions pass through as they are.
   Threads one(1);
   CHECK_THROWS_AS(parallel_for(3, [](int64_t) { throw std::logic_error("x"); }), std::logic_error);
+}
+
+TEST_CASE("parallel_for: the pool's helpers run a lower-priority caller's items at its nice value", "[parallel]") {
+  Threads t(2);
+  std::atomic<int> lowest{100};
+  std::thread caller([&] {
+    const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+    REQUIRE(setpriority(PRIO_PROCESS, tid, std::max(1, getpriority(PRIO_PROCESS, tid))) == 0);
+    const int mine = getpriority(PRIO_PROCESS, tid);
+    parallel_for(64, [&](int64_t) {
+      const int n = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))) - mine;
+      int cur = lowest.load();
+      while (n < cur && !lowest.compare_exchange_weak(cur, n)) {
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    });
+  });
+  caller.join();
+  CHECK(lowest.load() >= 0);  // no item ran above the caller's priority
 }
