@@ -82,7 +82,7 @@ struct Ahead {
 // GCC 12 flags the _mm512_undefined_ps() inside _mm512_max_ps / _mm512_min_ps (a false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,f16c,prefer-vector-width=512")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,f16c,bmi2,prefer-vector-width=512")
 namespace isa_avx512 {
 #define KVSCOPE_ISA 4
 #include "core/quant/group_kernels_simd.inc"
@@ -384,7 +384,7 @@ bool cpu_has(KernelIsa isa) {
   switch (isa) {
     case KernelIsa::Avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("bmi2");
     case KernelIsa::Avx2: return __builtin_cpu_supports("avx2");
     default: return true;
   }
