@@ -1,8 +1,8 @@
 #pragma once
 // A persistent pool for the model's hand-written kernels (decode mat-vecs, attention, element-wise
-// loops). parallel_for (core/util/parallel.h) starts threads per call, which costs more than a
-// whole decode mat-vec of a small model; here helpers stay alive and spin briefly between calls,
-// and sleep when idle.
+// loops). parallel_for (core/util/parallel.h) keeps its threads too, but they sleep on a condition
+// variable between calls, and waking them costs more than a whole decode mat-vec of a small model;
+// here helpers spin briefly between calls, and sleep when idle.
 // Parts are claimed, not assigned: the caller and the helpers take the next unclaimed part until
 // none is left, so a helper that is descheduled (a busy machine) or still waking up costs nothing:
 // the caller runs its parts. Callers split work into more parts than threads (a few per thread
