@@ -25,12 +25,12 @@ namespace kvscope {
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
-inline v8f load8(const float* p) {
+__attribute__((always_inline)) inline v8f load8(const float* p) {
   v8f v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store8(float* p, const v8f& v) { std::memcpy(p, &v, sizeof v); }
+__attribute__((always_inline)) inline void store8(float* p, const v8f& v) { std::memcpy(p, &v, sizeof v); }
 
 // Sixteen float lanes as two halves (lanes 0-7, 8-15); the memory layout of a 16-float vector.
 struct Lanes16 {

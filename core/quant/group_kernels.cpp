@@ -80,29 +80,40 @@ struct Ahead {
 // Vectors pass between inline helpers only (never across a library boundary): no ABI concern.
 #pragma GCC diagnostic ignored "-Wpsabi"
 // GCC 12 flags the _mm512_undefined_ps() inside _mm512_max_ps / _mm512_min_ps (a false positive).
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,f16c,bmi2,prefer-vector-width=512")
+#endif
+// The target regions: GCC's push_options / target, clang's attribute push (the fuzz build).
+#ifdef __clang__
+#define KVSCOPE_TARGET_BEGIN(gcc, clang) _Pragma(clang)
+#define KVSCOPE_TARGET_END _Pragma("clang attribute pop")
+#else
+#define KVSCOPE_TARGET_BEGIN(gcc, clang) _Pragma("GCC push_options") _Pragma(gcc)
+#define KVSCOPE_TARGET_END _Pragma("GCC pop_options")
+#endif
+KVSCOPE_TARGET_BEGIN("GCC target(\"avx512f,avx512bw,avx512dq,avx512vl,f16c,bmi2,prefer-vector-width=512\")",
+                     "clang attribute push(__attribute__((target(\"avx512f,avx512bw,avx512dq,avx512vl,f16c,bmi2\"))), apply_to = function)")
 namespace isa_avx512 {
 #define KVSCOPE_ISA 4
 #include "core/quant/group_kernels_simd.inc"
 #undef KVSCOPE_ISA
 }  // namespace isa_avx512
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx2,f16c")
+KVSCOPE_TARGET_END
+KVSCOPE_TARGET_BEGIN("GCC target(\"avx2,f16c\")", "clang attribute push(__attribute__((target(\"avx2,f16c\"))), apply_to = function)")
 namespace isa_avx2 {
 #define KVSCOPE_ISA 3
 #include "core/quant/group_kernels_simd.inc"
 #undef KVSCOPE_ISA
 }  // namespace isa_avx2
-#pragma GCC pop_options
+KVSCOPE_TARGET_END
 namespace isa_baseline {
 #define KVSCOPE_ISA 1
 #include "core/quant/group_kernels_simd.inc"
 #undef KVSCOPE_ISA
 }  // namespace isa_baseline
 #undef KV_INLINE
+#undef KVSCOPE_TARGET_BEGIN
+#undef KVSCOPE_TARGET_END
 
 // Rows with per-column parameters.
 template <Mode M>
