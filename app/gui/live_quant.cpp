@@ -41,11 +41,9 @@ struct PairBuffers {
   size_t q_size = 0;
 };
 
-// The pair's reconstructions, and its originals when `originals`: one kernel pass per slice gives
-// both (quantizing again costs about what converting the stored values alone did, so no codes are
-// kept between passes).
-void load_pair(const DumpSource& src, const LivePass& pass, int l, int h, const std::vector<int>& positions, PairBuffers& b,
-               bool originals = true) {
+// The pair's originals and reconstructions: one kernel pass per slice gives both (quantizing again
+// costs about what converting the stored values alone did, so no codes are kept between passes).
+void load_pair(const DumpSource& src, const LivePass& pass, int l, int h, const std::vector<int>& positions, PairBuffers& b) {
   const DumpShape& s = src.shape();
   const size_t n = static_cast<size_t>(s.tokens) * s.head_dim;
   const int G = s.group();
@@ -58,21 +56,17 @@ void load_pair(const DumpSource& src, const LivePass& pass, int l, int h, const 
   for (int kind = 0; kind < 2; ++kind) {
     const HeadPlan& p = pass.plans[base + kind];
     (void)quantize_stored(src.slice(l, h, kind ? 'v' : 'k'), p.quant, p.fp_head, p.fp_tail, nullptr,
-                          (kind ? b.vq : b.kq).data(), originals ? (kind ? b.v : b.k).data() : nullptr);
+                          (kind ? b.vq : b.kq).data(), (kind ? b.v : b.k).data());
   }
   for (int g = 0; g < G; ++g) src.read_q_rows(l, h * G + g, positions, b.q.get() + g * n);  // HF repeat_kv
 }
 
-// `cached`: the pair's original side at `positions` (b.k, b.v unused), or null; `fill` (may be
-// null) receives it otherwise.
-AttentionSums measure_pair(const DumpSource& src, const std::vector<int>& positions, PairBuffers& b,
-                           const AttentionReference* cached = nullptr, AttentionReference* fill = nullptr) {
+AttentionSums measure_pair(const DumpSource& src, const std::vector<int>& positions, PairBuffers& b) {
   const DumpShape& s = src.shape();
   const size_t n = static_cast<size_t>(s.tokens) * s.head_dim;
   std::vector<const float*> q;
   for (int g = 0; g < s.group(); ++g) q.push_back(b.q.get() + g * n);
-  return attention_error(q, cached ? nullptr : b.k.data(), cached ? nullptr : b.v.data(), b.kq.data(), b.vq.data(), s.tokens,
-                         s.head_dim, positions, cached, fill);
+  return attention_error(q, b.k.data(), b.v.data(), b.kq.data(), b.vq.data(), s.tokens, s.head_dim, positions);
 }
 
 }  // namespace
@@ -198,7 +192,6 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
   if (!src.stored_q_positions().empty()) positions = src.stored_q_positions();
   else if (positions.empty()) positions = sample_positions(s.tokens, choose_query_positions(src, pass, pass.attention_budget_s));
   ScopedBlasThreads blas(1);
-  const double ref_limit = kReferenceBudgetBytes / (double(s.layers) * H);  // per pair
   for (size_t i = 0; i < pass.attention.size();) {
     check();
     const int l = static_cast<int>(pass.attention[i] / H);
@@ -206,23 +199,12 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
     while (end < pass.attention.size() && static_cast<int>(pass.attention[end] / H) == l) ++end;
     src.check_intact(l);
     std::vector<AttentionSums> sums(end - i);
-    std::vector<std::shared_ptr<const AttentionReference>> refs(end - i);
     parallel_for(static_cast<int64_t>(end - i), [&](int64_t j) {
       check();
       thread_local PairBuffers b;  // reused across pairs: the query rows are rewritten at the same positions
-      const size_t pi = pass.attention[i + j];
-      const int h = static_cast<int>(pi % H);
-      const std::shared_ptr<const AttentionReference> have = pi < pass.refs.size() ? pass.refs[pi] : nullptr;
-      const bool reuse = have && have->positions == positions;
-      load_pair(src, pass, l, h, positions, b, !reuse);
-      if (reuse) {
-        sums[j] = measure_pair(src, positions, b, have.get());
-        refs[j] = have;
-      } else {
-        auto fresh = std::make_shared<AttentionReference>();
-        sums[j] = measure_pair(src, positions, b, nullptr, fresh.get());
-        if (double(fresh->bytes()) <= ref_limit) refs[j] = std::move(fresh);
-      }
+      const int h = static_cast<int>(pass.attention[i + j] % H);
+      load_pair(src, pass, l, h, positions, b);
+      sums[j] = measure_pair(src, positions, b);
     });
     LayerUpdate u;
     u.gen = pass.gen;
@@ -233,7 +215,6 @@ void run_live_pass(const DumpSource& src, const LivePass& pass, const std::atomi
       o.key = pass.keys[pi * 2] + "&" + pass.keys[pi * 2 + 1];
       o.positions = static_cast<int>(positions.size());
       o.sums = sums[j - i];
-      o.ref = std::move(refs[j - i]);
       u.attention.emplace_back(pi, std::move(o));
     }
     inbox.push(std::move(u));

@@ -9,7 +9,6 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -39,11 +38,7 @@ struct AttentionOutcome {
   std::string key;  // K key + V key of the pair; empty: never computed
   int positions = 0;
   AttentionSums sums;
-  // The pair's original side at these positions (policy-independent: later passes skip its
-  // products), kept while all pairs' fit kReferenceBudgetBytes; null otherwise.
-  std::shared_ptr<const AttentionReference> ref;
 };
-inline constexpr double kReferenceBudgetBytes = 256e6;
 
 // What one background pass computes (made on the UI thread from the cache and the new keys).
 struct LivePass {
@@ -54,7 +49,6 @@ struct LivePass {
   std::vector<size_t> slices;         // to re-quantize, ascending
   std::vector<size_t> attention;      // (layer * kv_heads + head) to re-measure, ascending
   std::vector<int> positions;         // query positions; empty with `attention`: choose them first
-  std::vector<std::shared_ptr<const AttentionReference>> refs;  // every pair: the cache's original side (may be null)
   double attention_budget_s = 1.0;    // what choosing aims a whole-dump attention pass at
 };
 

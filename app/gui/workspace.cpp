@@ -280,13 +280,9 @@ void Workspace::maybe_requantize() {
   deq_.reset();
   for (size_t i = 0; i < slices_.size(); ++i)
     if (slices_[i].key != target_keys_[i]) pass->slices.push_back(i);
-  if (dump_->has_q()) {
-    pass->refs.resize(pairs);
-    for (size_t i = 0; i < pairs; ++i) {
+  if (dump_->has_q())
+    for (size_t i = 0; i < pairs; ++i)
       if (attn_positions_ == 0 || attn_[i].positions != attn_positions_ || attn_[i].key != pair_key(i)) pass->attention.push_back(i);
-      pass->refs[i] = attn_[i].ref;  // the original side: the same whatever the policy
-    }
-  }
   if (attn_positions_ > 0) pass->positions = sample_positions(s.tokens, attn_positions_);
   pass->gen = gen;
   pass->policy = p;

@@ -151,8 +151,7 @@ class Scratch {
 }  // namespace
 
 AttentionSums attention_error(const std::vector<const float*>& q, const float* k, const float* v, const float* kq,
-                              const float* vq, int T, int D, const std::vector<int>& positions,
-                              const AttentionReference* cached_ref, AttentionReference* fill) {
+                              const float* vq, int T, int D, const std::vector<int>& positions) {
   AttentionSums total;
   configure_compute_threads();
   if (!positions.empty() && positions.back() >= T) throw std::out_of_range("attention_error: position past the end");
@@ -172,18 +171,6 @@ AttentionSums attention_error(const std::vector<const float*>& q, const float* k
   float* const o = buf.get(3, rows * D);
   float* const oh = buf.get(4, rows * D);
   std::vector<RowStats> stats(rows);
-  size_t want_logits = 0;
-  for (int p : positions) want_logits += static_cast<size_t>(G) * (static_cast<size_t>(p) + 1);
-  const bool cached = cached_ref && cached_ref->positions == positions && cached_ref->logits.size() == want_logits &&
-                      cached_ref->outputs.size() == static_cast<size_t>(G) * positions.size() * D;
-  if (!cached && (!k || !v)) throw std::invalid_argument("attention_error: no original keys/values and no matching reference");
-  AttentionReference* ref = cached ? nullptr : fill;
-  if (ref) {
-    *ref = AttentionReference{positions, {}, {}};
-    ref->logits.reserve(want_logits);
-    ref->outputs.reserve(static_cast<size_t>(G) * positions.size() * D);
-  }
-  size_t logit_at = 0, out_at = 0;  // where this chunk's original side sits in `ref`
   for (size_t c0 = 0; c0 < positions.size(); c0 += kChunk) {
     const int C = static_cast<int>(std::min<size_t>(kChunk, positions.size() - c0));
     const int* pos = positions.data() + c0;
@@ -206,17 +193,9 @@ AttentionSums attention_error(const std::vector<const float*>& q, const float* k
     blocks([&](int r0, int m, int lo, int n, bool) {
       const float* a = qc + static_cast<size_t>(r0) * D;
       const size_t at = static_cast<size_t>(r0) * N + lo;
-      if (!cached) sgemm(false, true, m, n, D, 1.f, a, D, k + static_cast<size_t>(lo) * D, D, 0.f, s + at, N);
+      sgemm(false, true, m, n, D, 1.f, a, D, k + static_cast<size_t>(lo) * D, D, 0.f, s + at, N);
       sgemm(false, true, m, n, D, 1.f, a, D, kq + static_cast<size_t>(lo) * D, D, 0.f, sh + at, N);
     });
-    // The original logits, row r's first pos + 1 entries (what the softmax below reads), to or from `ref`.
-    for (int r = 0; r < R; ++r) {
-      const size_t n = static_cast<size_t>(pos[r / G]) + 1;
-      float* row = s + static_cast<size_t>(r) * N;
-      if (cached) std::memcpy(row, cached_ref->logits.data() + logit_at, n * sizeof(float));
-      else if (ref) ref->logits.insert(ref->logits.end(), row, row + n);
-      logit_at += n;
-    }
     // Serial: callers run one (layer, head) per worker thread (coarse grains survive a busy machine).
     for (int r = 0; r < R; ++r)
       stats[r] = fused_softmax_stats(s + static_cast<size_t>(r) * N, sh + static_cast<size_t>(r) * N,
@@ -224,13 +203,9 @@ AttentionSums attention_error(const std::vector<const float*>& q, const float* k
     blocks([&](int r0, int m, int lo, int n, bool first) {
       const size_t at = static_cast<size_t>(r0) * N + lo;
       const float beta = first ? 0.f : 1.f;
-      if (!cached) sgemm(false, false, m, D, n, 1.f, s + at, N, v + static_cast<size_t>(lo) * D, D, beta, o + r0 * D, D);
+      sgemm(false, false, m, D, n, 1.f, s + at, N, v + static_cast<size_t>(lo) * D, D, beta, o + r0 * D, D);
       sgemm(false, false, m, D, n, 1.f, sh + at, N, vq + static_cast<size_t>(lo) * D, D, beta, oh + r0 * D, D);
     });
-    const size_t out_n = static_cast<size_t>(R) * D;
-    if (cached) std::memcpy(o, cached_ref->outputs.data() + out_at, out_n * sizeof(float));
-    else if (ref) ref->outputs.insert(ref->outputs.end(), o, o + out_n);
-    out_at += out_n;
     for (int g = 0; g < G; ++g)  // query head-major, as the sums have always been taken
       for (int i = 0; i < C; ++i) {
         const int r = i * G + g;

@@ -2,7 +2,6 @@
 // Attention-level error of one (layer, KV head): its G query heads attend causally (query at
 // position p sees keys 0..p, scale 1/sqrt(D), softmax with max subtraction) to the original and
 // to the quantized K/V; compared at sampled query positions (ALGORITHMS.md §7).
-#include <cstddef>
 #include <vector>
 
 namespace kvscope {
@@ -36,25 +35,11 @@ struct AttentionSums {
   AttentionMetrics metrics(int layer, int head) const;
 };
 
-// The original side of one (layer, KV head)'s attention at fixed query positions: the causal
-// logits (each row's visible keys only) and the unnormalized outputs. They depend on the dump and
-// the positions, not on the quantization, so a caller that measures several policies on the same
-// positions (the GUI's live passes) computes them once: half the products of every later call.
-struct AttentionReference {
-  std::vector<int> positions;
-  std::vector<float> logits, outputs;
-  std::size_t bytes() const { return sizeof(float) * (logits.size() + outputs.size()); }
-};
-
 // q: G pointers to [T, D] query matrices (post-RoPE); k, v, kq, vq: [T, D] original and
 // dequantized keys/values of the KV head. Single-threaded (callers parallelize over heads; see
 // ScopedBlasThreads for the BLAS side).
-// `cached` (may be null): when it holds this pair's original side at these positions, that side is
-// read from it (k and v are not read and may be null) and the result is bit for bit the one
-// without it. Otherwise k and v are used, and `fill` (may be null) receives this call's original side.
 AttentionSums attention_error(const std::vector<const float*>& q, const float* k, const float* v, const float* kq,
-                              const float* vq, int T, int D, const std::vector<int>& positions,
-                              const AttentionReference* cached = nullptr, AttentionReference* fill = nullptr);
+                              const float* vq, int T, int D, const std::vector<int>& positions);
 
 // Scalar double-precision reference of the same quantities, for tests.
 AttentionSums attention_error_reference(const std::vector<const float*>& q, const float* k, const float* v,
