@@ -1,14 +1,11 @@
 #include "app/gui/job_runner.h"
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <utility>
 
 #include "core/util/cancelled.h"
+#include "core/util/parallel.h"
 
 namespace kvscope::gui {
 
@@ -51,9 +48,7 @@ void below_ui_priority() {
     const char* e = std::getenv("KVSCOPE_JOB_NICE");
     return e ? std::clamp(std::atoi(e), 0, 19) : 8;
   }();
-  const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
-  const int now = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
-  if (now < nice) setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice);
+  raise_thread_nice(nice);
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 #include "core/quant/group_kernels.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <atomic>
-#include <immintrin.h>
 #include <cmath>
 #include <cstring>
 

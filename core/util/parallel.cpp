@@ -40,12 +40,6 @@ namespace {
 
 int this_thread_nice() { return getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))); }
 
-// Raises this thread's nice value to n (Linux: per thread); returns the value now in effect.
-int raise_nice(int n) {
-  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), n);
-  return this_thread_nice();
-}
-
 // Inside a parallel_for (a pool thread, or a caller while it works): nested calls run inline, the
 // cores being busy already.
 thread_local int t_depth = 0;
@@ -127,7 +121,7 @@ class Pool {
       lock.unlock();
       // Work of a caller below normal priority (a GUI job) stays below it on the helpers too
       // (raised only: lowering needs privileges; the GUI's callers all share one value).
-      if (items->nice > nice_) nice_ = raise_nice(items->nice);
+      if (items->nice > nice_) nice_ = raise_thread_nice(items->nice);
       items->work();
       lock.lock();
       if (--running_ == 0) idle_.notify_all();
@@ -153,6 +147,12 @@ Pool& pool() {
 }
 
 }  // namespace
+
+int raise_thread_nice(int n) {
+  const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+  if (getpriority(PRIO_PROCESS, tid) < n) setpriority(PRIO_PROCESS, tid, n);
+  return getpriority(PRIO_PROCESS, tid);
+}
 
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   const int nt = static_cast<int>(std::min<int64_t>(worker_threads(), n));

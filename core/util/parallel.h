@@ -14,6 +14,10 @@ int available_cpus();
 int worker_threads();
 void set_worker_threads(int n);
 
+// Raises the calling thread's nice value to at least n (Linux: per thread; threads it starts
+// inherit it; never lowered: that needs privileges); returns the value in effect. Best effort.
+int raise_thread_nice(int n);
+
 // Calls fn(i) for every i in [0, n), spread over worker_threads(); items are claimed
 // dynamically so uneven work balances. The caller works too. The first exception stops the
 // hand-out of items and is rethrown on the caller's thread. A call made inside another one's items
