@@ -57,7 +57,7 @@ void DumpSource::read_q_rows(int l, int qh, const std::vector<int>& positions, f
     return;
   }
   const StoredMatrix m = reader_->q(l, qh);
-  for (int p : positions) stored_to_f32(m.dtype, m.row_ptr(p), D, dst + p * D);
+  for (int p : positions) row_to_f32(m, p, dst + p * D);
 }
 
 HeadProfile DumpSource::profile(int l, int h, char kind, const float* dequantized, const RotationSpec* rotation) const {

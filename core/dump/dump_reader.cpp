@@ -51,7 +51,8 @@ StoredMatrix DumpReader::view(const TensorInfo* t, int l, const char* what, int 
   if (t->dtype != DType::F16 && t->dtype != DType::BF16 && t->dtype != DType::F32)
     fail(path(), "tensor '{}' is stored as {}; streamed reading needs F16, BF16 or F32", t->name, dtype_name(t->dtype));
   const size_t per_head = static_cast<size_t>(t->shape[1]) * t->shape[2] * dtype_size(t->dtype);
-  return {file_->data(*t) + per_head * head, t->dtype, static_cast<int>(t->shape[1]), static_cast<int>(t->shape[2])};
+  return {file_->data(*t) + per_head * head, t->dtype, static_cast<int>(t->shape[1]), static_cast<int>(t->shape[2]),
+          file_.get(), file_->file_offset(*t) + per_head * head};
 }
 
 StoredMatrix DumpReader::k(int l, int h) const { return view(l >= 0 && l < shape().layers ? layers_[l].k : nullptr, l, "k", h); }

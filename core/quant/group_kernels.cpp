@@ -432,8 +432,10 @@ const char* group_kernel_isa_name() {
   }
 }
 
-QuantizedTensor quantize_stored(const StoredMatrix& X, const TensorQuant& spec, int fp_head, int fp_tail, ErrorSums* err,
+QuantizedTensor quantize_stored(const StoredMatrix& file_x, const TensorQuant& spec, int fp_head, int fp_tail, ErrorSums* err,
                                 float* recon, float* orig) {
+  thread_local std::vector<unsigned char> staged;  // a file's slice, read with pread (no page faults)
+  const StoredMatrix X = stage(file_x, staged);
   if (X.dtype != DType::F16 && X.dtype != DType::BF16 && X.dtype != DType::F32)
     throw Error("quantizer: matrices are read as F16, BF16 or F32, not " + std::string(dtype_name(X.dtype)));
   std::string problem = check_tensor_quant(spec);

@@ -124,7 +124,8 @@ class StreamedQuantize {
     if (!policy_.smooth || !smoothed_[l]) return {};
     const auto tc = std::chrono::steady_clock::now();
     parallel_for(H_, [&](int64_t h) {
-      const StoredMatrix m = dump_.k(l, static_cast<int>(h));
+      thread_local std::vector<unsigned char> staged;
+      const StoredMatrix m = stage(dump_.k(l, static_cast<int>(h)), staged);
       stored_to_f32(m.dtype, m.data, he_, kx_.data() + h * he_);
     });
     std::vector<float> sc = kvsmooth_scales(kx_.data(), H_, T_, D_, policy_.smooth->factor, dump_.meta().rope_style == "interleaved");
@@ -190,8 +191,7 @@ class StreamedQuantize {
       const int qh = static_cast<int>(i);
       const StoredMatrix m = dump_.q_stored(l, qh);
       for (size_t j = 0; j < positions_.size(); ++j)
-        stored_to_f32(m.dtype, m.row_ptr(m.rows == T_ ? positions_[j] : static_cast<int>(j)), D_,
-                      qx_.get() + qh * he_ + static_cast<size_t>(positions_[j]) * D_);
+        row_to_f32(m, m.rows == T_ ? positions_[j] : static_cast<int>(j), qx_.get() + qh * he_ + static_cast<size_t>(positions_[j]) * D_);
     });
     const auto t0 = std::chrono::steady_clock::now();
     parallel_for(H_, [&](int64_t hh) {

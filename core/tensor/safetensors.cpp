@@ -221,8 +221,37 @@ void SafetensorsFile::release(const TensorInfo& t) const {
   if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
+void SafetensorsFile::read_bytes(uint64_t offset, size_t n, void* dst) const {
+  auto* out = static_cast<unsigned char*>(dst);
+  while (n > 0) {
+    const ssize_t got = ::pread(fd_, out, n, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) fail(path_, "cannot read {} bytes at offset {}: {}", n, offset, std::strerror(errno));
+    if (got == 0) {
+      struct stat st {};
+      fstat(fd_, &st);
+      fail(path_, "file shrank to {} bytes while open (truncated by another process?); byte {} is gone",
+           static_cast<uint64_t>(st.st_size), offset);
+    }
+    out += got, offset += static_cast<uint64_t>(got), n -= static_cast<size_t>(got);
+  }
+}
+
 void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
-  const uint64_t end = static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin + t.nbytes;
+  if (t.dtype == DType::F16 || t.dtype == DType::BF16 || t.dtype == DType::F32) {
+    constexpr size_t kChunkBytes = size_t(1) << 20;  // a multiple of every element size; stays in L2
+    thread_local std::vector<unsigned char> chunk;
+    chunk.resize(std::min<uint64_t>(kChunkBytes, t.nbytes));
+    const size_t es = dtype_size(t.dtype);
+    for (uint64_t done = 0; done < t.nbytes;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, t.nbytes - done));
+      read_bytes(file_offset(t) + done, n, chunk.data());
+      stored_to_f32(t.dtype, chunk.data(), n / es, dst + done / es);
+      done += n;
+    }
+    return;
+  }
+  const uint64_t end = file_offset(t) + t.nbytes;
   struct stat st {};
   const auto truncated = [&](uint64_t now) {
     fail(path_, "file shrank to {} bytes while open (truncated by another process?); tensor '{}' ends at byte {}",

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/tensor/dtype.h"
+#include "core/tensor/stored_matrix.h"
 
 namespace kvscope {
 
@@ -23,14 +24,14 @@ struct TensorInfo {
   int64_t numel() const;
 };
 
-class SafetensorsFile {
+class SafetensorsFile : public StoredSource {
  public:
   // Maximum header size we accept (the reference implementation's limit).
   static constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 
   // Maps and validates the file; throws Error("<path>: <problem>") on any inconsistency.
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
-  ~SafetensorsFile();
+  ~SafetensorsFile() override;
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
@@ -40,11 +41,18 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;  // nullptr when absent
   const TensorInfo& get(const std::string& name) const;   // throws naming the file when absent
   const unsigned char* data(const TensorInfo& t) const { return data_ + t.begin; }
+  // Where tensor t's bytes start in the file (for read_bytes).
+  uint64_t file_offset(const TensorInfo& t) const {
+    return static_cast<uint64_t>(data_ - static_cast<const unsigned char*>(map_)) + t.begin;
+  }
+  // pread of the file (StoredSource): throws Error naming the file when it shrank since open().
+  void read_bytes(uint64_t offset, size_t n, void* dst) const override;
 
   // Reads a tensor as f32 (any float or int dtype), checking the expected shape if given.
   std::vector<float> read_f32(const std::string& name, const std::vector<int64_t>& expect_shape = {}) const;
-  // Converts one tensor of this file into dst (numel floats). Throws Error naming the file when
-  // the file was truncated since open() (by another process), instead of dying of SIGBUS.
+  // Converts one tensor of this file into dst (numel floats); F16, BF16 and F32 are read with pread
+  // a chunk at a time (no page faults). Throws Error naming the file when the file was truncated
+  // since open() (by another process), instead of dying of SIGBUS.
   void read_f32_into(const TensorInfo& t, float* dst) const;
   // Throws Error naming the file when it is now too short to hold tensor t (truncated since open()).
   void check_intact(const TensorInfo& t) const;

@@ -50,6 +50,23 @@ const bool kHasF16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("
 
 }  // namespace
 
+StoredMatrix stage(const StoredMatrix& x, std::vector<unsigned char>& buf) {
+  if (!x.source) return x;
+  const size_t bytes = x.elems() * dtype_size(x.dtype);
+  if (buf.size() < bytes) buf.resize(bytes);
+  x.source->read_bytes(x.source_offset, bytes, buf.data());
+  return {buf.data(), x.dtype, x.rows, x.cols};
+}
+
+void row_to_f32(const StoredMatrix& m, int r, float* dst) {
+  if (!m.source) return stored_to_f32(m.dtype, m.row_ptr(r), static_cast<size_t>(m.cols), dst);
+  const size_t bytes = static_cast<size_t>(m.cols) * dtype_size(m.dtype);
+  thread_local std::vector<unsigned char> buf;
+  if (buf.size() < bytes) buf.resize(bytes);
+  m.source->read_bytes(m.source_offset + static_cast<uint64_t>(r) * bytes, bytes, buf.data());
+  stored_to_f32(m.dtype, buf.data(), static_cast<size_t>(m.cols), dst);
+}
+
 void stored_to_f32(DType t, const void* src, size_t n, float* dst) {
   if (n == 0) return;
   const auto* p = static_cast<const unsigned char*>(src);

@@ -10,6 +10,7 @@
 #include "core/dump/dump_reader.h"
 #include "core/dump/dump_writer.h"
 #include "core/dump/kv_dump.h"
+#include "core/quant/group_kernels.h"
 #include "core/synth/synth.h"
 #include "core/util/error.h"
 #include "test_util.h"
@@ -84,6 +85,16 @@ TEST_CASE("streamed reader: views hold what load_dump loads; load_layer equals i
         CHECK(k.rows == 40);
         CHECK(k.cols == 16);
         CHECK(as_f32(k) == std::vector<float>(whole.k(l, h), whole.k(l, h) + he));
+        // A file's views can be read with pread too (what the kernels and query rows do).
+        REQUIRE(k.source != nullptr);
+        std::vector<unsigned char> buf;
+        const StoredMatrix staged = stage(k, buf);
+        CHECK(staged.source == nullptr);
+        CHECK(staged.rows == 40);
+        CHECK(as_f32(staged) == as_f32(k));
+        std::vector<float> row(16);
+        row_to_f32(r.q(l, 5), 7, row.data());
+        CHECK(row == std::vector<float>(whole.q(l, 5) + 7 * 16, whole.q(l, 5) + 8 * 16));
         CHECK(as_f32(r.v(l, h)) == std::vector<float>(whole.v(l, h), whole.v(l, h) + he));
         const float* kp = whole.layers[l].k_pre_rope.data() + h * he;
         CHECK(as_f32(r.k_pre_rope(l, h)) == std::vector<float>(kp, kp + he));
@@ -113,6 +124,11 @@ TEST_CASE("streamed reader: same errors as load_dump; a truncated file is an err
   REQUIRE(truncate(path.c_str(), 4096) == 0);
   CHECK_THROWS_WITH(r.check_intact(2), Catch::Contains(path) && Catch::Contains("shrank to 4096 bytes"));
   CHECK_THROWS_WITH(r.load_layer(2), Catch::Contains(path) && Catch::Contains("truncated by another process"));
+  // Views read with pread (the kernels, query rows): the same error, not SIGBUS.
+  const StoredMatrix k = r.k(2, 1);
+  CHECK_THROWS_WITH(quantize_stored(k, TensorQuant{}), Catch::Contains(path) && Catch::Contains("shrank to 4096 bytes"));
+  std::vector<float> row(16);
+  CHECK_THROWS_WITH(row_to_f32(r.q(2, 0), 39, row.data()), Catch::Contains(path) && Catch::Contains("shrank to 4096 bytes"));
   CHECK_THROWS_WITH(DumpReader(path), Catch::Contains(path));
 }
 
