@@ -125,7 +125,7 @@ void Window::end_frame() {
 void Window::swap() { glfwSwapBuffers(window_); }
 
 void Window::pace(std::chrono::steady_clock::time_point frame_start, bool calm) {
-  std::this_thread::sleep_until(frame_start + std::chrono::microseconds(calm ? 30000 : 16600));
+  std::this_thread::sleep_until(frame_start + std::chrono::microseconds(calm ? 25000 : 16600));
 }
 
 }  // namespace kvscope::gui

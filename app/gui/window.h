@@ -37,7 +37,7 @@ class Window {
   void end_frame();  // ImGui's draw data into the cleared back buffer
   void swap();
   // Caps at ~60 fps when the swap does not wait for vblank (Xvfb, some drivers); `calm` (only
-  // work runs and nobody touched the UI for 0.25 s) caps at ~33 fps to leave the cores to the jobs.
+  // work runs and nobody touched the UI for 0.25 s) caps at 40 fps to leave the cores to the jobs.
   static void pace(std::chrono::steady_clock::time_point frame_start, bool calm);
 
  private:
