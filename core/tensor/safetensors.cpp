@@ -242,8 +242,11 @@ void SafetensorsFile::read_bytes(uint64_t offset, size_t n, void* dst) const {
 }
 
 void SafetensorsFile::read_f32_into(const TensorInfo& t, float* dst) const {
-  if (t.dtype == DType::F16 || t.dtype == DType::BF16 || t.dtype == DType::F32) {
-    constexpr size_t kChunkBytes = size_t(1) << 20;  // a multiple of every element size; stays in L2
+  // Large tensors (a dump's layers) with pread: no page faults, nothing left mapped. Small ones
+  // (norms, biases between a checkpoint's weights) through the mapping, which reads their 2 MB
+  // neighbourhood into the page cache as one huge folio the weights' mapping then uses whole.
+  constexpr size_t kChunkBytes = size_t(1) << 20;  // a multiple of every element size; stays in L2
+  if ((t.dtype == DType::F16 || t.dtype == DType::BF16 || t.dtype == DType::F32) && t.nbytes >= kChunkBytes) {
     thread_local std::vector<unsigned char> chunk;
     chunk.resize(std::min<uint64_t>(kChunkBytes, t.nbytes));
     const size_t es = dtype_size(t.dtype);
