@@ -44,21 +44,17 @@ float load1(DType t, const unsigned char* p) {
   return t == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
 }
 
-// The stored dtype as a template parameter: no dtype branch inside the loop.
-template <DType T>
-__attribute__((target("avx2,fma,f16c"))) inline float dot_avx2_t(const unsigned char* row, const float* x, int64_t n) {
+// The end of every AVX2 and AVX-512 dot product, so that both give the same bits: the 8-wide tail
+// into a[0], the N accumulators summed as a pairwise tree ((a0 + a1) + (a2 + a3)) + ..., the 8
+// lanes reduced, the scalar tail.
+template <DType T, int N>
+__attribute__((target("avx2,fma,f16c"))) inline float finish_dot(__m256* a, const unsigned char* row, const float* x,
+                                                                  int64_t i, int64_t n) {
   constexpr int64_t es = T == DType::F32 ? 4 : 2;
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    a0 = _mm256_fmadd_ps(load8(T, row + i * es), _mm256_loadu_ps(x + i), a0);
-    a1 = _mm256_fmadd_ps(load8(T, row + (i + 8) * es), _mm256_loadu_ps(x + i + 8), a1);
-    a2 = _mm256_fmadd_ps(load8(T, row + (i + 16) * es), _mm256_loadu_ps(x + i + 16), a2);
-    a3 = _mm256_fmadd_ps(load8(T, row + (i + 24) * es), _mm256_loadu_ps(x + i + 24), a3);
-  }
-  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8(T, row + i * es), _mm256_loadu_ps(x + i), a0);
-  const __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  for (; i + 8 <= n; i += 8) a[0] = _mm256_fmadd_ps(load8(T, row + i * es), _mm256_loadu_ps(x + i), a[0]);
+  for (int w = N; w > 1; w /= 2)
+    for (int k = 0; k < w / 2; ++k) a[k] = _mm256_add_ps(a[2 * k], a[2 * k + 1]);
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(a[0]), _mm256_extractf128_ps(a[0], 1));
   r = _mm_hadd_ps(r, r);
   r = _mm_hadd_ps(r, r);
   float acc = _mm_cvtss_f32(r);
@@ -66,46 +62,78 @@ __attribute__((target("avx2,fma,f16c"))) inline float dot_avx2_t(const unsigned 
   return acc;
 }
 
-// y[r] = row r . x for rows [lo, hi) of a matrix with row_bytes per row.
-template <DType T>
-__attribute__((target("avx2,fma,f16c"))) void dot_rows_avx2(const unsigned char* data, int64_t row_bytes, int64_t lo,
-                                                            int64_t hi, const float* x, int64_t n, float* y) {
-  for (int64_t r = lo; r < hi; ++r) y[r] = dot_avx2_t<T>(data + r * row_bytes, x, n);
-}
-
-// BF16 rows: 8 accumulators, 64 weights (128 bytes) per iteration. The 4-accumulator loop above
-// reads 29-35 GB/s per core on the 0.5B shape's rows; this one 34-35 (gate/up rows) and 22 -> 28
-// (down rows of 4,864: x is 19 KB of f32 there). F32 and F16 keep the loop above (the shared
-// models' golden outputs were computed with its summation order).
-__attribute__((target("avx2,fma,f16c"))) inline float dot_bf16_avx2_8(const unsigned char* row, const float* x,
-                                                                      int64_t n) {
-  __m256 a[8];
+// N accumulators of 8 lanes, 8 * N elements per step: N = 4 for F32 and F16 (the shared models'
+// golden outputs were computed with this order), N = 8 for BF16 rows (64 weights, 128 bytes per
+// step: the 4-accumulator loop read 29-35 GB/s per core on the 0.5B shape's rows, this one 34-35
+// on gate/up rows and 22 -> 28 on down rows of 4,864, where x is 19 KB of f32).
+template <DType T, int N>
+__attribute__((target("avx2,fma,f16c"))) inline float dot_avx2_t(const unsigned char* row, const float* x, int64_t n) {
+  constexpr int64_t es = T == DType::F32 ? 4 : 2;
+  __m256 a[N];
   for (auto& v : a) v = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 64 <= n; i += 64)
-    for (int j = 0; j < 8; ++j)
-      a[j] = _mm256_fmadd_ps(load8(DType::BF16, row + (i + 8 * j) * 2), _mm256_loadu_ps(x + i + 8 * j), a[j]);
-  for (; i + 8 <= n; i += 8) a[0] = _mm256_fmadd_ps(load8(DType::BF16, row + i * 2), _mm256_loadu_ps(x + i), a[0]);
-  const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
-                                 _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7])));
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  r = _mm_hadd_ps(r, r);
-  r = _mm_hadd_ps(r, r);
-  float acc = _mm_cvtss_f32(r);
-  for (; i < n; ++i) acc += load1(DType::BF16, row + i * 2) * x[i];
-  return acc;
+  for (; i + 8 * N <= n; i += 8 * N)
+    for (int j = 0; j < N; ++j) a[j] = _mm256_fmadd_ps(load8(T, row + (i + 8 * j) * es), _mm256_loadu_ps(x + i + 8 * j), a[j]);
+  return finish_dot<T, N>(a, row, x, i, n);
 }
 
-__attribute__((target("avx2,fma,f16c"))) void dot_rows_bf16_avx2_8(const unsigned char* data, int64_t row_bytes,
-                                                                   int64_t lo, int64_t hi, const float* x, int64_t n,
-                                                                   float* y) {
-  for (int64_t r = lo; r < hi; ++r) y[r] = dot_bf16_avx2_8(data + r * row_bytes, x, n);
+// The same lanes and sums with 16-float registers: zmm accumulator j holds the AVX2 loop's
+// accumulators 2j and 2j + 1, so the results are bit-identical, from half the instructions per
+// byte. On the 0.5B shape's rows (BF16, 2 threads, file mapped in 2 MB pages): down 44-45 -> 57-58
+// GB/s, q 50-51 -> 53-56, gate 56-57 -> 58-59, LM head 59 -> 60-61.
+#define KVSCOPE_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+#if defined(__GNUC__) && !defined(__clang__)  // GCC 12's AVX-512 headers trip its own uninitialized warnings
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+template <DType T>
+KVSCOPE_AVX512 inline __m512 load16(const unsigned char* p) {
+  if constexpr (T == DType::F32) return _mm512_loadu_ps(p);
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  if constexpr (T == DType::F16) return _mm512_cvtph_ps(h);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));  // BF16
 }
+
+template <DType T, int N>
+KVSCOPE_AVX512 inline float dot_avx512_t(const unsigned char* row, const float* x, int64_t n) {
+  constexpr int64_t es = T == DType::F32 ? 4 : 2;
+  constexpr int K = N / 2;
+  __m512 A[K];
+  for (auto& v : A) v = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 * N <= n; i += 8 * N)
+    for (int j = 0; j < K; ++j)
+      A[j] = _mm512_fmadd_ps(load16<T>(row + (i + 16 * j) * es), _mm512_loadu_ps(x + i + 16 * j), A[j]);
+  __m256 a[N];
+  for (int j = 0; j < K; ++j) {
+    a[2 * j] = _mm512_castps512_ps256(A[j]);
+    a[2 * j + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(A[j]), 1));
+  }
+  return finish_dot<T, N>(a, row, x, i, n);
+}
+
+// y[r] = row r . x for rows [lo, hi) of a matrix with row_bytes per row.
+template <DType T, int N>
+__attribute__((target("avx2,fma,f16c"))) void dot_rows_avx2(const unsigned char* data, int64_t row_bytes, int64_t lo,
+                                                            int64_t hi, const float* x, int64_t n, float* y) {
+  for (int64_t r = lo; r < hi; ++r) y[r] = dot_avx2_t<T, N>(data + r * row_bytes, x, n);
+}
+
+template <DType T, int N>
+KVSCOPE_AVX512 void dot_rows_avx512(const unsigned char* data, int64_t row_bytes, int64_t lo, int64_t hi, const float* x,
+                                    int64_t n, float* y) {
+  for (int64_t r = lo; r < hi; ++r) y[r] = dot_avx512_t<T, N>(data + r * row_bytes, x, n);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#undef KVSCOPE_AVX512
 
 float dot_avx2(DType t, const unsigned char* row, const float* x, int64_t n) {
-  if (t == DType::F32) return dot_avx2_t<DType::F32>(row, x, n);
-  if (t == DType::F16) return dot_avx2_t<DType::F16>(row, x, n);
-  return dot_avx2_t<DType::BF16>(row, x, n);
+  if (t == DType::F32) return dot_avx2_t<DType::F32, 4>(row, x, n);
+  if (t == DType::F16) return dot_avx2_t<DType::F16, 4>(row, x, n);
+  return dot_avx2_t<DType::BF16, 4>(row, x, n);
 }
 
 float dot_plain(DType t, const unsigned char* row, const float* x, int64_t n) {
@@ -127,10 +155,16 @@ std::atomic<int> g_gemv_isa{static_cast<int>(GemvIsa::Auto)};
 std::atomic<bool> g_gemv_legacy{false};
 
 
+bool have_avx512() {
+  static const bool ok = have_avx2() && __builtin_cpu_supports("avx512f");
+  return ok;
+}
+
 GemvIsa gemv_isa_now() {
   const auto forced = static_cast<GemvIsa>(g_gemv_isa.load(std::memory_order_relaxed));
   if (forced == GemvIsa::Portable || !have_avx2()) return GemvIsa::Portable;
-  return GemvIsa::Avx2;
+  if (forced == GemvIsa::Avx2 || !have_avx512()) return GemvIsa::Avx2;
+  return GemvIsa::Avx512;
 }
 
 constexpr int64_t kScratchFloats = int64_t{8} << 20;  // 32 MB of converted weight rows per block
@@ -170,7 +204,7 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
                          ? 1
                          : static_cast<int>(std::clamp<int64_t>(work >> 15, threads, std::min<int64_t>(64, total)));
   const GemvIsa isa = gemv_isa_now();
-  const bool avx2 = isa != GemvIsa::Portable;
+  const bool avx2 = isa == GemvIsa::Avx2 || (isa == GemvIsa::Avx512 && legacy), avx512 = isa == GemvIsa::Avx512 && !legacy;
   auto rows = [&](int chunk) {
     long begin, end;
     part_range(static_cast<long>(total), chunk, chunks, &begin, &end);
@@ -180,10 +214,13 @@ void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads) {
       const int64_t lo = std::max<int64_t>(begin, base) - base, hi = std::min<int64_t>(end, base + w.rows) - base;
       const int64_t row_bytes = w.cols * static_cast<int64_t>(dtype_size(w.dtype));
       const auto* data = static_cast<const unsigned char*>(w.data);
-      if (avx2 && w.dtype == DType::F32) dot_rows_avx2<DType::F32>(data, row_bytes, lo, hi, x, w.cols, p.y);
-      else if (avx2 && w.dtype == DType::BF16 && !legacy) dot_rows_bf16_avx2_8(data, row_bytes, lo, hi, x, w.cols, p.y);
-      else if (avx2 && w.dtype == DType::BF16) dot_rows_avx2<DType::BF16>(data, row_bytes, lo, hi, x, w.cols, p.y);
-      else if (avx2 && w.dtype == DType::F16) dot_rows_avx2<DType::F16>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      if (avx512 && w.dtype == DType::F32) dot_rows_avx512<DType::F32, 4>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else if (avx512 && w.dtype == DType::BF16) dot_rows_avx512<DType::BF16, 8>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else if (avx512 && w.dtype == DType::F16) dot_rows_avx512<DType::F16, 4>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else if (avx2 && w.dtype == DType::F32) dot_rows_avx2<DType::F32, 4>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else if (avx2 && w.dtype == DType::BF16 && !legacy) dot_rows_avx2<DType::BF16, 8>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else if (avx2 && w.dtype == DType::BF16) dot_rows_avx2<DType::BF16, 4>(data, row_bytes, lo, hi, x, w.cols, p.y);
+      else if (avx2 && w.dtype == DType::F16) dot_rows_avx2<DType::F16, 4>(data, row_bytes, lo, hi, x, w.cols, p.y);
       else
         for (int64_t r = lo; r < hi; ++r) p.y[r] = dot_plain(w.dtype, data + r * row_bytes, x, w.cols);
       base += w.rows;

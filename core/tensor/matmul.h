@@ -35,11 +35,12 @@ struct GemvPart {
 // read up to ~52 on a quiet machine but lose to the claimed chunks when a helper is descheduled.
 void gemv_stored(std::span<const GemvPart> parts, const float* x, int threads);
 
-// The mat-vec kernels: AVX2+FMA+F16C, or plain loops. Auto picks the best the CPU has
-// (__builtin_cpu_supports); forcing Portable is for tests. An AVX-512 BF16 kernel (shift/and
-// conversion, 4 rows per pass) was measured slower on this Zen 5 VM: 55-60 vs 74 GB/s on a
-// 272 MB matrix, as a plain AVX-512 read loop is (60 vs 74 GB/s): not kept.
-enum class GemvIsa { Auto, Avx2, Portable };
+// The mat-vec kernels: AVX-512 (16-float registers holding the AVX2 loop's accumulators in pairs:
+// bit-identical to it), AVX2+FMA+F16C, or plain loops. Auto picks the best the CPU has
+// (__builtin_cpu_supports); forcing one is for tests and A/Bs. (Session 7 measured an AVX-512 kernel
+// with 4 rows per pass slower, 55-60 vs 74 GB/s; one row per pass with the same lanes is faster:
+// matmul.cpp.)
+enum class GemvIsa { Auto, Avx512, Avx2, Portable };
 void force_gemv_isa(GemvIsa isa);
 GemvIsa gemv_isa();  // the kernel gemv_stored uses now (never Auto)
 // Benchmarks (A/B in one run): the mat-vec of session 6 (up to 64 pieces, BF16 rows with the

@@ -215,14 +215,19 @@ int main(int argc, char** argv) {
     // A/B in this run, interleaved segments of decode/4 steps: the mat-vec before session 7 (up to
     // 64 pieces, 4-accumulator BF16 rows) and the current one; best segment and mean of each.
     const int seg = std::max(8, decode / 4);
-    double old_best = 0, old_sum = 0, best = 0, sum = 0;
+    double old_best = 0, old_sum = 0, best = 0, sum = 0, avx2_best = 0, avx2_sum = 0;
     for (int rep = 0; rep < 4; ++rep) {
       kvscope::set_gemv_legacy(true);
       const double o = decode_tok_s(*m, seg);
       kvscope::set_gemv_legacy(false);
+      kvscope::force_gemv_isa(kvscope::GemvIsa::Avx2);
+      const double a2 = decode_tok_s(*m, seg);
+      kvscope::force_gemv_isa(kvscope::GemvIsa::Auto);
       const double n = decode_tok_s(*m, seg);
       old_best = std::max(old_best, o);
       old_sum += o / 4;
+      avx2_best = std::max(avx2_best, a2);
+      avx2_sum += a2 / 4;
       best = std::max(best, n);
       sum += n / 4;
     }
@@ -239,6 +244,9 @@ int main(int argc, char** argv) {
                 file_pmd_mapped_mb(), m->weight_bytes() / 1e6);
     std::printf("decode, session-6 mat-vec (64 pieces, 4-acc. BF16 rows): mean %.1f tok/s = %.1f GB/s (%.2f of the bound), best segment %.1f tok/s (%.2f)\n",
                 old_sum, old_sum * gb, old_sum / bound, old_best, old_best / bound);
+    std::printf("decode, the current mat-vec with its AVX2 loop forced: mean %.1f tok/s (%.2f of the bound), best segment %.1f tok/s; the %s loop is %.2fx faster (mean)\n",
+                avx2_sum, avx2_sum / bound, avx2_best, kvscope::gemv_isa() == kvscope::GemvIsa::Avx512 ? "AVX-512" : "AVX2",
+                sum / avx2_sum);
     std::printf("decode %d steps: mean %.1f tok/s = %.1f GB/s, best segment %.1f tok/s = %.1f GB/s; read bound %.1f tok/s (%.2f GB/s / %.1f MB per step) -> %.2f (mean) / %.2f (best) of the bound (target >= 0.8)\n",
                 4 * seg, ours, ours * gb, best, best * gb, bound, bw, m->weight_bytes() / 1e6, ours / bound, best / bound);
     if (!runc.empty()) {
