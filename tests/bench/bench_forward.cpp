@@ -4,8 +4,10 @@
 //     (timed into a KV cache already touched, as sgemm's buffers are; the fresh-cache time is printed too)
 //   decode tok/s (one token per forward from position 0, as llama2.c's run.c steps) vs
 //     - the memory-read bound: read bandwidth (2 threads summing 1 GiB: AVX2 float, AVX-512 float and
-//       AVX2 integer adds, the highest, best of before and after the decode runs) / weight bytes as stored
-//     - the session-6 mat-vec in the same run (interleaved segments)
+//       AVX2 integer adds on 4 KB pages, AVX2 float adds on 2 MB pages, the highest, best of before
+//       and after the decode runs) / weight bytes as stored
+//     - the session-6 mat-vec and the current one with its AVX2 loop forced, in the same run
+//       (interleaved segments)
 //     - run.c (OpenMP) on the same weights, when --runc BIN --runc-model FILE --tokenizer FILE are given
 // Usage: bench_forward MODEL_DIR [--prefill N] [--decode N] [--reps N (prefill, best of)] [--runc ... --runc-model ... --tokenizer ...]
 // scripts/bench_forward.sh builds run.c and converts the weights (outside the repo).
