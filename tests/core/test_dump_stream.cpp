@@ -132,6 +132,26 @@ TEST_CASE("streamed reader: same errors as load_dump; a truncated file is an err
   CHECK_THROWS_WITH(DumpReader(path), Catch::Contains(path));
 }
 
+TEST_CASE("tensors of 1 MB and more are read with pread a chunk at a time: the mapping's values", "[dump_stream]") {
+  TempDir tmp;
+  const std::string path = tmp.path("big.safetensors");
+  SynthOptions o = small_synth();
+  o.layers = 2;
+  o.tokens = 2500;  // K and V of a layer: 2 heads x 2500 x 16 x 4 bytes = 320 KB; Q (6 heads) 960 KB
+  o.head_dim = 64;  // ... with head_dim 64: 1.28 MB and 3.84 MB, several 1 MB chunks and a ragged last one
+  save_dump(path, make_synthetic_dump(o), DType::F32);
+  DumpReader r(path);
+  const DumpLayer L = r.load_layer(1);
+  const size_t he = static_cast<size_t>(o.tokens) * o.head_dim;
+  for (int h = 0; h < 2; ++h) {
+    CHECK(std::vector<float>(L.k.begin() + h * he, L.k.begin() + (h + 1) * he) == as_f32(r.k(1, h)));
+    CHECK(std::vector<float>(L.v.begin() + h * he, L.v.begin() + (h + 1) * he) == as_f32(r.v(1, h)));
+  }
+  CHECK(std::vector<float>(L.q.begin() + 5 * he, L.q.begin() + 6 * he) == as_f32(r.q(1, 5)));
+  REQUIRE(truncate(path.c_str(), 8 << 20) == 0);  // layer 1 is gone
+  CHECK_THROWS_WITH(r.load_layer(1), Catch::Contains(path) && Catch::Contains("shrank to 8388608 bytes"));
+}
+
 TEST_CASE("dump writer: layers in order, all of them, or no file", "[dump_stream]") {
   TempDir tmp;
   const std::string path = tmp.path("w.safetensors");
