@@ -50,9 +50,9 @@ class SafetensorsFile : public StoredSource {
 
   // Reads a tensor as f32 (any float or int dtype), checking the expected shape if given.
   std::vector<float> read_f32(const std::string& name, const std::vector<int64_t>& expect_shape = {}) const;
-  // Converts one tensor of this file into dst (numel floats); F16, BF16 and F32 are read with pread
-  // a chunk at a time (no page faults). Throws Error naming the file when the file was truncated
-  // since open() (by another process), instead of dying of SIGBUS.
+  // Converts one tensor of this file into dst (numel floats); F16, BF16 and F32 tensors of 1 MB or
+  // more are read with pread a chunk at a time (no page faults). Throws Error naming the file when
+  // the file was truncated since open() (by another process), instead of dying of SIGBUS.
   void read_f32_into(const TensorInfo& t, float* dst) const;
   // Throws Error naming the file when it is now too short to hold tensor t (truncated since open()).
   void check_intact(const TensorInfo& t) const;
