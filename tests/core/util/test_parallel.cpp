@@ -77,13 +77,22 @@ TEST_CASE("parallel_for: nested calls run inline, concurrent callers all finish"
 TEST_CASE("parallel_for rethrows the first exception on the caller and stays usable", "[parallel]") {
   Threads t(2);
   std::atomic<int> ran{0};
+  std::atomic<bool> thrown{false};
+  // Items after 3 start only once item 3 is throwing and then take 1 ms each, so the other thread
+  // cannot finish all of them while the thrower is descheduled (CI runs two suites on two cores).
   CHECK_THROWS_WITH(parallel_for(1000,
                                  [&](int64_t i) {
                                    ran++;
-                                   if (i == 3) throw std::runtime_error("item 3 failed");
+                                   if (i == 3) {
+                                     thrown = true;
+                                     throw std::runtime_error("item 3 failed");
+                                   }
+                                   if (i < 3) return;
+                                   while (!thrown.load()) std::this_thread::yield();
+                                   std::this_thread::sleep_for(std::chrono::milliseconds(1));
                                  }),
                     "item 3 failed");
-  CHECK(ran.load() < 1000);  // the hand-out stopped
+  CHECK(ran.load() < 100);  // the hand-out stopped
   std::atomic<int> after{0};
   parallel_for(50, [&](int64_t) { after++; });
   CHECK(after.load() == 50);
