@@ -268,13 +268,12 @@ int main(int argc, char** argv) {
                 sum / avx2_sum);
     std::printf("decode %d steps: mean %.1f tok/s = %.1f GB/s, best segment %.1f tok/s = %.1f GB/s; read bound %.1f tok/s (%.2f GB/s / %.1f MB per step) -> %.2f (mean) / %.2f (best) of the bound (target >= 0.8)\n",
                 4 * seg, ours, ours * gb, best, best * gb, bound, bw, m->weight_bytes() / 1e6, ours / bound, best / bound);
-    // Paired: the machine is shared and its read bandwidth moves within a run (26-70 GB/s within an
+    // Paired: the machine is shared and its read bandwidth moves within a run (22-70 GB/s within an
     // hour here), so the bound above (the run's highest figure) comes from its quietest moment while
     // the mean decode spans all of them. Here each decode segment sits between two read samples
     // (AVX2 float and integer adds over 256 MB, the higher, same threads), and its ratio is to
     // their mean: the same load on both sides of the ratio.
-    {
-      ReadBuffer probe(long{1} << 26, false);
+    if (ReadBuffer probe(long{1} << 26, false); probe.gbs(0, 1) > 0) {  // (0: the buffer could not be mapped)
       auto sample = [&] { return std::max(probe.gbs(0, 2), probe.gbs(2, 2)); };
       constexpr int kPairs = 8;
       std::vector<double> ratio, rate;
