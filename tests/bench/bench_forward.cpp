@@ -161,6 +161,30 @@ double decode_tok_s(const kvscope::Model& m, int steps) {
   return steps / secs(t0);
 }
 
+// Paired: the machine is shared and its read bandwidth moves within a run (22-70 GB/s within an
+// hour here), so the bound main() prints (the run's highest figure) comes from its quietest moment
+// while the mean decode spans all of them. Here each of 8 decode segments of `seg` steps sits
+// between two read samples (AVX2 float and integer adds over 256 MB, the higher, same threads), and
+// its ratio is to their mean: the same load on both sides of the ratio. Prints median, min, max.
+void print_paired_decode(const kvscope::Model& m, int seg) {
+  ReadBuffer probe(long{1} << 26, false);
+  if (probe.gbs(0, 1) <= 0) return;  // the buffer could not be mapped
+  auto sample = [&] { return std::max(probe.gbs(0, 2), probe.gbs(2, 2)); };
+  constexpr int kPairs = 8;
+  std::vector<double> ratio, rate;
+  double before = sample();
+  for (int i = 0; i < kPairs; ++i) {
+    const double n = decode_tok_s(m, seg), after = sample();
+    ratio.push_back(n * m.weight_bytes() / ((before + after) / 2 * 1e9));
+    rate.push_back((before + after) / 2);
+    before = after;
+  }
+  std::sort(ratio.begin(), ratio.end());
+  std::printf("decode vs the read bandwidth measured around each segment (%d segments of %d steps): median %.2f, min %.2f, max %.2f of the bound; read samples %.1f-%.1f GB/s\n",
+              kPairs, seg, (ratio[kPairs / 2 - 1] + ratio[kPairs / 2]) / 2, ratio.front(), ratio.back(),
+              *std::min_element(rate.begin(), rate.end()), *std::max_element(rate.begin(), rate.end()));
+}
+
 double runc_tok_s(const std::string& bin, const std::string& model, const std::string& tok, int steps) {
   const std::string cmd = "OMP_NUM_THREADS=2 " + bin + " " + model + " -z " + tok + " -t 0 -n " + std::to_string(steps) +
                           " -i 'Once upon a time' 2>&1 >/dev/null";
@@ -268,28 +292,7 @@ int main(int argc, char** argv) {
                 sum / avx2_sum);
     std::printf("decode %d steps: mean %.1f tok/s = %.1f GB/s, best segment %.1f tok/s = %.1f GB/s; read bound %.1f tok/s (%.2f GB/s / %.1f MB per step) -> %.2f (mean) / %.2f (best) of the bound (target >= 0.8)\n",
                 4 * seg, ours, ours * gb, best, best * gb, bound, bw, m->weight_bytes() / 1e6, ours / bound, best / bound);
-    // Paired: the machine is shared and its read bandwidth moves within a run (22-70 GB/s within an
-    // hour here), so the bound above (the run's highest figure) comes from its quietest moment while
-    // the mean decode spans all of them. Here each decode segment sits between two read samples
-    // (AVX2 float and integer adds over 256 MB, the higher, same threads), and its ratio is to
-    // their mean: the same load on both sides of the ratio.
-    if (ReadBuffer probe(long{1} << 26, false); probe.gbs(0, 1) > 0) {  // (0: the buffer could not be mapped)
-      auto sample = [&] { return std::max(probe.gbs(0, 2), probe.gbs(2, 2)); };
-      constexpr int kPairs = 8;
-      std::vector<double> ratio, rate;
-      double before = sample();
-      for (int i = 0; i < kPairs; ++i) {
-        const double n = decode_tok_s(*m, seg), after = sample();
-        ratio.push_back(n * m->weight_bytes() / ((before + after) / 2 * 1e9));
-        rate.push_back((before + after) / 2);
-        before = after;
-      }
-      std::vector<double> sorted = ratio;
-      std::sort(sorted.begin(), sorted.end());
-      std::printf("decode vs the read bandwidth measured around each segment (%d segments of %d steps): median %.2f, min %.2f, max %.2f of the bound; read samples %.1f-%.1f GB/s\n",
-                  kPairs, seg, (sorted[kPairs / 2 - 1] + sorted[kPairs / 2]) / 2, sorted.front(), sorted.back(),
-                  *std::min_element(rate.begin(), rate.end()), *std::max_element(rate.begin(), rate.end()));
-    }
+    print_paired_decode(*m, seg);
     if (!runc.empty()) {
       const double rc = runc_tok_s(runc, runc_model, tokenizer, decode + 1);
       const double ours2 = decode_tok_s(*m, decode);
